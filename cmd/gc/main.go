@@ -1,0 +1,105 @@
+// Command gc prunes dead sessions from Redis: those whose app server crashed
+// or lost them without a leave. It polls the deadlines index and wakes early
+// on Redis expiry events. Any number may run against one Redis. Run with -h
+// for the settings.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/presence/presence/internal/config"
+	"github.com/presence/presence/internal/gc"
+	"github.com/presence/presence/internal/health"
+	"github.com/presence/presence/internal/logging"
+	"github.com/presence/presence/internal/redisstore"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "gc:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	// Configuration and logging.
+	cfg, err := config.Load("gc", args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	log := logging.New(stderr, cfg.LogLevel)
+	defer log.Sync()
+	if cfg.Embedded() {
+		return errors.New("PRESENCE_REDIS_URL is not set: gc prunes a Redis store, e.g. PRESENCE_REDIS_URL=redis://127.0.0.1:6379/0")
+	}
+	log.Info("starting gc", zap.Any("config", cfg.Fields()))
+
+	// Store, expiry events and collector.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	rdb, err := redisstore.Dial(cfg.RedisURL)
+	if err != nil {
+		return fmt.Errorf("PRESENCE_REDIS_URL: %w", err)
+	}
+	defer rdb.Close()
+	store := redisstore.New(rdb, redisstore.Config{Prefix: cfg.KeyPrefix, TTL: cfg.SessionTTL, Registerer: reg}, log)
+	if err := store.Ping(ctx); err != nil {
+		log.Error("Redis is unreachable; retrying every poll interval, /readyz answers 503 until it is back",
+			zap.String("redis", rdb.Options().Addr), zap.Error(err))
+	}
+	expiry := redisstore.NewExpiry(store, reg)
+	sweep := cfg.SweepInterval
+	if sweep == 0 {
+		sweep = -1 // gc: zero means its default, negative means none
+	}
+	col := gc.New(store, gc.Config{Poll: cfg.GCPoll, Sweep: sweep, Wake: expiry.Wakeups(), Registerer: reg}, log)
+
+	// Health and metrics on their own port.
+	hh := health.New(map[string]health.Check{"redis": store.Ping}, reg)
+	ln, err := net.Listen("tcp", cfg.GCAddr)
+	if err != nil {
+		return fmt.Errorf("PRESENCE_GC_ADDR: %w", err)
+	}
+	srv := &http.Server{Handler: hh.ServeMux(), ReadHeaderTimeout: 10 * time.Second}
+	log.Info("listening", zap.String("addr", ln.Addr().String()))
+
+	// Run until a signal or the first failure.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return expiry.Run(gctx) })
+	g.Go(func() error { return col.Run(gctx) })
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	err = g.Wait()
+	log.Info("stopped")
+	return err
+}

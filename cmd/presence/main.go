@@ -1,0 +1,134 @@
+// Command presence is the app server: browsers hold a WebSocket to it and say
+// which post they view; it keeps presence in the store and pushes live counts
+// back. Run with -h for the settings.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/presence/presence/internal/config"
+	"github.com/presence/presence/internal/health"
+	"github.com/presence/presence/internal/httpapi"
+	"github.com/presence/presence/internal/hub"
+	"github.com/presence/presence/internal/logging"
+	"github.com/presence/presence/internal/redisstore"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "presence:", err)
+		os.Exit(1)
+	}
+}
+
+// shutdownTimeout bounds everything after a signal: stop accepting, remove
+// the sessions, close the WebSockets. Orchestrators wait 10s by default
+// before SIGKILL, hence a little less.
+const shutdownTimeout = 9 * time.Second
+
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	// Configuration and logging.
+	cfg, err := config.Load("presence", args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	log := logging.New(stderr, cfg.LogLevel)
+	defer log.Sync()
+	if cfg.Embedded() {
+		return errors.New("PRESENCE_REDIS_URL is not set: presence needs Redis, e.g. PRESENCE_REDIS_URL=redis://127.0.0.1:6379/0 (scripts/run.sh starts one)")
+	}
+	log.Info("starting presence", zap.String("mode", "redis"), zap.Any("config", cfg.Fields()))
+	for _, o := range cfg.AllowedOrigins {
+		if o == "*" {
+			log.Warn("PRESENCE_ALLOWED_ORIGINS has *: pages of any site may connect and read counts")
+		}
+	}
+
+	// Store and metrics.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	rdb, err := redisstore.Dial(cfg.RedisURL)
+	if err != nil {
+		return fmt.Errorf("PRESENCE_REDIS_URL: %w", err)
+	}
+	defer rdb.Close()
+	store := redisstore.New(rdb, redisstore.Config{Prefix: cfg.KeyPrefix, TTL: cfg.SessionTTL, Registerer: reg}, log)
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if err := store.LoadScripts(lctx); err != nil {
+		// Serve anyway: /readyz says 503 until Redis answers, and the
+		// scripts load themselves on first use.
+		log.Error("Redis is unreachable; serving anyway, /readyz answers 503 until it is back",
+			zap.String("redis", rdb.Options().Addr), zap.Error(err))
+	}
+	cancel()
+
+	// Hub, bus and HTTP API.
+	bus := redisstore.NewBus(store, reg)
+	coalesce := cfg.Coalesce
+	if coalesce == 0 {
+		coalesce = -1 // hub: zero means its default, negative means none
+	}
+	h := hub.New(store, bus, hub.Config{Coalesce: coalesce, Registerer: reg}, log)
+	hh := health.New(map[string]health.Check{"redis": store.Ping}, reg)
+	api := httpapi.New(h, store, hh, httpapi.Config{AllowedOrigins: cfg.AllowedOrigins, Registerer: reg}, log)
+
+	// Bind before serving, so a taken port fails here and now.
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("PRESENCE_ADDR: %w", err)
+	}
+	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(log.Named("http"))}
+	log.Info("listening", zap.String("addr", ln.Addr().String()))
+
+	// Run until a signal or the first failure, then shut down in order.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return bus.Run(gctx, h.Deliver) })
+	g.Go(func() error { return h.Run(gctx) })
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		// Stop accepting first, then remove every session in batches (one
+		// count per post to other servers), then say goodbye to browsers.
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn("HTTP shutdown", zap.Error(err))
+		}
+		if err := h.Shutdown(sctx); err != nil {
+			log.Warn("session removal at shutdown", zap.Error(err))
+		}
+		if err := api.Shutdown(sctx); err != nil {
+			log.Warn("WebSocket close at shutdown", zap.Error(err))
+		}
+		return nil
+	})
+	err = g.Wait()
+	log.Info("stopped")
+	return err
+}

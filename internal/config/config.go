@@ -1,0 +1,206 @@
+// Package config reads the settings of both binaries from flags and
+// PRESENCE_* environment variables; a flag overrides its variable.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"path"
+	"strings"
+	"time"
+)
+
+// Config holds every setting of presence and gc.
+type Config struct {
+	Addr           string
+	GCAddr         string
+	RedisURL       string
+	KeyPrefix      string
+	SessionTTL     time.Duration
+	Coalesce       time.Duration
+	GCPoll         time.Duration
+	SweepInterval  time.Duration
+	AllowedOrigins []string
+	PublishKeys    []string
+	LogLevel       string
+}
+
+// setting is one variable: its flag, environment name, default and help.
+type setting struct {
+	flag, env, def, help string
+}
+
+var settings = []setting{
+	{"addr", "PRESENCE_ADDR", ":8080", "app server listen address"},
+	{"gc-addr", "PRESENCE_GC_ADDR", ":8081", "gc's listen address for /healthz, /readyz and /metrics"},
+	{"redis-url", "PRESENCE_REDIS_URL", "", "Redis URL, e.g. redis://127.0.0.1:6379/0; empty runs presence in embedded mode (gc requires it)"},
+	{"key-prefix", "PRESENCE_KEY_PREFIX", "", "prefix for every Redis key and channel; \"{presence}:\" keeps them in one Cluster slot"},
+	{"session-ttl", "PRESENCE_SESSION_TTL", "90s", "session lifetime without a refresh; refreshed every TTL/3 (1s to 1h)"},
+	{"coalesce", "PRESENCE_COALESCE", "250ms", "per-post window for count updates: at most one frame per window per client (0 to 10s)"},
+	{"gc-poll", "PRESENCE_GC_POLL", "1s", "longest time between two polls of the deadlines index (10ms to 1m)"},
+	{"sweep-interval", "PRESENCE_SWEEP_INTERVAL", "5m", "time between gc's full repair sweeps of the viewers hash; 0 disables"},
+	{"allowed-origins", "PRESENCE_ALLOWED_ORIGINS", "", "comma-separated WebSocket/CORS origin patterns (host or scheme://host, path.Match globs); empty: same host only; * allows any"},
+	{"publish-keys", "PRESENCE_PUBLISH_KEYS", "", "comma-separated bearer keys for the publish API; empty turns publishing off"},
+	{"log-level", "PRESENCE_LOG_LEVEL", "info", "log level: debug, info, warn or error"},
+}
+
+// Load parses args (without the program name) over the environment read by
+// getenv. With -h it writes the usage to out and returns flag.ErrHelp.
+func Load(name string, args []string, getenv func(string) string, out io.Writer) (Config, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	vals := make(map[string]*string, len(settings))
+	for _, s := range settings {
+		def := s.def
+		if v, ok := lookup(getenv, s.env); ok {
+			def = v
+		}
+		help := fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def)
+		vals[s.flag] = fs.String(s.flag, def, help)
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage of %s:\n", name)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q; settings are flags or PRESENCE_* variables (see -h)", fs.Arg(0))
+	}
+	c := Config{
+		Addr:           *vals["addr"],
+		GCAddr:         *vals["gc-addr"],
+		RedisURL:       strings.TrimSpace(*vals["redis-url"]),
+		KeyPrefix:      *vals["key-prefix"],
+		AllowedOrigins: splitList(*vals["allowed-origins"]),
+		PublishKeys:    splitList(*vals["publish-keys"]),
+		LogLevel:       strings.ToLower(strings.TrimSpace(*vals["log-level"])),
+	}
+	var errs []error
+	dur := func(flagName, env string, dst *time.Duration) {
+		d, err := time.ParseDuration(*vals[flagName])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: not a duration (use Go syntax such as 90s or 250ms): %q", env, *vals[flagName]))
+			return
+		}
+		*dst = d
+	}
+	dur("session-ttl", "PRESENCE_SESSION_TTL", &c.SessionTTL)
+	dur("coalesce", "PRESENCE_COALESCE", &c.Coalesce)
+	dur("gc-poll", "PRESENCE_GC_POLL", &c.GCPoll)
+	dur("sweep-interval", "PRESENCE_SWEEP_INTERVAL", &c.SweepInterval)
+	if len(errs) > 0 {
+		return Config{}, errors.Join(errs...)
+	}
+	return c, c.Validate()
+}
+
+// lookup treats a variable set to the empty string as unset, as shells and
+// compose files often leave them so.
+func lookup(getenv func(string) string, key string) (string, bool) {
+	v := getenv(key)
+	return v, v != ""
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Validate checks every setting and reports all problems at once, each
+// naming its variable.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	for _, a := range []struct{ env, v string }{{"PRESENCE_ADDR", c.Addr}, {"PRESENCE_GC_ADDR", c.GCAddr}} {
+		if _, _, err := net.SplitHostPort(a.v); err != nil {
+			bad("%s: want host:port or :port, got %q", a.env, a.v)
+		}
+	}
+	if c.RedisURL != "" {
+		u, err := url.Parse(c.RedisURL)
+		switch {
+		case err != nil:
+			bad("PRESENCE_REDIS_URL: %v", err)
+		case u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix":
+			bad("PRESENCE_REDIS_URL: scheme must be redis://, rediss:// or unix://, got %q", u.Scheme)
+		case u.Scheme != "unix" && u.Host == "":
+			bad("PRESENCE_REDIS_URL: no host in %q", mask(c.RedisURL))
+		}
+	}
+	if c.SessionTTL < time.Second || c.SessionTTL > time.Hour {
+		bad("PRESENCE_SESSION_TTL: must be between 1s and 1h, got %s", c.SessionTTL)
+	}
+	if c.Coalesce < 0 || c.Coalesce > 10*time.Second {
+		bad("PRESENCE_COALESCE: must be between 0 and 10s, got %s", c.Coalesce)
+	}
+	if c.GCPoll < 10*time.Millisecond || c.GCPoll > time.Minute {
+		bad("PRESENCE_GC_POLL: must be between 10ms and 1m, got %s", c.GCPoll)
+	}
+	if c.SweepInterval < 0 {
+		bad("PRESENCE_SWEEP_INTERVAL: must not be negative, got %s", c.SweepInterval)
+	}
+	for _, o := range c.AllowedOrigins {
+		if _, err := path.Match(o, ""); err != nil {
+			bad("PRESENCE_ALLOWED_ORIGINS: bad pattern %q: %v", o, err)
+		}
+	}
+	for i, k := range c.PublishKeys {
+		if len(k) < 16 {
+			bad("PRESENCE_PUBLISH_KEYS: key %d is %d characters long; use at least 16 random characters", i+1, len(k))
+		}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("PRESENCE_LOG_LEVEL: must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	return errors.Join(errs...)
+}
+
+// Embedded reports whether presence runs without Redis.
+func (c Config) Embedded() bool { return c.RedisURL == "" }
+
+// Fields returns the effective settings for the start-up log line, with the
+// Redis password and the publish keys masked.
+func (c Config) Fields() map[string]any {
+	keys := make([]string, len(c.PublishKeys))
+	for i := range keys {
+		keys[i] = "***"
+	}
+	return map[string]any{
+		"addr":            c.Addr,
+		"gc_addr":         c.GCAddr,
+		"redis_url":       mask(c.RedisURL),
+		"key_prefix":      c.KeyPrefix,
+		"session_ttl":     c.SessionTTL.String(),
+		"coalesce":        c.Coalesce.String(),
+		"gc_poll":         c.GCPoll.String(),
+		"sweep_interval":  c.SweepInterval.String(),
+		"allowed_origins": c.AllowedOrigins,
+		"publish_keys":    keys,
+		"log_level":       c.LogLevel,
+	}
+}
+
+// mask hides the password of a URL.
+func mask(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxx")
+	}
+	return u.String()
+}

@@ -1,0 +1,188 @@
+// Package gc prunes dead sessions. A Collector polls its Source for sessions
+// whose deadline has passed and prunes them; wake-ups (Redis expiry events in
+// cmd/gc, nothing in embedded mode) only make it poll sooner. Sources are
+// idempotent, so any number of collectors may run against one store.
+package gc
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/presence/presence/internal/presence"
+)
+
+// Source is what a Collector needs of a store.
+type Source interface {
+	// Due returns up to limit sessions whose deadline has passed and, when
+	// none is due, how long until the next deadline (negative: none).
+	Due(ctx context.Context, limit int) ([]presence.SessionID, time.Duration, error)
+	// Prune removes the sessions that are really dead and returns, for each
+	// one removed, how long after its deadline that happened.
+	Prune(ctx context.Context, sids []presence.SessionID) ([]time.Duration, error)
+}
+
+// Sweeper is an optional Source method: a full pass over all sessions that
+// repairs what the deadlines index missed.
+type Sweeper interface {
+	Sweep(ctx context.Context) (int, error)
+}
+
+// Config configures a Collector. The zero value is usable.
+type Config struct {
+	// Poll is the longest time between two polls. Default: 1s.
+	Poll time.Duration
+	// Batch is how many sessions one poll prunes at a time. Default: 500.
+	Batch int
+	// Sweep is the time between full sweeps, when the Source is a Sweeper.
+	// Default: 5m; negative disables.
+	Sweep time.Duration
+	// Wake makes the collector poll at once when it receives. Default: nil.
+	Wake <-chan struct{}
+	// Registerer receives the collector's metrics. Default: none.
+	Registerer prometheus.Registerer
+}
+
+// minWait keeps a collector from spinning on a deadline that Redis, whose
+// keys expire only once their deadline has strictly passed, does not yet
+// count as expired.
+const minWait = 5 * time.Millisecond
+
+// Collector prunes dead sessions of one Source.
+type Collector struct {
+	src Source
+	cfg Config
+	log *zap.Logger
+
+	prunes prometheus.Counter
+	lag    prometheus.Histogram
+	polls  prometheus.Counter
+	errors prometheus.Counter
+	wakes  prometheus.Counter
+}
+
+// New returns a Collector for src.
+func New(src Source, cfg Config, log *zap.Logger) *Collector {
+	if cfg.Poll <= 0 {
+		cfg.Poll = time.Second
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 500
+	}
+	if cfg.Sweep == 0 {
+		cfg.Sweep = 5 * time.Minute
+	}
+	c := &Collector{
+		src: src,
+		cfg: cfg,
+		log: log.Named("gc"),
+		prunes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "presence_prunes_total",
+			Help: "Dead sessions pruned.",
+		}),
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "presence_gc_expiry_lag_seconds",
+			Help:    "Time from a dead session's deadline to its prune.",
+			Buckets: []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60},
+		}),
+		polls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "presence_gc_polls_total",
+			Help: "Polls of the deadlines index.",
+		}),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "presence_gc_errors_total",
+			Help: "Polls, prunes and sweeps that failed.",
+		}),
+		wakes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "presence_gc_wakeups_total",
+			Help: "Early polls triggered by expiry events or reconnects.",
+		}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(c.prunes, c.lag, c.polls, c.errors, c.wakes)
+	}
+	return c
+}
+
+// Run polls until ctx ends. Errors are logged and retried, never returned:
+// a store that is away now may be back at the next poll.
+func (c *Collector) Run(ctx context.Context) error {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	var sweep <-chan time.Time
+	if _, ok := c.src.(Sweeper); ok && c.cfg.Sweep > 0 {
+		t := time.NewTicker(c.cfg.Sweep)
+		defer t.Stop()
+		sweep = t.C
+	}
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.cfg.Wake:
+			c.wakes.Inc()
+		case <-timer.C:
+		case <-sweep:
+			if n, err := c.src.(Sweeper).Sweep(ctx); err != nil {
+				c.errors.Inc()
+				c.log.Warn("sweep failed", zap.Error(err))
+			} else if n > 0 {
+				c.prunes.Add(float64(n))
+				c.log.Info("sweep pruned sessions the deadlines index missed", zap.Int("pruned", n))
+			}
+		}
+		next, err := c.Poll(ctx)
+		if err != nil {
+			c.errors.Inc()
+			if !failing && ctx.Err() == nil {
+				c.log.Warn("poll failed; retrying every poll interval", zap.Error(err))
+			}
+			failing = true
+			next = c.cfg.Poll
+		} else if failing {
+			failing = false
+			c.log.Info("poll works again")
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(next)
+	}
+}
+
+// Poll prunes every session that is due and returns how long to wait before
+// the next poll: until the next deadline, but at most the poll interval.
+func (c *Collector) Poll(ctx context.Context) (time.Duration, error) {
+	for {
+		c.polls.Inc()
+		due, next, err := c.src.Due(ctx, c.cfg.Batch)
+		if err != nil {
+			return 0, err
+		}
+		if len(due) == 0 {
+			if next < 0 || next > c.cfg.Poll {
+				return c.cfg.Poll, nil
+			}
+			return max(next, minWait), nil
+		}
+		lags, err := c.src.Prune(ctx, due)
+		for _, l := range lags {
+			c.lag.Observe(l.Seconds())
+		}
+		c.prunes.Add(float64(len(lags)))
+		if err != nil {
+			return 0, err
+		}
+		if len(lags) == 0 && len(due) < c.cfg.Batch {
+			// Everything due was alive after all (refreshed just now, or a
+			// key Redis has not expired yet): wait a little, do not spin.
+			return minWait, nil
+		}
+	}
+}

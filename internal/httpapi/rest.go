@@ -1,0 +1,122 @@
+package httpapi
+
+import (
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+	"go.uber.org/zap"
+
+	"github.com/presence/presence/internal/presence"
+)
+
+// MaxBatch is how many posts one GET /v1/viewers may ask for.
+const MaxBatch = 100
+
+type postBody struct {
+	Post    presence.PostID `json:"post"`
+	Viewers int64           `json:"viewers"`
+	Views   int64           `json:"views"`
+}
+
+func (s *Server) getPost(w http.ResponseWriter, r *http.Request) {
+	post, err := presence.ParsePostID(chi.URLParam(r, "post"))
+	if err != nil {
+		s.reject(w, err)
+		return
+	}
+	counts, err := s.store.Counts(r.Context(), []presence.PostID{post})
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, postBody{Post: post, Viewers: counts[0].Viewers, Views: counts[0].Views})
+}
+
+func (s *Server) getViewers(w http.ResponseWriter, r *http.Request) {
+	raw := r.URL.Query()["post"]
+	if len(raw) == 0 {
+		s.reject(w, presence.Errorf(presence.CodeBadRequest, "name at least one post: /v1/viewers?post=1&post=2"))
+		return
+	}
+	if len(raw) > MaxBatch {
+		s.reject(w, presence.Errorf(presence.CodeTooMany, "%d posts asked for, at most %d per request", len(raw), MaxBatch))
+		return
+	}
+	posts := make([]presence.PostID, 0, len(raw))
+	seen := make(map[presence.PostID]bool, len(raw))
+	for _, v := range raw {
+		p, err := presence.ParsePostID(v)
+		if err != nil {
+			s.reject(w, err)
+			return
+		}
+		if !seen[p] {
+			seen[p] = true
+			posts = append(posts, p)
+		}
+	}
+	counts, err := s.store.Counts(r.Context(), posts)
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	out := make(map[presence.PostID]int64, len(counts))
+	for _, c := range counts {
+		out[c.Post] = c.Viewers
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"counts": out})
+}
+
+func (s *Server) reject(w http.ResponseWriter, err error) {
+	s.rejected.WithLabelValues(presence.ErrorCode(err)).Inc()
+	writeError(w, err)
+}
+
+// storeError logs a store failure once, here at the edge, and answers with
+// a message that does not leak internals.
+func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.Warn("store call failed", zap.String("path", r.URL.Path), zap.Error(err))
+	writeError(w, err)
+}
+
+// cors lets allowed origins read the REST API from a browser. The API is
+// read-only GETs without credentials, so only Allow-Origin is needed.
+func (s *Server) cors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if origin := r.Header.Get("Origin"); origin != "" {
+			w.Header().Add("Vary", "Origin")
+			if s.originAllowed(origin, r.Host) {
+				w.Header().Set("Access-Control-Allow-Origin", origin)
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// originAllowed applies the same rules as the WebSocket handshake
+// (coder/websocket's authenticateOrigin), so one setting means one thing.
+func (s *Server) originAllowed(origin, host string) bool {
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if strings.EqualFold(u.Host, host) {
+		return true
+	}
+	for _, p := range s.cfg.AllowedOrigins {
+		if p == "*" {
+			return true
+		}
+		target := u.Host
+		if strings.Contains(p, "://") {
+			target = u.Scheme + "://" + u.Host
+		}
+		if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(target)); ok {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,177 @@
+// Package httpapi is the app server's HTTP face: the WebSocket protocol v1 at
+// /v1/ws, the REST counts, health and metrics, and the JSON error format.
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/presence/presence/internal/health"
+	"github.com/presence/presence/internal/hub"
+	"github.com/presence/presence/internal/presence"
+)
+
+// Config configures a Server. The zero value is usable.
+type Config struct {
+	// AllowedOrigins are the origin patterns allowed to open WebSockets and
+	// read the REST API from a browser: a host ("example.com",
+	// "*.example.com") or scheme and host ("https://example.com"), matched
+	// with path.Match. Default: the server's own host only. "*" allows any.
+	AllowedOrigins []string
+	// ReadLimit is the largest frame a client may send, in bytes; a larger
+	// one closes the connection with 1009. Default: 4096.
+	ReadLimit int64
+	// PingInterval is the time between pings to each client. Default: 25s,
+	// under the 60s after which common proxies drop a silent connection.
+	PingInterval time.Duration
+	// PingTimeout is how long a client has to answer a ping before its
+	// connection is closed and its session leaves. Default: 10s.
+	PingTimeout time.Duration
+	// WriteTimeout bounds every frame write; a client that takes longer is
+	// closed. Default: 10s.
+	WriteTimeout time.Duration
+	// Registerer receives the server's metrics. Default: none.
+	Registerer prometheus.Registerer
+}
+
+// Server serves the app server's HTTP API.
+type Server struct {
+	hub    *hub.Hub
+	store  presence.Store
+	health *health.Handler
+	cfg    Config
+	log    *zap.Logger
+	router chi.Router
+
+	// base is the parent of every connection's context: not the request's,
+	// which net/http cancels in ways a long-lived WebSocket must not follow.
+	base       context.Context
+	cancelBase context.CancelFunc
+
+	mu      sync.Mutex
+	conns   map[*websocket.Conn]struct{}
+	closing bool
+	wg      sync.WaitGroup
+
+	sent     prometheus.Counter
+	rejected *prometheus.CounterVec
+}
+
+// New returns a Server.
+func New(h *hub.Hub, store presence.Store, hh *health.Handler, cfg Config, log *zap.Logger) *Server {
+	if cfg.ReadLimit <= 0 {
+		cfg.ReadLimit = 4096
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 25 * time.Second
+	}
+	if cfg.PingTimeout <= 0 {
+		cfg.PingTimeout = 10 * time.Second
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	base, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		hub:        h,
+		store:      store,
+		health:     hh,
+		cfg:        cfg,
+		log:        log.Named("http"),
+		base:       base,
+		cancelBase: cancel,
+		conns:      make(map[*websocket.Conn]struct{}),
+		sent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "presence_frames_sent_total", Help: "WebSocket frames written to clients.",
+		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "presence_client_errors_total", Help: "Bad frames and requests from clients, by error code.",
+		}, []string{"code"}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(s.sent, s.rejected)
+	}
+	s.router = s.routes()
+	return s
+}
+
+func (s *Server) routes() chi.Router {
+	r := chi.NewRouter()
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, presence.Errorf(presence.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeErrorStatus(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path)
+	})
+	r.Get("/healthz", s.health.Healthz)
+	r.Get("/readyz", s.health.Readyz)
+	r.Get("/metrics", s.health.Metrics)
+	r.Get("/v1/ws", s.serveWS)
+	r.Group(func(r chi.Router) {
+		r.Use(s.cors)
+		r.Get("/v1/posts/{post}", s.getPost)
+		r.Get("/v1/viewers", s.getViewers)
+	})
+	return r
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+
+// Router returns the chi router so that cmd wiring can mount more routes
+// (the widget) before serving.
+func (s *Server) Router() chi.Router { return s.router }
+
+// Shutdown closes every WebSocket with 1001 "going away" and waits for their
+// handlers to finish, until ctx ends; then it drops whatever is left.
+// http.Server.Shutdown does not do this: WebSockets are hijacked connections.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	conns := make([]*websocket.Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		// Close waits for the client's close frame (up to 5s); in parallel,
+		// so a thousand slow clients take 5s, not 5000.
+		go c.Close(websocket.StatusGoingAway, "server shutting down")
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		s.cancelBase()
+		return nil
+	case <-ctx.Done():
+		s.cancelBase()
+		<-done
+		return ctx.Err()
+	}
+}
+
+func (s *Server) track(c *websocket.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c *websocket.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}

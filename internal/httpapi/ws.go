@@ -1,0 +1,281 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/zap"
+
+	"github.com/presence/presence/internal/hub"
+	"github.com/presence/presence/internal/presence"
+)
+
+// CloseSlow is the close code of a client whose send queue filled up:
+// 1008, policy violation, with the reason "send queue full". Browsers see it
+// in CloseEvent.code; the widget reconnects.
+const CloseSlow = websocket.StatusPolicyViolation
+
+// leaveTimeout bounds the store call that removes a closed connection's
+// session; if it fails the session expires after one TTL instead.
+const leaveTimeout = 5 * time.Second
+
+// inFrame is any client frame; fields a type does not use are ignored.
+type inFrame struct {
+	Type  string   `json:"type"`
+	Post  *string  `json:"post"`
+	Posts []string `json:"posts"`
+}
+
+type helloFrame struct {
+	Type    string             `json:"type"`
+	Session presence.SessionID `json:"session"`
+	TTL     int64              `json:"ttl"`
+}
+
+type errorFrame struct {
+	Type    string `json:"type"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	opts := &websocket.AcceptOptions{
+		OriginPatterns:  s.cfg.AllowedOrigins,
+		CompressionMode: websocket.CompressionDisabled, // frames are <200 B
+	}
+	if slices.Contains(s.cfg.AllowedOrigins, "*") {
+		opts.InsecureSkipVerify = true
+	}
+	conn, err := websocket.Accept(w, r, opts)
+	if err != nil {
+		// Accept has answered (403 for a foreign origin, 426 for a plain GET).
+		s.rejected.WithLabelValues("handshake").Inc()
+		return
+	}
+	conn.SetReadLimit(s.cfg.ReadLimit)
+	if !s.track(conn) {
+		conn.Close(websocket.StatusGoingAway, "server shutting down")
+		return
+	}
+	defer s.untrack(conn)
+	c, err := s.hub.Join()
+	if err != nil {
+		conn.Close(websocket.StatusGoingAway, "server shutting down")
+		return
+	}
+	log := s.log.With(zap.String("session", string(c.ID)))
+
+	ctx, cancel := context.WithCancel(s.base)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.writeLoop(ctx, conn, c, log)
+	}()
+	p := s.startPing(ctx, conn)
+
+	err = s.readLoop(ctx, conn, c, log)
+	if st := websocket.CloseStatus(err); st == -1 && !errors.Is(err, context.Canceled) {
+		log.Debug("connection ended", zap.Error(err))
+	}
+
+	lctx, lcancel := context.WithTimeout(context.Background(), leaveTimeout)
+	if err := c.Leave(lctx); err != nil {
+		log.Warn("cannot remove session; it expires after one TTL", zap.Error(err))
+	}
+	lcancel()
+	cancel()
+	p.stop()
+	wg.Wait()
+	conn.CloseNow()
+}
+
+func (s *Server) readLoop(ctx context.Context, conn *websocket.Conn, c *hub.Client, log *zap.Logger) error {
+	for {
+		typ, data, err := conn.Read(ctx)
+		if err != nil {
+			return err
+		}
+		if typ != websocket.MessageText {
+			s.sendError(c, presence.Errorf(presence.CodeBadRequest, "binary frames are not supported; send JSON text frames"))
+			continue
+		}
+		if err := s.handle(ctx, c, data); err != nil {
+			code := presence.ErrorCode(err)
+			if code == presence.CodeInternal || code == presence.CodeUnavailable {
+				log.Warn("store call failed", zap.Error(err))
+			}
+			s.sendError(c, err)
+		}
+	}
+}
+
+// handle applies one client frame. Bad input is rejected whole before
+// anything changes.
+func (s *Server) handle(ctx context.Context, c *hub.Client, data []byte) error {
+	var f inFrame
+	if err := json.Unmarshal(data, &f); err != nil {
+		return presence.Errorf(presence.CodeBadRequest, "frame is not a JSON object: %v", err)
+	}
+	switch f.Type {
+	case "view":
+		if f.Post == nil {
+			return presence.Errorf(presence.CodeBadRequest, `view needs a post: {"type":"view","post":"13"}`)
+		}
+		post, err := presence.ParsePostID(*f.Post)
+		if err != nil {
+			return err
+		}
+		return c.View(ctx, post)
+	case "unview":
+		return c.Unview(ctx)
+	case "watch", "unwatch":
+		posts, err := parsePosts(f.Type, f.Posts)
+		if err != nil {
+			return err
+		}
+		if f.Type == "unwatch" {
+			c.Unwatch(posts)
+			return nil
+		}
+		return c.Watch(ctx, posts)
+	case "":
+		return presence.Errorf(presence.CodeBadRequest, `frame has no type; expected view, unview, watch or unwatch`)
+	default:
+		return presence.Errorf(presence.CodeBadRequest, "unknown type %q; expected view, unview, watch or unwatch", truncate(f.Type, 32))
+	}
+}
+
+func parsePosts(typ string, raw []string) ([]presence.PostID, error) {
+	if len(raw) == 0 {
+		return nil, presence.Errorf(presence.CodeBadRequest, `%s needs a non-empty posts list: {"type":"%s","posts":["1","2"]}`, typ, typ)
+	}
+	if len(raw) > MaxBatch {
+		return nil, presence.Errorf(presence.CodeTooMany, "%s lists %d posts, at most %d allowed", typ, len(raw), MaxBatch)
+	}
+	posts := make([]presence.PostID, len(raw))
+	for i, v := range raw {
+		p, err := presence.ParsePostID(v)
+		if err != nil {
+			return nil, err
+		}
+		posts[i] = p
+	}
+	return posts, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+func (s *Server) sendError(c *hub.Client, err error) {
+	code := presence.ErrorCode(err)
+	s.rejected.WithLabelValues(code).Inc()
+	b, _ := json.Marshal(errorFrame{Type: "error", Code: code, Message: presence.ErrorMessage(err)})
+	c.Send(b)
+}
+
+// writeLoop is the connection's only writer of data frames: hello first,
+// then whatever the hub queues, until the client leaves or is too slow.
+func (s *Server) writeLoop(ctx context.Context, conn *websocket.Conn, c *hub.Client, log *zap.Logger) {
+	hello, _ := json.Marshal(helloFrame{Type: "hello", Session: c.ID, TTL: int64(s.store.TTL() / time.Second)})
+	if err := s.write(ctx, conn, hello); err != nil {
+		conn.CloseNow()
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.Done():
+			if errors.Is(c.Err(), hub.ErrSlow) {
+				log.Info("closing a client that does not keep up", zap.Error(c.Err()))
+				conn.Close(CloseSlow, "send queue full")
+			}
+			return
+		case <-c.Ready():
+			for _, f := range c.Take() {
+				if err := s.write(ctx, conn, f); err != nil {
+					// A write that times out has closed the connection; the
+					// read loop sees that and the session leaves.
+					conn.CloseNow()
+					return
+				}
+			}
+		}
+	}
+}
+
+func (s *Server) write(ctx context.Context, conn *websocket.Conn, frame []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	if err := conn.Write(ctx, websocket.MessageText, frame); err != nil {
+		return err
+	}
+	s.sent.Inc()
+	return nil
+}
+
+// pinger pings a client every interval from a timer callback rather than a
+// goroutine of its own: idle connections are most of the load, and each
+// goroutine costs a stack.
+type pinger struct {
+	mu      sync.Mutex
+	t       *time.Timer
+	stopped bool
+	wg      sync.WaitGroup // a ping in flight
+}
+
+func (s *Server) startPing(ctx context.Context, conn *websocket.Conn) *pinger {
+	p := &pinger{}
+	var tick func()
+	tick = func() {
+		p.mu.Lock()
+		if p.stopped {
+			p.mu.Unlock()
+			return
+		}
+		p.wg.Add(1)
+		p.mu.Unlock()
+		defer p.wg.Done()
+
+		pctx, cancel := context.WithTimeout(ctx, s.cfg.PingTimeout)
+		err := conn.Ping(pctx)
+		cancel()
+		if err != nil {
+			// No pong in time: the peer is gone. Closing ends the read loop,
+			// and with it the session.
+			conn.CloseNow()
+			return
+		}
+		p.mu.Lock()
+		if !p.stopped {
+			p.t.Reset(s.cfg.PingInterval)
+		}
+		p.mu.Unlock()
+	}
+	p.mu.Lock()
+	p.t = time.AfterFunc(s.cfg.PingInterval, tick)
+	p.mu.Unlock()
+	return p
+}
+
+// stop cancels the next ping and waits for one in flight; cancel the
+// connection's context first so that it returns at once.
+func (p *pinger) stop() {
+	p.mu.Lock()
+	p.stopped = true
+	p.t.Stop()
+	p.mu.Unlock()
+	p.wg.Wait()
+}

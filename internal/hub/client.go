@@ -1,0 +1,253 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/presence/presence/internal/presence"
+)
+
+// ErrSlow is the reason a client is closed when its send queue is full.
+var ErrSlow = errors.New("send queue full: the client does not read fast enough")
+
+// Client is one connected browser tab: a session that views at most one post
+// and watches up to Config.MaxWatch others. The transport calls View, Unview,
+// Watch and Unwatch as frames arrive, drains Ready/Take into the socket, and
+// calls Leave when the connection ends.
+type Client struct {
+	hub *Hub
+	// ID is the client's session id.
+	ID presence.SessionID
+
+	// opMu serialises this session's store calls, so a refresh that finds
+	// the session gone cannot re-register it over a concurrent move or leave.
+	opMu  sync.Mutex
+	seen  map[presence.PostID]struct{} // posts whose view was counted; guarded by opMu
+	left  bool                         // guarded by opMu
+	dirty bool                         // the store may hold the session though view is empty; guarded by opMu
+
+	// view and watch are guarded by hub.mu: the rooms read them.
+	view  presence.PostID
+	watch map[presence.PostID]struct{}
+
+	qmu     sync.Mutex
+	pending [][]byte
+	countAt map[presence.PostID]int   // index in pending of an unsent count frame
+	sent    map[presence.PostID]int64 // Seq of the last count queued per post
+	closed  bool
+	err     error
+	ready   chan struct{}
+	done    chan struct{}
+}
+
+// View makes the client a viewer of post, moving it off the post it viewed,
+// and queues the post's count for it.
+func (c *Client) View(ctx context.Context, post presence.PostID) error {
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
+	if c.left {
+		return ErrClosed
+	}
+	h := c.hub
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return ErrClosed
+	}
+	old := c.view
+	c.view = post
+	h.join(post, c)
+	// Forgotten before the store call: a flush that races it then sends a
+	// newer count, which the offer below does not undo.
+	c.forget(post)
+	if old != "" && old != post {
+		h.part(old, c)
+		h.m.leaves.Inc()
+	}
+	h.mu.Unlock()
+
+	_, seen := c.seen[post]
+	if c.seen == nil {
+		c.seen = make(map[presence.PostID]struct{}, 1)
+	}
+	// Marked before the call: if the reply is lost the view may have been
+	// counted, and a count missed is better than a count doubled.
+	c.seen[post] = struct{}{}
+	cnt, err := h.store.View(ctx, c.ID, post, !seen)
+	if err != nil {
+		// The membership stays: the client asked for this post, and the next
+		// refresh registers the session once the store is back.
+		h.m.errors.Inc()
+		return err
+	}
+	h.m.views.Inc()
+	c.offer(cnt)
+	return nil
+}
+
+// Unview stops the client viewing its post; it stays connected and keeps its
+// watches.
+func (c *Client) Unview(ctx context.Context) error {
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
+	if c.left {
+		return ErrClosed
+	}
+	h := c.hub
+	h.mu.Lock()
+	old := c.view
+	c.view = ""
+	if old != "" {
+		h.part(old, c)
+	}
+	h.mu.Unlock()
+	if old == "" {
+		return nil
+	}
+	h.m.leaves.Inc()
+	if err := h.store.Leave(ctx, c.ID); err != nil {
+		c.dirty = true
+		h.m.errors.Inc()
+		return err
+	}
+	return nil
+}
+
+// Watch adds posts to those the client hears counts of, and queues their
+// counts. Over MaxWatch posts in all, nothing changes and a too_many error
+// is returned.
+func (c *Client) Watch(ctx context.Context, posts []presence.PostID) error {
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
+	if c.left {
+		return ErrClosed
+	}
+	h := c.hub
+	h.mu.Lock()
+	added := make([]presence.PostID, 0, len(posts))
+	for _, p := range posts {
+		if _, ok := c.watch[p]; !ok && !contains(added, p) {
+			added = append(added, p)
+		}
+	}
+	if n := len(c.watch) + len(added); n > h.cfg.MaxWatch {
+		h.mu.Unlock()
+		return presence.Errorf(presence.CodeTooMany, "watching %d posts would exceed the limit of %d; unwatch some first", n, h.cfg.MaxWatch)
+	}
+	if c.watch == nil {
+		c.watch = make(map[presence.PostID]struct{}, len(added))
+	}
+	for _, p := range added {
+		c.watch[p] = struct{}{}
+		h.join(p, c)
+	}
+	for _, p := range posts {
+		c.forget(p)
+	}
+	h.mu.Unlock()
+
+	counts, err := h.store.Counts(ctx, posts)
+	if err != nil {
+		h.m.errors.Inc()
+		return err
+	}
+	for _, cnt := range counts {
+		c.offer(cnt)
+	}
+	return nil
+}
+
+// Unwatch removes posts from those the client watches; unknown ones are
+// ignored.
+func (c *Client) Unwatch(posts []presence.PostID) {
+	h := c.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, p := range posts {
+		if _, ok := c.watch[p]; ok {
+			delete(c.watch, p)
+			h.part(p, c)
+		}
+	}
+}
+
+// Leave ends the session: it leaves every room and is removed from the
+// store. The transport calls it once the connection is gone; ctx should not
+// be the connection's, which is cancelled by then.
+func (c *Client) Leave(ctx context.Context) error {
+	c.opMu.Lock()
+	h := c.hub
+	inStore := !c.left && (c.view != "" || c.dirty)
+	c.left = true
+	h.mu.Lock()
+	if c.view != "" {
+		h.m.leaves.Inc()
+	}
+	posts := make([]presence.PostID, 0, len(c.watch)+1)
+	if c.view != "" {
+		posts = append(posts, c.view)
+	}
+	for p := range c.watch {
+		posts = append(posts, p)
+	}
+	c.view, c.watch = "", nil
+	for _, p := range posts {
+		h.part(p, c)
+	}
+	if h.sessions[c.ID] == c {
+		delete(h.sessions, c.ID)
+		h.m.open.Dec()
+	}
+	h.mu.Unlock()
+	c.opMu.Unlock()
+	c.close(ErrClosed)
+	if !inStore {
+		return nil
+	}
+	if err := h.store.Leave(ctx, c.ID); err != nil {
+		h.m.errors.Inc()
+		return err
+	}
+	return nil
+}
+
+// reregister writes the session again after the store lost it (it expired
+// during an outage, or gc pruned it).
+func (c *Client) reregister(ctx context.Context) {
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
+	h := c.hub
+	h.mu.Lock()
+	post := c.view
+	h.mu.Unlock()
+	if c.left || post == "" {
+		return
+	}
+	cnt, err := h.store.View(ctx, c.ID, post, false)
+	if err != nil {
+		h.m.errors.Inc()
+		h.log.Warn("cannot register a session again", zap.String("session", string(c.ID)), zap.Error(err))
+		return
+	}
+	h.m.rereg.Inc()
+	c.offer(cnt)
+}
+
+// offer queues a count for this client and lets the room know of it; the
+// room's flush skips this client, which already has it.
+func (c *Client) offer(cnt presence.Count) {
+	c.enqueueCount(cnt, countFrame(cnt))
+	c.hub.update(cnt)
+}
+
+func contains(ps []presence.PostID, p presence.PostID) bool {
+	for _, q := range ps {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,354 @@
+// Package hub holds an app server's live sessions: which local client views
+// or watches which post, the per-post coalescing of count updates, the
+// bounded send queue of every client, and the refresh loop that keeps the
+// sessions alive in the store. It knows nothing of WebSocket, Redis or HTTP:
+// the transport reads and writes frames, the store and the Bus move state.
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/presence/presence/internal/presence"
+)
+
+// Bus carries count changes and events between app servers. The hub tells it
+// which posts it has local interest in; the Bus delivers their messages to
+// Deliver. Both calls must return at once.
+type Bus interface {
+	Subscribe(posts ...presence.PostID)
+	Unsubscribe(posts ...presence.PostID)
+}
+
+// Config configures a Hub. The zero value is usable.
+type Config struct {
+	// Coalesce is the per-post window: at most one count frame per window to
+	// each client, always the latest value. Default: 250ms; negative: none.
+	Coalesce time.Duration
+	// MaxWatch is how many posts one client may watch. Default: 100.
+	MaxWatch int
+	// QueueSize is how many frames may wait for a slow client before it is
+	// closed. Count frames replace an unsent count of the same post, so only
+	// events and errors can fill it. Default: 256.
+	QueueSize int
+	// RefreshBatch is how many sessions one refresh call carries. Default: 500.
+	RefreshBatch int
+	// Registerer receives the hub's metrics. Default: none.
+	Registerer prometheus.Registerer
+}
+
+// ErrClosed is returned by the hub and its clients once the hub shuts down
+// or the client has left.
+var ErrClosed = presence.Errorf(presence.CodeUnavailable, "the server is shutting down")
+
+// Hub is the set of an app server's live sessions and the rooms of the posts
+// they view or watch.
+type Hub struct {
+	store presence.Store
+	bus   Bus
+	cfg   Config
+	log   *zap.Logger
+	m     metrics
+
+	mu       sync.Mutex
+	rooms    map[presence.PostID]*room
+	sessions map[presence.SessionID]*Client
+	closed   bool
+}
+
+// room is the local interest in one post.
+type room struct {
+	post    presence.PostID
+	members map[*Client]struct{}
+	count   presence.Count // newest known; Seq 0 means none yet
+	last    time.Time      // when count frames last went out
+	timer   *time.Timer    // a pending flush, if any
+}
+
+type metrics struct {
+	open    prometheus.Gauge
+	views   prometheus.Counter
+	leaves  prometheus.Counter
+	rereg   prometheus.Counter
+	dropped prometheus.Counter
+	slow    prometheus.Counter
+	errors  prometheus.Counter
+}
+
+// New returns a Hub that keeps its sessions in store and hears of other
+// servers' changes through bus.
+func New(store presence.Store, bus Bus, cfg Config, log *zap.Logger) *Hub {
+	if cfg.Coalesce == 0 {
+		cfg.Coalesce = 250 * time.Millisecond
+	}
+	if cfg.MaxWatch <= 0 {
+		cfg.MaxWatch = 100
+	}
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = 256
+	}
+	if cfg.RefreshBatch <= 0 {
+		cfg.RefreshBatch = 500
+	}
+	h := &Hub{
+		store:    store,
+		bus:      bus,
+		cfg:      cfg,
+		log:      log.Named("hub"),
+		rooms:    make(map[presence.PostID]*room),
+		sessions: make(map[presence.SessionID]*Client),
+		m: metrics{
+			open: prometheus.NewGauge(prometheus.GaugeOpts{
+				Name: "presence_connections_open", Help: "Clients connected to this app server.",
+			}),
+			views: prometheus.NewCounter(prometheus.CounterOpts{
+				Name: "presence_views_total", Help: "View requests that the store accepted.",
+			}),
+			leaves: prometheus.NewCounter(prometheus.CounterOpts{
+				Name: "presence_leaves_total", Help: "Sessions that stopped viewing: unview, move away, disconnect or shutdown.",
+			}),
+			rereg: prometheus.NewCounter(prometheus.CounterOpts{
+				Name: "presence_reregistrations_total", Help: "Live sessions registered again after their key vanished.",
+			}),
+			dropped: prometheus.NewCounter(prometheus.CounterOpts{
+				Name: "presence_frames_dropped_total", Help: "Frames not sent: replaced by a newer count, or queued for a client that was closed.",
+			}),
+			slow: prometheus.NewCounter(prometheus.CounterOpts{
+				Name: "presence_slow_clients_total", Help: "Clients closed because their send queue was full.",
+			}),
+			errors: prometheus.NewCounter(prometheus.CounterOpts{
+				Name: "presence_store_errors_total", Help: "Store calls of the hub that failed.",
+			}),
+		},
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(h.m.open, h.m.views, h.m.leaves, h.m.rereg, h.m.dropped, h.m.slow, h.m.errors)
+	}
+	return h
+}
+
+// Join registers a new client with a fresh session id.
+func (h *Hub) Join() (*Client, error) {
+	c := &Client{
+		hub:   h,
+		ID:    presence.NewSessionID(),
+		ready: make(chan struct{}, 1),
+		done:  make(chan struct{}),
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, ErrClosed
+	}
+	h.sessions[c.ID] = c
+	h.m.open.Inc()
+	return c, nil
+}
+
+// Deliver takes a message from the Bus (or a store's own feed).
+func (h *Hub) Deliver(m presence.Message) {
+	if m.Count != nil {
+		h.update(*m.Count)
+	}
+	if m.Event != nil {
+		h.event(*m.Event)
+	}
+}
+
+// update records a count that is newer than the room's and schedules its
+// flush: at once if the room sent nothing for a window, else at the end of
+// the window, with whatever value is newest then.
+func (h *Hub) update(cnt presence.Count) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.rooms[cnt.Post]
+	if r == nil || cnt.Seq <= r.count.Seq {
+		return
+	}
+	r.count = cnt
+	if r.timer != nil {
+		return
+	}
+	now := time.Now()
+	if wait := r.last.Add(h.cfg.Coalesce).Sub(now); wait > 0 {
+		r.timer = time.AfterFunc(wait, func() { h.flush(r) })
+		return
+	}
+	h.flushLocked(r, now)
+}
+
+func (h *Hub) flush(r *room) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.rooms[r.post] != r {
+		return // the room was emptied meanwhile
+	}
+	r.timer = nil
+	h.flushLocked(r, time.Now())
+}
+
+func (h *Hub) flushLocked(r *room, now time.Time) {
+	r.last = now
+	frame := countFrame(r.count)
+	for c := range r.members {
+		c.enqueueCount(r.count, frame)
+	}
+}
+
+// event sends an event to every local client of its post, in the order the
+// hub receives events; events are never coalesced.
+func (h *Hub) event(ev presence.Event) {
+	frame, err := json.Marshal(eventWire{Type: "event", Post: ev.Post, Name: ev.Name, Data: ev.Data})
+	if err != nil {
+		return // NewEvent checked Data; nothing else can fail
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.rooms[ev.Post]
+	if r == nil {
+		return
+	}
+	for c := range r.members {
+		c.Send(frame)
+	}
+}
+
+type countWire struct {
+	Type    string          `json:"type"`
+	Post    presence.PostID `json:"post"`
+	Viewers int64           `json:"viewers"`
+	Views   int64           `json:"views"`
+}
+
+type eventWire struct {
+	Type string          `json:"type"`
+	Post presence.PostID `json:"post"`
+	Name string          `json:"name"`
+	Data json.RawMessage `json:"data"`
+}
+
+func countFrame(c presence.Count) []byte {
+	b, _ := json.Marshal(countWire{Type: "count", Post: c.Post, Viewers: c.Viewers, Views: c.Views})
+	return b
+}
+
+// join adds c to the post's room, creating the room and subscribing to the
+// post when c is its first local member. Callers hold h.mu.
+func (h *Hub) join(post presence.PostID, c *Client) {
+	r := h.rooms[post]
+	if r == nil {
+		r = &room{post: post, members: make(map[*Client]struct{})}
+		h.rooms[post] = r
+		h.bus.Subscribe(post)
+	}
+	r.members[c] = struct{}{}
+}
+
+// part removes c from the post's room unless c still views or watches it,
+// and drops the room when it empties, so memory and subscriptions follow
+// local interest. Callers hold h.mu.
+func (h *Hub) part(post presence.PostID, c *Client) {
+	if c.view == post {
+		return
+	}
+	if _, ok := c.watch[post]; ok {
+		return
+	}
+	r := h.rooms[post]
+	if r == nil {
+		return
+	}
+	delete(r.members, c)
+	c.forget(post)
+	if len(r.members) == 0 {
+		if r.timer != nil {
+			r.timer.Stop()
+		}
+		delete(h.rooms, post)
+		h.bus.Unsubscribe(post)
+	}
+}
+
+// Run refreshes the hub's sessions every third of the store's TTL until ctx
+// ends.
+func (h *Hub) Run(ctx context.Context) error {
+	t := time.NewTicker(h.store.TTL() / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			h.Refresh(ctx)
+		}
+	}
+}
+
+// Refresh pushes the deadlines of all viewing sessions forward, in batches,
+// and registers again those the store no longer had.
+func (h *Hub) Refresh(ctx context.Context) {
+	h.mu.Lock()
+	sessions := make([]presence.Session, 0, len(h.sessions))
+	for _, c := range h.sessions {
+		if c.view != "" {
+			sessions = append(sessions, presence.Session{ID: c.ID, Post: c.view})
+		}
+	}
+	h.mu.Unlock()
+	for len(sessions) > 0 {
+		n := min(len(sessions), h.cfg.RefreshBatch)
+		missing, err := h.store.Refresh(ctx, sessions[:n])
+		if err != nil {
+			h.m.errors.Inc()
+			h.log.Warn("refresh failed; sessions may expire unless the next refresh works", zap.Int("sessions", n), zap.Error(err))
+		}
+		for _, sid := range missing {
+			h.mu.Lock()
+			c := h.sessions[sid]
+			h.mu.Unlock()
+			if c != nil {
+				c.reregister(ctx)
+			}
+		}
+		sessions = sessions[n:]
+	}
+}
+
+// Shutdown refuses new clients and views and removes every session from the
+// store in batches. The transport closes the connections afterwards; their
+// Leave calls then find nothing left to do.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.mu.Lock()
+	h.closed = true
+	clients := make([]*Client, 0, len(h.sessions))
+	for _, c := range h.sessions {
+		clients = append(clients, c)
+	}
+	h.mu.Unlock()
+	var sids []presence.SessionID
+	for _, c := range clients {
+		c.opMu.Lock()
+		if !c.left {
+			c.left = true
+			if c.view != "" || c.dirty {
+				sids = append(sids, c.ID)
+			}
+		}
+		c.opMu.Unlock()
+	}
+	if len(sids) == 0 {
+		return nil
+	}
+	h.m.leaves.Add(float64(len(sids)))
+	if err := h.store.Leave(ctx, sids...); err != nil {
+		h.m.errors.Inc()
+		return errors.Join(errors.New("remove sessions at shutdown; they expire after one TTL"), err)
+	}
+	return nil
+}

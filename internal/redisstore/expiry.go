@@ -1,0 +1,160 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// Expiry turns Redis's expired-key events for session keys into wake-ups for
+// the garbage collector. The events only make gc poll sooner: Redis sends
+// them late once many keys carry a TTL, and pub/sub loses them while the
+// subscriber is away, so the deadlines index stays the source of truth.
+type Expiry struct {
+	rdb  *redis.Client
+	keys keys
+	log  *zap.Logger
+	wake chan struct{}
+
+	// refused is set once CONFIG has been refused, so that is logged once.
+	refused bool
+
+	events     prometheus.Counter
+	reconnects prometheus.Counter
+}
+
+// NewExpiry returns an Expiry for the session keys of store.
+func NewExpiry(store *Store, reg prometheus.Registerer) *Expiry {
+	e := &Expiry{
+		rdb:  store.rdb,
+		keys: store.keys,
+		log:  store.log.Named("expiry"),
+		wake: make(chan struct{}, 1),
+		events: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "presence_gc_expired_events_total",
+			Help: "Expired-key events for session keys received from Redis.",
+		}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "presence_gc_pubsub_reconnects_total",
+			Help: "Times the expired-event subscription was re-established.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(e.events, e.reconnects)
+	}
+	return e
+}
+
+// Wakeups receives a value whenever gc should poll now: a session key
+// expired, or the subscription came back after a reconnect.
+func (e *Expiry) Wakeups() <-chan struct{} { return e.wake }
+
+// flagCheckInterval is how often the notify-keyspace-events flags are
+// checked: CONFIG SET is neither persisted nor replicated, so a restart or a
+// failover drops them silently.
+const flagCheckInterval = time.Minute
+
+// Run subscribes to expired events until ctx ends.
+func (e *Expiry) Run(ctx context.Context) error {
+	e.ensureFlags(ctx)
+	channel := fmt.Sprintf("__keyevent@%d__:expired", e.rdb.Options().DB)
+	ps := e.rdb.Subscribe(ctx, channel)
+	defer ps.Close()
+	ch := ps.ChannelWithSubscriptions(redis.WithChannelSize(4096))
+	tick := time.NewTicker(flagCheckInterval)
+	defer tick.Stop()
+	subscribed := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			e.ensureFlags(ctx)
+		case m, ok := <-ch:
+			if !ok {
+				return errors.New("expired-event channel closed")
+			}
+			switch m := m.(type) {
+			case *redis.Subscription:
+				if m.Kind != "subscribe" {
+					continue
+				}
+				if subscribed {
+					// A replayed subscription means events were lost while
+					// the connection was down: poll now and check that the
+					// server (maybe a new one) still sends them.
+					e.reconnects.Inc()
+					e.log.Info("expired-event subscription re-established")
+					e.ensureFlags(ctx)
+					e.poke()
+				}
+				subscribed = true
+			case *redis.Message:
+				if strings.HasPrefix(m.Payload, e.keys.sessionPrefix()) {
+					e.events.Inc()
+					e.poke()
+				}
+			}
+		}
+	}
+}
+
+func (e *Expiry) poke() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// ensureFlags adds E (keyevent channel) and x (expired events) to the flags
+// already set, and never g: that would publish an event for every TTL
+// refresh of every live session.
+func (e *Expiry) ensureFlags(ctx context.Context) {
+	cur, err := e.rdb.ConfigGet(ctx, "notify-keyspace-events").Result()
+	if err != nil {
+		e.configRefused(err)
+		return
+	}
+	have := cur["notify-keyspace-events"]
+	want := mergeFlags(have)
+	if want == have {
+		return
+	}
+	if err := e.rdb.ConfigSet(ctx, "notify-keyspace-events", want).Err(); err != nil {
+		e.configRefused(err)
+		return
+	}
+	e.log.Info("enabled expired-key events", zap.String("was", have), zap.String("now", want))
+}
+
+func (e *Expiry) configRefused(err error) {
+	if isUnavailable(err) {
+		return // Redis is away; the next check or reconnect tries again
+	}
+	if e.refused {
+		return
+	}
+	e.refused = true
+	e.log.Warn("Redis refused CONFIG for notify-keyspace-events; pruning runs on the deadlines index alone "+
+		"(dead sessions are still pruned within one poll interval). To prune sooner, set notify-keyspace-events "+
+		"to include \"Ex\" in your Redis provider's settings.", zap.Error(err))
+}
+
+// mergeFlags returns flags with E and x added. A (alias for g$lshztxed)
+// already includes x.
+func mergeFlags(flags string) string {
+	out := flags
+	if !strings.Contains(out, "E") {
+		out += "E"
+	}
+	if !strings.Contains(out, "x") && !strings.Contains(out, "A") {
+		out += "x"
+	}
+	return out
+}

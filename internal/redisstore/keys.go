@@ -1,0 +1,28 @@
+package redisstore
+
+import "github.com/presence/presence/internal/presence"
+
+// keys builds every Redis key and channel name the service uses; no other
+// file spells one. With an empty prefix the names are the seed's schema.
+// A prefix with a hash tag, such as "{presence}:", keeps every key in one
+// Cluster slot, which the scripts need because they build post and session
+// keys from the prefix.
+type keys struct {
+	prefix string
+}
+
+func (k keys) viewers() string   { return k.prefix + "viewers" }
+func (k keys) deadlines() string { return k.prefix + "deadlines" }
+func (k keys) seq() string       { return k.prefix + "seq" }
+
+func (k keys) postViewers(p presence.PostID) string { return k.prefix + "viewers:" + string(p) }
+func (k keys) views(p presence.PostID) string       { return k.prefix + "views:" + string(p) }
+func (k keys) session(s presence.SessionID) string  { return k.prefix + "session:" + string(s) }
+
+// channelPrefix starts the name of every post's pub/sub channel.
+func (k keys) channelPrefix() string { return k.prefix + "presence:post:" }
+
+func (k keys) channel(p presence.PostID) string { return k.channelPrefix() + string(p) }
+
+// sessionPrefix starts every session key; expiry events carry the key name.
+func (k keys) sessionPrefix() string { return k.prefix + "session:" }

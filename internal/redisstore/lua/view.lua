@@ -1,0 +1,31 @@
+-- view: make a session a viewer of a post, moving it off any other post.
+-- KEYS[1] - viewers hash (session id -> post id)
+-- KEYS[2] - deadlines sorted set (session id -> deadline in ms)
+-- KEYS[3] - seq counter
+-- ARGV[1] - key prefix; post and session keys are built from it
+-- ARGV[2] - session id
+-- ARGV[3] - post id
+-- ARGV[4] - session TTL in milliseconds
+-- ARGV[5] - "1" to count a view of the post, "0" not to
+-- Returns {viewers, views, seq} of the post.
+local sid, post, ttl = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local now = now_ms()
+
+local old = redis.call('HGET', KEYS[1], sid)
+if old and old ~= post then
+  if redis.call('SREM', prefix .. 'viewers:' .. old, sid) == 1 then
+    publish(old)
+  end
+end
+redis.call('SET', prefix .. 'session:' .. sid, post, 'PX', ttl)
+redis.call('HSET', KEYS[1], sid, post)
+redis.call('ZADD', KEYS[2], now + ttl, sid)
+local added = redis.call('SADD', prefix .. 'viewers:' .. post, sid)
+local counted = ARGV[5] == '1'
+if counted then
+  redis.call('INCR', prefix .. 'views:' .. post)
+end
+if added == 1 or counted then
+  return publish(post)
+end
+return read(post)

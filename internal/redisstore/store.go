@@ -1,0 +1,298 @@
+// Package redisstore keeps presence in Redis with the seed's schema plus a
+// deadlines index: one Lua script per change, each publishing the new count
+// on the post's channel. It also carries the pub/sub side: Bus relays post
+// channels to an app server's hub, and Expiry turns keyspace expiry events
+// into wake-ups for the garbage collector.
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/presence/presence/internal/presence"
+)
+
+// Config configures a Store. The zero value is usable.
+type Config struct {
+	// Prefix is put before every key and channel name. Default: none.
+	Prefix string
+	// TTL is how long a session lives without a refresh. Default: 90s.
+	TTL time.Duration
+	// Registerer receives the store's metrics. Default: none registered.
+	Registerer prometheus.Registerer
+}
+
+// DefaultTTL is the session TTL when Config.TTL is zero.
+const DefaultTTL = 90 * time.Second
+
+// Store is the Redis implementation of presence.Store. It also serves the
+// garbage collector (Due, Prune, Sweep).
+type Store struct {
+	rdb    *redis.Client
+	keys   keys
+	ttl    time.Duration
+	log    *zap.Logger
+	errors *prometheus.CounterVec
+}
+
+var _ presence.Store = (*Store)(nil)
+
+// New returns a Store on rdb. It does not touch Redis: an unreachable Redis
+// shows up as errors wrapping presence.ErrUnavailable, and in Ping.
+func New(rdb *redis.Client, cfg Config, log *zap.Logger) *Store {
+	if cfg.TTL <= 0 {
+		cfg.TTL = DefaultTTL
+	}
+	s := &Store{
+		rdb:  rdb,
+		keys: keys{prefix: cfg.Prefix},
+		ttl:  cfg.TTL,
+		log:  log.Named("redis"),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "presence_redis_errors_total",
+			Help: "Redis commands that failed, by operation.",
+		}, []string{"op"}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(s.errors)
+	}
+	return s
+}
+
+// Dial parses a redis:// or rediss:// URL and returns a client for it with
+// timeouts suited to the service; it does not connect.
+func Dial(url string) (*redis.Client, error) {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse redis URL: %w", err)
+	}
+	// Per-call deadlines matter in HTTP handlers; without this go-redis only
+	// applies its own socket timeouts.
+	opt.ContextTimeoutEnabled = true
+	return redis.NewClient(opt), nil
+}
+
+// LoadScripts loads every script into Redis's cache so later calls need no
+// EVAL fallback.
+func (s *Store) LoadScripts(ctx context.Context) error {
+	for _, sc := range allScripts {
+		if err := sc.Load(ctx, s.rdb).Err(); err != nil {
+			return s.fail("load_scripts", err)
+		}
+	}
+	return nil
+}
+
+// TTL implements presence.Store.
+func (s *Store) TTL() time.Duration { return s.ttl }
+
+// Ping implements presence.Store.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return s.fail("ping", err)
+	}
+	return nil
+}
+
+// View implements presence.Store.
+func (s *Store) View(ctx context.Context, sid presence.SessionID, post presence.PostID, countView bool) (presence.Count, error) {
+	count := "0"
+	if countView {
+		count = "1"
+	}
+	res, err := viewScript.Run(ctx, s.rdb, s.countKeys(),
+		s.keys.prefix, string(sid), string(post), s.ttl.Milliseconds(), count).Int64Slice()
+	if err != nil {
+		return presence.Count{}, s.fail("view", err)
+	}
+	if len(res) != 3 {
+		return presence.Count{}, fmt.Errorf("view: script returned %d values, want 3", len(res))
+	}
+	return presence.Count{Post: post, Viewers: res[0], Views: res[1], Seq: res[2]}, nil
+}
+
+// Leave implements presence.Store.
+func (s *Store) Leave(ctx context.Context, sids ...presence.SessionID) error {
+	for len(sids) > 0 {
+		n := min(len(sids), batchSize)
+		args := make([]any, 0, n+1)
+		args = append(args, s.keys.prefix)
+		for _, sid := range sids[:n] {
+			args = append(args, string(sid))
+		}
+		if err := leaveScript.Run(ctx, s.rdb, s.countKeys(), args...).Err(); err != nil {
+			return s.fail("leave", err)
+		}
+		sids = sids[n:]
+	}
+	return nil
+}
+
+// batchSize bounds the sessions one script call handles, so no script holds
+// Redis for long (busy-reply-threshold is 5 s by default).
+const batchSize = 500
+
+// Refresh implements presence.Store.
+func (s *Store) Refresh(ctx context.Context, sessions []presence.Session) ([]presence.SessionID, error) {
+	var missing []presence.SessionID
+	for len(sessions) > 0 {
+		n := min(len(sessions), batchSize)
+		args := make([]any, 0, 2*n+2)
+		args = append(args, s.keys.prefix, s.ttl.Milliseconds())
+		for _, ss := range sessions[:n] {
+			args = append(args, string(ss.ID), string(ss.Post))
+		}
+		res, err := refreshScript.Run(ctx, s.rdb, []string{s.keys.deadlines()}, args...).StringSlice()
+		if err != nil {
+			return missing, s.fail("refresh", err)
+		}
+		for _, sid := range res {
+			missing = append(missing, presence.SessionID(sid))
+		}
+		sessions = sessions[n:]
+	}
+	return missing, nil
+}
+
+// Counts implements presence.Store in one round trip.
+func (s *Store) Counts(ctx context.Context, posts []presence.PostID) ([]presence.Count, error) {
+	if len(posts) == 0 {
+		return nil, nil
+	}
+	args := make([]any, 0, len(posts)+1)
+	args = append(args, s.keys.prefix)
+	for _, p := range posts {
+		args = append(args, string(p))
+	}
+	res, err := countsScript.Run(ctx, s.rdb, []string{s.keys.seq()}, args...).Int64Slice()
+	if err != nil {
+		return nil, s.fail("counts", err)
+	}
+	if len(res) != 1+2*len(posts) {
+		return nil, fmt.Errorf("counts: script returned %d values, want %d", len(res), 1+2*len(posts))
+	}
+	out := make([]presence.Count, len(posts))
+	for i, p := range posts {
+		out[i] = presence.Count{Post: p, Viewers: res[1+2*i], Views: res[2+2*i], Seq: res[0]}
+	}
+	return out, nil
+}
+
+// Due returns up to limit sessions whose deadline has passed and, when none
+// is due, the time until the next deadline (-1 when there is none).
+func (s *Store) Due(ctx context.Context, limit int) ([]presence.SessionID, time.Duration, error) {
+	res, err := dueScript.Run(ctx, s.rdb, []string{s.keys.deadlines()}, limit).Slice()
+	if err != nil {
+		return nil, 0, s.fail("due", err)
+	}
+	if len(res) == 0 {
+		return nil, 0, errors.New("due: script returned nothing")
+	}
+	next, _ := res[0].(int64)
+	sids := make([]presence.SessionID, 0, len(res)-1)
+	for _, v := range res[1:] {
+		if sid, ok := v.(string); ok {
+			sids = append(sids, presence.SessionID(sid))
+		}
+	}
+	wait := time.Duration(next) * time.Millisecond
+	if next < 0 {
+		wait = -1
+	}
+	return sids, wait, nil
+}
+
+// Prune removes the sessions whose key is gone and returns how late after
+// its deadline each pruned session was removed. Live sessions are left alone.
+func (s *Store) Prune(ctx context.Context, sids []presence.SessionID) ([]time.Duration, error) {
+	var lags []time.Duration
+	for len(sids) > 0 {
+		n := min(len(sids), batchSize)
+		args := make([]any, 0, n+1)
+		args = append(args, s.keys.prefix)
+		for _, sid := range sids[:n] {
+			args = append(args, string(sid))
+		}
+		res, err := pruneScript.Run(ctx, s.rdb, s.countKeys(), args...).Int64Slice()
+		if err != nil {
+			return lags, s.fail("prune", err)
+		}
+		for _, ms := range res {
+			lags = append(lags, time.Duration(ms)*time.Millisecond)
+		}
+		sids = sids[n:]
+	}
+	return lags, nil
+}
+
+// Sweep walks the whole viewers hash and runs prune over it, a batch at a
+// time. It repairs what the deadlines index could miss (an entry lost to a
+// failover or a hand edit): a dead session is pruned, a live one gets its
+// deadline back. It returns the sessions pruned.
+func (s *Store) Sweep(ctx context.Context) (int, error) {
+	var cursor uint64
+	pruned := 0
+	for {
+		// HSCAN NOVALUES needs Redis 7.4; fields and values alternate here.
+		kv, next, err := s.rdb.HScan(ctx, s.keys.viewers(), cursor, "*", batchSize).Result()
+		if err != nil {
+			return pruned, s.fail("sweep", err)
+		}
+		sids := make([]presence.SessionID, 0, len(kv)/2)
+		for i := 0; i+1 < len(kv); i += 2 {
+			sids = append(sids, presence.SessionID(kv[i]))
+		}
+		lags, err := s.Prune(ctx, sids)
+		pruned += len(lags)
+		if err != nil {
+			return pruned, err
+		}
+		if next == 0 {
+			return pruned, nil
+		}
+		cursor = next
+	}
+}
+
+func (s *Store) countKeys() []string {
+	return []string{s.keys.viewers(), s.keys.deadlines(), s.keys.seq()}
+}
+
+// fail counts a Redis error and wraps it; errors of the connection (refused,
+// timed out, closed) also wrap presence.ErrUnavailable so the edge answers
+// 503 and "unavailable" rather than "internal".
+func (s *Store) fail(op string, err error) error {
+	s.errors.WithLabelValues(op).Inc()
+	if isUnavailable(err) {
+		return fmt.Errorf("%s: %w: %w", op, presence.ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+func isUnavailable(err error) bool {
+	var netErr net.Error
+	switch {
+	case errors.As(err, &netErr),
+		errors.Is(err, redis.ErrClosed),
+		errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, redis.ErrPoolTimeout):
+		return true
+	}
+	// Redis answers these while it cannot serve: loading a dump, a replica
+	// cut off from its master, or a cluster/failover in progress.
+	msg := err.Error()
+	for _, p := range []string{"LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "connection refused", "EOF"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
+}

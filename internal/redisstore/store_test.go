@@ -1,0 +1,242 @@
+package redisstore
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/presence/presence/internal/presence"
+	"github.com/presence/presence/internal/redistest"
+	"github.com/presence/presence/internal/storetest"
+)
+
+// srv is the package's shared redis-server; every test uses its own prefix.
+var srv *redistest.Server
+
+func TestMain(m *testing.M) {
+	s, stop, err := redistest.StartMain()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	srv = s
+	code := m.Run()
+	stop()
+	os.Exit(code)
+}
+
+func newStore(t *testing.T, ttl time.Duration) (*Store, *redis.Client) {
+	t.Helper()
+	rdb := srv.Client(t)
+	return New(rdb, Config{Prefix: redistest.Prefix(), TTL: ttl}, zaptest.NewLogger(t)), rdb
+}
+
+// feed subscribes to the posts' channels and waits for Redis to confirm, so
+// nothing published after it returns is missed.
+func feed(t *testing.T, s *Store, rdb *redis.Client, posts ...presence.PostID) <-chan presence.Message {
+	t.Helper()
+	chans := make([]string, len(posts))
+	for i, p := range posts {
+		chans[i] = s.keys.channel(p)
+	}
+	ctx := context.Background()
+	ps := rdb.Subscribe(ctx, chans...)
+	t.Cleanup(func() { ps.Close() })
+	for range chans {
+		if _, err := ps.ReceiveTimeout(ctx, 5*time.Second); err != nil {
+			t.Fatalf("subscribe: %v", err)
+		}
+	}
+	b := NewBus(s, nil)
+	out := make(chan presence.Message, 100)
+	go func() {
+		for m := range ps.Channel() {
+			msg, err := b.parse(m.Channel, m.Payload)
+			if err != nil {
+				t.Errorf("bad message %q: %v", m.Payload, err)
+				continue
+			}
+			out <- msg
+		}
+	}()
+	return out
+}
+
+func TestStore_Conformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, ttl time.Duration) storetest.Harness {
+		s, rdb := newStore(t, ttl)
+		return storetest.Harness{
+			Store:  s,
+			Source: s,
+			Feed: func(t *testing.T, posts ...presence.PostID) <-chan presence.Message {
+				return feed(t, s, rdb, posts...)
+			},
+		}
+	})
+}
+
+// checkInvariants compares every key of the schema with the sessions that
+// should be live: viewers hash, per-post sets, session keys and deadlines.
+func checkInvariants(t *testing.T, s *Store, rdb *redis.Client, want map[presence.SessionID]presence.PostID, posts []presence.PostID) {
+	t.Helper()
+	ctx := context.Background()
+	hash, err := rdb.HGetAll(ctx, s.keys.viewers()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hash) != len(want) {
+		t.Errorf("viewers hash has %d sessions, want %d", len(hash), len(want))
+	}
+	for sid, post := range want {
+		if hash[string(sid)] != string(post) {
+			t.Errorf("viewers[%s]=%q, want %q", sid, hash[string(sid)], post)
+		}
+		if v, _ := rdb.Get(ctx, s.keys.session(sid)).Result(); v != string(post) {
+			t.Errorf("session:%s=%q, want %q", sid, v, post)
+		}
+	}
+	for _, p := range posts {
+		members, err := rdb.SMembers(ctx, s.keys.postViewers(p)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, post := range want {
+			if post == p {
+				n++
+			}
+		}
+		if len(members) != n {
+			t.Errorf("SCARD viewers:%s=%d, want %d", p, len(members), n)
+		}
+		for _, m := range members {
+			if want[presence.SessionID(m)] != p {
+				t.Errorf("viewers:%s holds %s, which views %q", p, m, want[presence.SessionID(m)])
+			}
+		}
+	}
+	if n, _ := rdb.ZCard(ctx, s.keys.deadlines()).Result(); n != int64(len(want)) {
+		t.Errorf("deadlines holds %d sessions, want %d", n, len(want))
+	}
+}
+
+func TestStore_ConcurrentInvariants(t *testing.T) {
+	s, rdb := newStore(t, time.Minute)
+	posts := []presence.PostID{"p0", "p1", "p2"}
+	const workers, ops = 24, 80
+	final := make([]presence.PostID, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sid := presence.SessionID(fmt.Sprintf("w%d", w))
+			r := rand.New(rand.NewPCG(uint64(w), 99))
+			ctx := context.Background()
+			for range ops {
+				var err error
+				switch r.IntN(5) {
+				case 0:
+					err = s.Leave(ctx, sid)
+					final[w] = ""
+				case 1:
+					// Another worker's session: prune must not touch it, live.
+					other := presence.SessionID(fmt.Sprintf("w%d", r.IntN(workers)))
+					_, err = s.Prune(ctx, []presence.SessionID{other})
+				default:
+					p := posts[r.IntN(len(posts))]
+					_, err = s.View(ctx, sid, p, r.IntN(2) == 0)
+					final[w] = p
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	want := map[presence.SessionID]presence.PostID{}
+	for w, p := range final {
+		if p != "" {
+			want[presence.SessionID(fmt.Sprintf("w%d", w))] = p
+		}
+	}
+	checkInvariants(t, s, rdb, want, posts)
+}
+
+func TestStore_PruneRacingReregistration(t *testing.T) {
+	s, rdb := newStore(t, time.Second)
+	ctx := context.Background()
+	if _, err := s.View(ctx, "s1", "13", true); err != nil {
+		t.Fatal(err)
+	}
+	// The key expires; before gc prunes, the app server registers it again.
+	waitGone(t, rdb, s.keys.session("s1"))
+	if _, err := s.View(ctx, "s1", "13", false); err != nil {
+		t.Fatal(err)
+	}
+	lags, err := s.Prune(ctx, []presence.SessionID{"s1"})
+	if err != nil || len(lags) != 0 {
+		t.Fatalf("Prune = %v, %v; want the live session left alone", lags, err)
+	}
+	checkInvariants(t, s, rdb, map[presence.SessionID]presence.PostID{"s1": "13"}, []presence.PostID{"13"})
+	// Its deadline is back in the future, so gc does not see it as due.
+	due, _, err := s.Due(ctx, 10)
+	if err != nil || len(due) != 0 {
+		t.Fatalf("Due = %v, %v; want nothing due", due, err)
+	}
+}
+
+func TestStore_SweepRepairsIndex(t *testing.T) {
+	s, rdb := newStore(t, time.Minute)
+	ctx := context.Background()
+	for _, sid := range []presence.SessionID{"live", "dead"} {
+		if _, err := s.View(ctx, sid, "13", true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Lose the whole index and one session's key, as a failover might.
+	rdb.Del(ctx, s.keys.deadlines(), s.keys.session("dead"))
+	n, err := s.Sweep(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("Sweep = %d, %v; want 1 pruned", n, err)
+	}
+	checkInvariants(t, s, rdb, map[presence.SessionID]presence.PostID{"live": "13"}, []presence.PostID{"13"})
+}
+
+func TestStore_UnreachableIsUnavailable(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	defer rdb.Close()
+	s := New(rdb, Config{}, zaptest.NewLogger(t))
+	_, err := s.View(context.Background(), "s1", "13", true)
+	if got := presence.ErrorCode(err); got != presence.CodeUnavailable {
+		t.Fatalf("ErrorCode(%v)=%s, want unavailable", err, got)
+	}
+}
+
+func waitGone(t *testing.T, rdb *redis.Client, key string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		// EXISTS also makes Redis expire the key when it is due.
+		n, err := rdb.Exists(context.Background(), key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still exists after 5s", key)
+		}
+		time.Sleep(20 * time.Millisecond) // a TTL must pass: nothing to await
+	}
+}

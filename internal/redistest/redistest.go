@@ -1,0 +1,138 @@
+// Package redistest starts a real redis-server for tests: on a free loopback
+// port, in its own temp dir, stopped when the test ends.
+package redistest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Server is a running redis-server.
+type Server struct {
+	// Addr is host:port of the server.
+	Addr string
+	cmd  *exec.Cmd
+}
+
+// URL returns the redis:// URL of database 0.
+func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
+
+// Client returns a new client of the server, closed at the end of tb.
+func (s *Server) Client(tb testing.TB) *redis.Client {
+	tb.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: s.Addr, ContextTimeoutEnabled: true})
+	tb.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
+// Kill stops the server at once, as a crash would.
+func (s *Server) Kill() {
+	if s.cmd.Process != nil {
+		_ = s.cmd.Process.Kill()
+		_ = s.cmd.Wait()
+	}
+}
+
+// Start starts a redis-server and stops it when tb ends. Extra arguments go
+// on its command line (e.g. "--notify-keyspace-events", "Ex"). Tests fail,
+// not skip, without redis-server: scripts/test.sh installs it.
+func Start(tb testing.TB, extra ...string) *Server {
+	tb.Helper()
+	s, err := start(tb.TempDir(), extra...)
+	if err != nil {
+		tb.Fatalf("start redis-server: %v", err)
+	}
+	tb.Cleanup(s.Kill)
+	return s
+}
+
+// StartMain is Start for TestMain, where there is no testing.TB: it returns a
+// stop function instead of registering a cleanup.
+func StartMain(extra ...string) (*Server, func(), error) {
+	dir, err := os.MkdirTemp("", "redistest")
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := start(dir, extra...)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	return s, func() { s.Kill(); os.RemoveAll(dir) }, nil
+}
+
+func start(dir string, extra ...string) (*Server, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, fmt.Errorf("redis-server not found: run scripts/test.sh (it installs it) or apt-get install redis-server")
+	}
+	// A port can be taken between choosing and binding; try a few.
+	var lastErr error
+	for range 5 {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		args := append([]string{
+			"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--dir", dir,
+			"--logfile", filepath.Join(dir, "redis.log"),
+		}, extra...)
+		cmd := exec.Command(bin, args...)
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd}
+		if lastErr = s.waitReady(5 * time.Second); lastErr == nil {
+			return s, nil
+		}
+		s.Kill()
+	}
+	return nil, lastErr
+}
+
+func (s *Server) waitReady(limit time.Duration) error {
+	rdb := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
+	defer rdb.Close()
+	deadline := time.Now().Add(limit)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		err := rdb.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redis-server at %s not ready after %s: %w", s.Addr, limit, err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a process we cannot await
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Prefix returns a key prefix unique to one test, so tests can share a
+// server without seeing each other's keys.
+func Prefix() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return "t" + hex.EncodeToString(b[:]) + ":"
+}

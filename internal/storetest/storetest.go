@@ -1,0 +1,279 @@
+// Package storetest is the conformance suite every presence.Store passes:
+// one table of behaviours, run against real Redis by redisstore's tests and
+// against memory by memstore's.
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/presence/presence/internal/presence"
+)
+
+// Source is what gc needs of a store; every store serves it.
+type Source interface {
+	Due(ctx context.Context, limit int) ([]presence.SessionID, time.Duration, error)
+	Prune(ctx context.Context, sids []presence.SessionID) ([]time.Duration, error)
+}
+
+// Harness is one fresh, empty store under test.
+type Harness struct {
+	Store  presence.Store
+	Source Source
+	// Feed returns the change messages of the posts, in publish order,
+	// starting no later than when Feed returns.
+	Feed func(t *testing.T, posts ...presence.PostID) <-chan presence.Message
+}
+
+// Factory makes a fresh Harness whose sessions live for ttl.
+type Factory func(t *testing.T, ttl time.Duration) Harness
+
+// Run runs the suite.
+func Run(t *testing.T, newHarness Factory) {
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.run(t, newHarness)
+		})
+	}
+}
+
+const longTTL = time.Minute
+
+var cases = []struct {
+	name string
+	run  func(t *testing.T, f Factory)
+}{
+	{"view counts a viewer and a view", func(t *testing.T, f Factory) {
+		h := f(t, longTTL)
+		got := view(t, h.Store, "s1", "13", true)
+		wantCount(t, got, 1, 1)
+		if got.Seq <= 0 {
+			t.Errorf("Seq=%d, want > 0 after a change", got.Seq)
+		}
+		wantCount(t, counts(t, h.Store, "13")[0], 1, 1)
+	}},
+	{"second viewer and uncounted view", func(t *testing.T, f Factory) {
+		h := f(t, longTTL)
+		view(t, h.Store, "s1", "13", true)
+		wantCount(t, view(t, h.Store, "s2", "13", true), 2, 2)
+		wantCount(t, view(t, h.Store, "s2", "13", false), 2, 2)
+	}},
+	{"move leaves the old post", func(t *testing.T, f Factory) {
+		h := f(t, longTTL)
+		view(t, h.Store, "s1", "a", true)
+		wantCount(t, view(t, h.Store, "s1", "b", true), 1, 1)
+		c := counts(t, h.Store, "a", "b")
+		wantCount(t, c[0], 0, 1)
+		wantCount(t, c[1], 1, 1)
+	}},
+	{"leave twice and unknown session", func(t *testing.T, f Factory) {
+		h := f(t, longTTL)
+		view(t, h.Store, "s1", "13", true)
+		for i := range 2 {
+			if err := h.Store.Leave(context.Background(), "s1"); err != nil {
+				t.Fatalf("Leave #%d: %v", i+1, err)
+			}
+		}
+		if err := h.Store.Leave(context.Background(), "nobody"); err != nil {
+			t.Fatalf("Leave(unknown): %v", err)
+		}
+		wantCount(t, counts(t, h.Store, "13")[0], 0, 1)
+	}},
+	{"counts of unknown posts are zero", func(t *testing.T, f Factory) {
+		h := f(t, longTTL)
+		for _, c := range counts(t, h.Store, "x", "y") {
+			wantCount(t, c, 0, 0)
+		}
+	}},
+	{"seq grows with every change", func(t *testing.T, f Factory) {
+		h := f(t, longTTL)
+		a := view(t, h.Store, "s1", "a", true)
+		b := view(t, h.Store, "s2", "b", true)
+		if b.Seq <= a.Seq {
+			t.Errorf("second change Seq=%d, want > %d", b.Seq, a.Seq)
+		}
+		if c := counts(t, h.Store, "a")[0]; c.Seq < b.Seq {
+			t.Errorf("Counts Seq=%d, want >= %d", c.Seq, b.Seq)
+		}
+	}},
+	{"refresh keeps live sessions and reports lost ones", func(t *testing.T, f Factory) {
+		h := f(t, longTTL)
+		view(t, h.Store, "s1", "13", true)
+		missing, err := h.Store.Refresh(context.Background(), []presence.Session{
+			{ID: "s1", Post: "13"}, {ID: "gone", Post: "13"}, {ID: "s1x", Post: "14"},
+		})
+		if err != nil {
+			t.Fatalf("Refresh: %v", err)
+		}
+		if fmt.Sprint(missing) != "[gone s1x]" {
+			t.Errorf("missing=%v, want [gone s1x]", missing)
+		}
+		// A session on another post than the caller believes is reported too.
+		missing, err = h.Store.Refresh(context.Background(), []presence.Session{{ID: "s1", Post: "99"}})
+		if err != nil || fmt.Sprint(missing) != "[s1]" {
+			t.Errorf("Refresh(wrong post) = %v, %v; want [s1]", missing, err)
+		}
+	}},
+	{"expired session is pruned and re-registers without a second view", func(t *testing.T, f Factory) {
+		h := f(t, time.Second)
+		ctx := context.Background()
+		view(t, h.Store, "dead", "13", true)
+		view(t, h.Store, "live", "13", true)
+		// Keep "live" alive while "dead" runs out.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			if _, err := h.Store.Refresh(ctx, []presence.Session{{ID: "live", Post: "13"}}); err != nil {
+				t.Fatalf("Refresh: %v", err)
+			}
+			due, _, err := h.Source.Due(ctx, 100)
+			if err != nil {
+				t.Fatalf("Due: %v", err)
+			}
+			lags, err := h.Source.Prune(ctx, due)
+			if err != nil {
+				t.Fatalf("Prune: %v", err)
+			}
+			if len(lags) == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("dead session not pruned 5s after a 1s TTL")
+			}
+			time.Sleep(50 * time.Millisecond) // a TTL must pass: nothing to await
+		}
+		wantCount(t, counts(t, h.Store, "13")[0], 1, 2)
+		missing, err := h.Store.Refresh(ctx, []presence.Session{{ID: "dead", Post: "13"}})
+		if err != nil || fmt.Sprint(missing) != "[dead]" {
+			t.Fatalf("Refresh(pruned) = %v, %v; want [dead]", missing, err)
+		}
+		wantCount(t, view(t, h.Store, "dead", "13", false), 2, 2)
+	}},
+	{"prune leaves live sessions alone", func(t *testing.T, f Factory) {
+		h := f(t, longTTL)
+		view(t, h.Store, "s1", "13", true)
+		lags, err := h.Source.Prune(context.Background(), []presence.SessionID{"s1", "unknown"})
+		if err != nil || len(lags) != 0 {
+			t.Fatalf("Prune(live) = %v, %v; want nothing pruned", lags, err)
+		}
+		wantCount(t, counts(t, h.Store, "13")[0], 1, 1)
+		due, next, err := h.Source.Due(context.Background(), 10)
+		if err != nil || len(due) != 0 || next <= 0 {
+			t.Fatalf("Due = %v, %v, %v; want none due and a next deadline", due, next, err)
+		}
+	}},
+	{"changes are published in order", func(t *testing.T, f Factory) {
+		h := f(t, longTTL)
+		feed := h.Feed(t, "a", "b")
+		view(t, h.Store, "s1", "a", true)
+		view(t, h.Store, "s2", "a", true)
+		view(t, h.Store, "s1", "b", true)
+		if err := h.Store.Leave(context.Background(), "s2"); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"a 1 1", "a 2 2", "a 1 2", "b 1 1", "a 0 2"}
+		var last int64
+		for i, w := range want {
+			m := next(t, feed)
+			if m.Count == nil {
+				t.Fatalf("message %d is not a count: %+v", i, m)
+			}
+			got := fmt.Sprintf("%s %d %d", m.Count.Post, m.Count.Viewers, m.Count.Views)
+			if got != w {
+				t.Errorf("message %d = %s, want %s", i, got, w)
+			}
+			if m.Count.Seq <= last {
+				t.Errorf("message %d Seq=%d, want > %d", i, m.Count.Seq, last)
+			}
+			last = m.Count.Seq
+		}
+	}},
+	{"concurrent views, moves and leaves keep counts exact", func(t *testing.T, f Factory) {
+		h := f(t, longTTL)
+		posts := []presence.PostID{"p0", "p1", "p2", "p3"}
+		const workers, ops = 16, 60
+		final := make([]presence.PostID, workers) // "" = not viewing
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sid := presence.SessionID(fmt.Sprintf("w%d", w))
+				r := rand.New(rand.NewPCG(uint64(w), 7))
+				for range ops {
+					var err error
+					if r.IntN(4) == 0 {
+						err = h.Store.Leave(context.Background(), sid)
+						final[w] = ""
+					} else {
+						p := posts[r.IntN(len(posts))]
+						_, err = h.Store.View(context.Background(), sid, p, false)
+						final[w] = p
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		want := map[presence.PostID]int64{}
+		for _, p := range final {
+			if p != "" {
+				want[p]++
+			}
+		}
+		for _, c := range counts(t, h.Store, posts...) {
+			if c.Viewers != want[c.Post] {
+				t.Errorf("post %s viewers=%d, want %d", c.Post, c.Viewers, want[c.Post])
+			}
+		}
+	}},
+}
+
+func view(t *testing.T, s presence.Store, sid presence.SessionID, post presence.PostID, countView bool) presence.Count {
+	t.Helper()
+	c, err := s.View(context.Background(), sid, post, countView)
+	if err != nil {
+		t.Fatalf("View(%s, %s): %v", sid, post, err)
+	}
+	if c.Post != post {
+		t.Fatalf("View(%s, %s) returned post %q", sid, post, c.Post)
+	}
+	return c
+}
+
+func counts(t *testing.T, s presence.Store, posts ...presence.PostID) []presence.Count {
+	t.Helper()
+	cs, err := s.Counts(context.Background(), posts)
+	if err != nil {
+		t.Fatalf("Counts: %v", err)
+	}
+	if len(cs) != len(posts) {
+		t.Fatalf("Counts returned %d counts for %d posts", len(cs), len(posts))
+	}
+	return cs
+}
+
+func wantCount(t *testing.T, c presence.Count, viewers, views int64) {
+	t.Helper()
+	if c.Viewers != viewers || c.Views != views {
+		t.Errorf("post %s: viewers=%d views=%d, want viewers=%d views=%d", c.Post, c.Viewers, c.Views, viewers, views)
+	}
+}
+
+func next(t *testing.T, ch <-chan presence.Message) presence.Message {
+	t.Helper()
+	select {
+	case m := <-ch:
+		return m
+	case <-time.After(5 * time.Second):
+		t.Fatal("no change message within 5s")
+		return presence.Message{}
+	}
+}
