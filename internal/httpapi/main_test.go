@@ -1,0 +1,238 @@
+package httpapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/presence/presence/internal/health"
+	"github.com/presence/presence/internal/httpapi"
+	"github.com/presence/presence/internal/hub"
+	"github.com/presence/presence/internal/redisstore"
+	"github.com/presence/presence/internal/redistest"
+)
+
+// redisSrv is the package's shared redis-server; every test uses its own prefix.
+var redisSrv *redistest.Server
+
+func TestMain(m *testing.M) {
+	s, stop, err := redistest.StartMain()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	redisSrv = s
+	code := m.Run()
+	stop()
+	os.Exit(code)
+}
+
+// app is one app server under test: a real store on the shared Redis, a
+// hub, a bus and the HTTP API on an httptest server.
+type app struct {
+	URL    string
+	prefix string
+	store  *redisstore.Store
+	rdb    *redis.Client
+	hub    *hub.Hub
+	reg    *prometheus.Registry
+}
+
+type appOpts struct {
+	prefix   string
+	ttl      time.Duration
+	coalesce time.Duration
+	origins  []string
+	api      httpapi.Config
+	rdb      *redis.Client
+}
+
+func newApp(t *testing.T, o appOpts) *app {
+	t.Helper()
+	if o.prefix == "" {
+		o.prefix = redistest.Prefix()
+	}
+	if o.coalesce == 0 {
+		o.coalesce = 20 * time.Millisecond
+	}
+	rdb := o.rdb
+	if rdb == nil {
+		rdb = redisSrv.Client(t)
+	}
+	log := zaptest.NewLogger(t)
+	reg := prometheus.NewRegistry()
+	store := redisstore.New(rdb, redisstore.Config{Prefix: o.prefix, TTL: o.ttl, Registerer: reg}, log)
+	bus := redisstore.NewBus(store, reg)
+	h := hub.New(store, bus, hub.Config{Coalesce: o.coalesce, Registerer: reg}, log)
+	hh := health.New(map[string]health.Check{"redis": store.Ping}, reg)
+	o.api.AllowedOrigins = o.origins
+	o.api.Registerer = reg
+	api := httpapi.New(h, store, hh, o.api, log)
+	srv := httptest.NewServer(api)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = bus.Run(ctx, h.Deliver) }()
+	go func() { defer wg.Done(); _ = h.Run(ctx) }()
+	t.Cleanup(func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		_ = h.Shutdown(sctx)
+		_ = api.Shutdown(sctx)
+		srv.Close()
+		cancel()
+		wg.Wait()
+	})
+	return &app{URL: srv.URL, prefix: o.prefix, store: store, rdb: rdb, hub: h, reg: reg}
+}
+
+// client is a test WebSocket client that reads frames on its own goroutine,
+// as a browser does, so the server's pings are answered.
+type client struct {
+	t      *testing.T
+	conn   *websocket.Conn
+	frames chan map[string]any
+	err    chan error
+	hello  map[string]any
+}
+
+func dial(t *testing.T, a *app, hdr http.Header) *client {
+	t.Helper()
+	c, err := tryDial(t, a, hdr)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	return c
+}
+
+func tryDial(t *testing.T, a *app, hdr http.Header) (*client, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(a.URL, "http")+"/v1/ws", &websocket.DialOptions{HTTPHeader: hdr})
+	if err != nil {
+		return nil, err
+	}
+	c := &client{t: t, conn: conn, frames: make(chan map[string]any, 1000), err: make(chan error, 1)}
+	go func() {
+		for {
+			_, data, err := conn.Read(context.Background())
+			if err != nil {
+				c.err <- err
+				close(c.frames)
+				return
+			}
+			var m map[string]any
+			if err := json.Unmarshal(data, &m); err != nil {
+				t.Errorf("server sent a frame that is not JSON: %q", data)
+				continue
+			}
+			c.frames <- m
+		}
+	}()
+	t.Cleanup(func() { conn.CloseNow() })
+	c.hello = c.next()
+	if c.hello["type"] != "hello" {
+		t.Fatalf("first frame = %v, want hello", c.hello)
+	}
+	return c, nil
+}
+
+func (c *client) send(frame string) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.conn.Write(ctx, websocket.MessageText, []byte(frame)); err != nil {
+		c.t.Fatalf("write %s: %v", frame, err)
+	}
+}
+
+func (c *client) next() map[string]any {
+	c.t.Helper()
+	select {
+	case m, ok := <-c.frames:
+		if !ok {
+			c.t.Fatalf("connection closed: %v", <-c.err)
+		}
+		return m
+	case <-time.After(5 * time.Second):
+		c.t.Fatal("no frame within 5s")
+	}
+	return nil
+}
+
+// waitFor skips frames until one matches, within 5s, and returns it.
+func (c *client) waitFor(desc string, match func(map[string]any) bool) map[string]any {
+	c.t.Helper()
+	deadline := time.After(5 * time.Second)
+	var seen []map[string]any
+	for {
+		select {
+		case m, ok := <-c.frames:
+			if !ok {
+				c.t.Fatalf("connection closed waiting for %s (saw %v): %v", desc, seen, <-c.err)
+			}
+			if match(m) {
+				return m
+			}
+			seen = append(seen, m)
+		case <-deadline:
+			c.t.Fatalf("no %s within 5s; saw %v", desc, seen)
+		}
+	}
+}
+
+// waitCount waits for a count frame of post with the given viewers.
+func (c *client) waitCount(post string, viewers int) map[string]any {
+	c.t.Helper()
+	return c.waitFor(fmt.Sprintf("count %s=%d", post, viewers), func(m map[string]any) bool {
+		return m["type"] == "count" && m["post"] == post && m["viewers"] == float64(viewers)
+	})
+}
+
+// waitCounts waits until the latest count frame of each post shows the
+// given viewers, whatever order the posts' frames come in.
+func (c *client) waitCounts(want map[string]int) {
+	c.t.Helper()
+	got := map[string]int{}
+	c.waitFor(fmt.Sprintf("counts %v", want), func(m map[string]any) bool {
+		if m["type"] == "count" {
+			got[m["post"].(string)] = int(m["viewers"].(float64))
+		}
+		for p, n := range want {
+			if v, ok := got[p]; !ok || v != n {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// closed waits for the server to close the connection and returns the error.
+func (c *client) closed() error {
+	c.t.Helper()
+	for {
+		select {
+		case _, ok := <-c.frames:
+			if !ok {
+				return <-c.err
+			}
+		case <-time.After(5 * time.Second):
+			c.t.Fatal("connection not closed within 5s")
+			return nil
+		}
+	}
+}
