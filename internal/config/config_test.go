@@ -1,0 +1,100 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestLoad_Defaults(t *testing.T) {
+	c, err := Load("presence", nil, env(nil), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != ":8080" || c.GCAddr != ":8081" || c.SessionTTL != 90*time.Second || c.Coalesce != 250*time.Millisecond ||
+		c.GCPoll != time.Second || c.SweepInterval != 5*time.Minute || c.LogLevel != "info" || !c.Embedded() {
+		t.Errorf("defaults = %+v", c)
+	}
+}
+
+func TestLoad_FlagsOverrideEnv(t *testing.T) {
+	c, err := Load("presence", []string{"-session-ttl", "30s"}, env(map[string]string{
+		"PRESENCE_SESSION_TTL":     "60s",
+		"PRESENCE_REDIS_URL":       "redis://127.0.0.1:6379/2",
+		"PRESENCE_ALLOWED_ORIGINS": " a.example.com, https://*.b.org ,",
+		"PRESENCE_PUBLISH_KEYS":    "0123456789abcdef,fedcba9876543210",
+	}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SessionTTL != 30*time.Second {
+		t.Errorf("SessionTTL=%s, want the flag's 30s", c.SessionTTL)
+	}
+	if c.Embedded() || c.RedisURL != "redis://127.0.0.1:6379/2" {
+		t.Errorf("RedisURL=%q", c.RedisURL)
+	}
+	if strings.Join(c.AllowedOrigins, "|") != "a.example.com|https://*.b.org" {
+		t.Errorf("AllowedOrigins=%q", c.AllowedOrigins)
+	}
+	if f := c.Fields(); strings.Contains(strings.Join(f["publish_keys"].([]string), ""), "0123") {
+		t.Errorf("Fields shows publish keys: %v", f["publish_keys"])
+	}
+}
+
+func TestLoad_Errors(t *testing.T) {
+	cases := []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{map[string]string{"PRESENCE_SESSION_TTL": "90"}, nil, "PRESENCE_SESSION_TTL: not a duration"},
+		{map[string]string{"PRESENCE_SESSION_TTL": "500ms"}, nil, "PRESENCE_SESSION_TTL: must be between 1s and 1h, got 500ms"},
+		{map[string]string{"PRESENCE_COALESCE": "-1s"}, nil, "PRESENCE_COALESCE"},
+		{map[string]string{"PRESENCE_GC_POLL": "1ms"}, nil, "PRESENCE_GC_POLL"},
+		{map[string]string{"PRESENCE_REDIS_URL": "notaurl"}, nil, "PRESENCE_REDIS_URL: scheme must be"},
+		{map[string]string{"PRESENCE_REDIS_URL": "http://x:1"}, nil, "PRESENCE_REDIS_URL: scheme must be"},
+		{map[string]string{"PRESENCE_ADDR": "8080"}, nil, "PRESENCE_ADDR"},
+		{map[string]string{"PRESENCE_LOG_LEVEL": "loud"}, nil, "PRESENCE_LOG_LEVEL"},
+		{map[string]string{"PRESENCE_ALLOWED_ORIGINS": "[bad"}, nil, "PRESENCE_ALLOWED_ORIGINS"},
+		{map[string]string{"PRESENCE_PUBLISH_KEYS": "short"}, nil, "PRESENCE_PUBLISH_KEYS"},
+		{nil, []string{"stray"}, "unexpected argument"},
+		{nil, []string{"-nope"}, "flag provided but not defined"},
+	}
+	for _, tc := range cases {
+		_, err := Load("presence", tc.args, env(tc.env), &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("env %v args %v: err=%v, want it to contain %q", tc.env, tc.args, err, tc.want)
+		}
+	}
+	// Several problems are reported together.
+	_, err := Load("presence", nil, env(map[string]string{"PRESENCE_SESSION_TTL": "0s", "PRESENCE_LOG_LEVEL": "x"}), &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "PRESENCE_SESSION_TTL") || !strings.Contains(err.Error(), "PRESENCE_LOG_LEVEL") {
+		t.Errorf("err=%v, want both problems named", err)
+	}
+}
+
+func TestLoad_HelpDocumentsEverySetting(t *testing.T) {
+	var out bytes.Buffer
+	_, err := Load("presence", []string{"-h"}, env(nil), &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("err=%v, want flag.ErrHelp", err)
+	}
+	for _, s := range settings {
+		if !strings.Contains(out.String(), "-"+s.flag) || !strings.Contains(out.String(), s.env) {
+			t.Errorf("-h does not document -%s / %s", s.flag, s.env)
+		}
+	}
+}
+
+func TestMaskHidesRedisPassword(t *testing.T) {
+	if got := mask("redis://user:secret@host:6379/0"); strings.Contains(got, "secret") {
+		t.Errorf("mask=%q still shows the password", got)
+	}
+}
