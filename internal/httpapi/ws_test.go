@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/presence/presence/internal/presence"
 )
 
 func TestWS_HelloFirst(t *testing.T) {
@@ -290,4 +292,37 @@ func TestWS_CoalescesBursts(t *testing.T) {
 		t.Errorf("watcher got %d count frames for %d changes, want them coalesced", frames, n)
 	}
 	t.Logf("%d changes reached the watcher as %d frames", n, frames)
+}
+
+func TestWS_LostSessionIsReregistered(t *testing.T) {
+	a := newApp(t, appOpts{})
+	w := dial(t, a, nil)
+	w.send(`{"type":"watch","posts":["r"]}`)
+	w.waitCount("r", 0)
+	v := dial(t, a, nil)
+	v.send(`{"type":"view","post":"r"}`)
+	w.waitCount("r", 1)
+
+	// The session's key vanishes (an outage longer than the TTL) and gc
+	// prunes it: the count drops although the browser is still there.
+	ctx := context.Background()
+	sid := v.hello["session"].(string)
+	if err := a.rdb.Del(ctx, a.prefix+"session:"+sid).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if lags, err := a.store.Prune(ctx, []presence.SessionID{presence.SessionID(sid)}); err != nil || len(lags) != 1 {
+		t.Fatalf("Prune = %v, %v; want the session pruned", lags, err)
+	}
+	w.waitCount("r", 0)
+
+	// The next refresh finds it gone and registers it again, without
+	// counting a second view.
+	a.hub.Refresh(ctx)
+	m := w.waitCount("r", 1)
+	if m["views"] != float64(1) {
+		t.Errorf("views after re-registration=%v, want 1", m["views"])
+	}
+	if got := metricValue(t, a, "presence_reregistrations_total"); got != 1 {
+		t.Errorf("presence_reregistrations_total=%v, want 1", got)
+	}
 }
