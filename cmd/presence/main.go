@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -22,10 +23,13 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/presence/presence/internal/config"
+	"github.com/presence/presence/internal/gc"
 	"github.com/presence/presence/internal/health"
 	"github.com/presence/presence/internal/httpapi"
 	"github.com/presence/presence/internal/hub"
 	"github.com/presence/presence/internal/logging"
+	"github.com/presence/presence/internal/memstore"
+	"github.com/presence/presence/internal/presence"
 	"github.com/presence/presence/internal/redisstore"
 )
 
@@ -54,42 +58,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	log := logging.New(stderr, cfg.LogLevel)
 	defer log.Sync()
-	if cfg.Embedded() {
-		return errors.New("PRESENCE_REDIS_URL is not set: presence needs Redis, e.g. PRESENCE_REDIS_URL=redis://127.0.0.1:6379/0 (scripts/run.sh starts one)")
-	}
-	log.Info("starting presence", zap.String("mode", "redis"), zap.Any("config", cfg.Fields()))
-	for _, o := range cfg.AllowedOrigins {
-		if o == "*" {
-			log.Warn("PRESENCE_ALLOWED_ORIGINS has *: pages of any site may connect and read counts")
-		}
-	}
-
-	// Store and metrics.
+	// Store, its change feed and metrics.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	rdb, err := redisstore.Dial(cfg.RedisURL)
+	st, err := openStore(ctx, cfg, reg, log)
 	if err != nil {
-		return fmt.Errorf("PRESENCE_REDIS_URL: %w", err)
+		return err
 	}
-	defer rdb.Close()
-	store := redisstore.New(rdb, redisstore.Config{Prefix: cfg.KeyPrefix, TTL: cfg.SessionTTL, Registerer: reg}, log)
-	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	if err := store.LoadScripts(lctx); err != nil {
-		// Serve anyway: /readyz says 503 until Redis answers, and the
-		// scripts load themselves on first use.
-		log.Error("Redis is unreachable; serving anyway, /readyz answers 503 until it is back",
-			zap.String("redis", rdb.Options().Addr), zap.Error(err))
+	defer st.close()
+	store, bus := st.store, st.bus
+	if slices.Contains(cfg.AllowedOrigins, "*") {
+		log.Warn("PRESENCE_ALLOWED_ORIGINS has *: pages of any site may connect and read counts")
 	}
-	cancel()
 
-	// Hub, bus and HTTP API.
-	bus := redisstore.NewBus(store, reg)
+	// Hub and HTTP API.
 	coalesce := cfg.Coalesce
 	if coalesce == 0 {
 		coalesce = -1 // hub: zero means its default, negative means none
 	}
 	h := hub.New(store, bus, hub.Config{Coalesce: coalesce, Registerer: reg}, log)
-	hh := health.New(map[string]health.Check{"redis": store.Ping}, reg)
+	hh := health.New(map[string]health.Check{"store": store.Ping}, reg)
 	api := httpapi.New(h, store, hh, httpapi.Config{AllowedOrigins: cfg.AllowedOrigins, Registerer: reg}, log)
 
 	// Bind before serving, so a taken port fails here and now.
@@ -104,6 +92,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return bus.Run(gctx, h.Deliver) })
 	g.Go(func() error { return h.Run(gctx) })
+	for _, r := range st.runners {
+		g.Go(func() error { return r(gctx) })
+	}
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve: %w", err)
@@ -131,4 +122,50 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	err = g.Wait()
 	log.Info("stopped")
 	return err
+}
+
+// storeParts is what run needs of a store: the store, the feed of changes
+// that other servers (or the store itself) make, and what else must run.
+type storeParts struct {
+	store   presence.Store
+	bus     feed
+	runners []func(context.Context) error
+	close   func()
+}
+
+// feed is a hub.Bus that also delivers the changes.
+type feed interface {
+	hub.Bus
+	Run(ctx context.Context, deliver func(presence.Message)) error
+}
+
+// openStore picks the store: memory without a Redis URL, Redis with one. The
+// first log line says which, so nobody runs embedded mode by accident.
+func openStore(ctx context.Context, cfg config.Config, reg *prometheus.Registry, log *zap.Logger) (storeParts, error) {
+	if cfg.Embedded() {
+		log.Info("starting presence in embedded mode: counts live in this process only and are not shared "+
+			"with other processes; set PRESENCE_REDIS_URL (e.g. redis://127.0.0.1:6379/0) and run cmd/gc to use Redis",
+			zap.String("mode", "embedded"), zap.Any("config", cfg.Fields()))
+		ms := memstore.New(memstore.Config{TTL: cfg.SessionTTL})
+		// The same collector cmd/gc runs against Redis, in-process; with no
+		// expiry events it sleeps until the next deadline.
+		col := gc.New(ms, gc.Config{Poll: cfg.GCPoll, Registerer: reg}, log)
+		return storeParts{store: ms, bus: ms, runners: []func(context.Context) error{col.Run}, close: func() {}}, nil
+	}
+
+	log.Info("starting presence with Redis", zap.String("mode", "redis"), zap.Any("config", cfg.Fields()))
+	rdb, err := redisstore.Dial(cfg.RedisURL)
+	if err != nil {
+		return storeParts{}, fmt.Errorf("PRESENCE_REDIS_URL: %w", err)
+	}
+	store := redisstore.New(rdb, redisstore.Config{Prefix: cfg.KeyPrefix, TTL: cfg.SessionTTL, Registerer: reg}, log)
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := store.LoadScripts(lctx); err != nil {
+		// Serve anyway: /readyz says 503 until Redis answers, and the
+		// scripts load themselves on first use.
+		log.Error("Redis is unreachable; serving anyway, /readyz answers 503 until it is back",
+			zap.String("redis", rdb.Options().Addr), zap.Error(err))
+	}
+	return storeParts{store: store, bus: redisstore.NewBus(store, reg), close: func() { rdb.Close() }}, nil
 }

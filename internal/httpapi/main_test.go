@@ -17,9 +17,12 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/presence/presence/internal/gc"
 	"github.com/presence/presence/internal/health"
 	"github.com/presence/presence/internal/httpapi"
 	"github.com/presence/presence/internal/hub"
+	"github.com/presence/presence/internal/memstore"
+	"github.com/presence/presence/internal/presence"
 	"github.com/presence/presence/internal/redisstore"
 	"github.com/presence/presence/internal/redistest"
 )
@@ -44,13 +47,15 @@ func TestMain(m *testing.M) {
 type app struct {
 	URL    string
 	prefix string
-	store  *redisstore.Store
-	rdb    *redis.Client
+	store  presence.Store
+	redis  *redisstore.Store // nil for the memory store
+	rdb    *redis.Client     // nil for the memory store
 	hub    *hub.Hub
 	reg    *prometheus.Registry
 }
 
 type appOpts struct {
+	memory   bool // the embedded store instead of Redis
 	prefix   string
 	ttl      time.Duration
 	coalesce time.Duration
@@ -67,16 +72,29 @@ func newApp(t *testing.T, o appOpts) *app {
 	if o.coalesce == 0 {
 		o.coalesce = 20 * time.Millisecond
 	}
-	rdb := o.rdb
-	if rdb == nil {
-		rdb = redisSrv.Client(t)
-	}
 	log := zaptest.NewLogger(t)
 	reg := prometheus.NewRegistry()
-	store := redisstore.New(rdb, redisstore.Config{Prefix: o.prefix, TTL: o.ttl, Registerer: reg}, log)
-	bus := redisstore.NewBus(store, reg)
+	var (
+		store   presence.Store
+		bus     feed
+		rstore  *redisstore.Store
+		rdb     *redis.Client
+		runners []func(context.Context) error
+	)
+	if o.memory {
+		ms := memstore.New(memstore.Config{TTL: o.ttl})
+		store, bus = ms, ms
+		runners = append(runners, gc.New(ms, gc.Config{Poll: 100 * time.Millisecond}, log).Run)
+	} else {
+		rdb = o.rdb
+		if rdb == nil {
+			rdb = redisSrv.Client(t)
+		}
+		rstore = redisstore.New(rdb, redisstore.Config{Prefix: o.prefix, TTL: o.ttl, Registerer: reg}, log)
+		store, bus = rstore, redisstore.NewBus(rstore, reg)
+	}
 	h := hub.New(store, bus, hub.Config{Coalesce: o.coalesce, Registerer: reg}, log)
-	hh := health.New(map[string]health.Check{"redis": store.Ping}, reg)
+	hh := health.New(map[string]health.Check{"store": store.Ping}, reg)
 	o.api.AllowedOrigins = o.origins
 	o.api.Registerer = reg
 	api := httpapi.New(h, store, hh, o.api, log)
@@ -84,9 +102,11 @@ func newApp(t *testing.T, o appOpts) *app {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = bus.Run(ctx, h.Deliver) }()
-	go func() { defer wg.Done(); _ = h.Run(ctx) }()
+	runners = append(runners, h.Run, func(ctx context.Context) error { return bus.Run(ctx, h.Deliver) })
+	for _, r := range runners {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = r(ctx) }()
+	}
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
@@ -96,7 +116,25 @@ func newApp(t *testing.T, o appOpts) *app {
 		cancel()
 		wg.Wait()
 	})
-	return &app{URL: srv.URL, prefix: o.prefix, store: store, rdb: rdb, hub: h, reg: reg}
+	return &app{URL: srv.URL, prefix: o.prefix, store: store, redis: rstore, rdb: rdb, hub: h, reg: reg}
+}
+
+// feed is a hub.Bus that delivers changes: the Redis bus or the memory store.
+type feed interface {
+	hub.Bus
+	Run(ctx context.Context, deliver func(presence.Message)) error
+}
+
+// bothStores runs a test against the Redis store and the memory store: the
+// protocol must behave the same on either.
+func bothStores(t *testing.T, test func(t *testing.T, o appOpts)) {
+	for _, memory := range []bool{false, true} {
+		name := "redis"
+		if memory {
+			name = "memory"
+		}
+		t.Run(name, func(t *testing.T) { test(t, appOpts{memory: memory}) })
+	}
 }
 
 // client is a test WebSocket client that reads frames on its own goroutine,

@@ -14,195 +14,215 @@ import (
 )
 
 func TestWS_HelloFirst(t *testing.T) {
-	a := newApp(t, appOpts{ttl: 30 * time.Second})
-	c := dial(t, a, nil)
-	if sid, _ := c.hello["session"].(string); len(sid) < 16 {
-		t.Errorf("hello session=%v, want a random id", c.hello["session"])
-	}
-	if c.hello["ttl"] != float64(30) {
-		t.Errorf("hello ttl=%v, want 30", c.hello["ttl"])
-	}
-	d := dial(t, a, nil)
-	if d.hello["session"] == c.hello["session"] {
-		t.Errorf("two connections share session %v", c.hello["session"])
-	}
+	bothStores(t, func(t *testing.T, o appOpts) {
+		o.ttl = 30 * time.Second
+		a := newApp(t, o)
+		c := dial(t, a, nil)
+		if sid, _ := c.hello["session"].(string); len(sid) < 16 {
+			t.Errorf("hello session=%v, want a random id", c.hello["session"])
+		}
+		if c.hello["ttl"] != float64(30) {
+			t.Errorf("hello ttl=%v, want 30", c.hello["ttl"])
+		}
+		d := dial(t, a, nil)
+		if d.hello["session"] == c.hello["session"] {
+			t.Errorf("two connections share session %v", c.hello["session"])
+		}
+	})
 }
 
 func TestWS_ViewMoveUnview(t *testing.T) {
-	a := newApp(t, appOpts{})
-	w := dial(t, a, nil)
-	w.send(`{"type":"watch","posts":["a","b"]}`)
-	w.waitCount("a", 0)
-	w.waitCount("b", 0)
+	bothStores(t, func(t *testing.T, o appOpts) {
+		a := newApp(t, o)
+		w := dial(t, a, nil)
+		w.send(`{"type":"watch","posts":["a","b"]}`)
+		w.waitCount("a", 0)
+		w.waitCount("b", 0)
 
-	v := dial(t, a, nil)
-	v.send(`{"type":"view","post":"a"}`)
-	m := v.waitCount("a", 1)
-	if m["views"] != float64(1) {
-		t.Errorf("views=%v, want 1", m["views"])
-	}
-	w.waitCount("a", 1)
+		v := dial(t, a, nil)
+		v.send(`{"type":"view","post":"a"}`)
+		m := v.waitCount("a", 1)
+		if m["views"] != float64(1) {
+			t.Errorf("views=%v, want 1", m["views"])
+		}
+		w.waitCount("a", 1)
 
-	// A second view moves the session.
-	v.send(`{"type":"view","post":"b"}`)
-	v.waitCount("b", 1)
-	// Counts of different posts may arrive in either order.
-	w.waitCounts(map[string]int{"a": 0, "b": 1})
+		// A second view moves the session.
+		v.send(`{"type":"view","post":"b"}`)
+		v.waitCount("b", 1)
+		// Counts of different posts may arrive in either order.
+		w.waitCounts(map[string]int{"a": 0, "b": 1})
 
-	// Back to a: the session saw a before, so its views stay at 1.
-	v.send(`{"type":"view","post":"a"}`)
-	m = v.waitCount("a", 1)
-	if m["views"] != float64(1) {
-		t.Errorf("views after a return=%v, want 1 (once per session and post)", m["views"])
-	}
+		// Back to a: the session saw a before, so its views stay at 1.
+		v.send(`{"type":"view","post":"a"}`)
+		m = v.waitCount("a", 1)
+		if m["views"] != float64(1) {
+			t.Errorf("views after a return=%v, want 1 (once per session and post)", m["views"])
+		}
 
-	v.send(`{"type":"unview"}`)
-	w.waitCount("a", 0)
-	// Still connected and usable after unview.
-	v.send(`{"type":"view","post":"b"}`)
-	v.waitCount("b", 1)
+		v.send(`{"type":"unview"}`)
+		w.waitCount("a", 0)
+		// Still connected and usable after unview.
+		v.send(`{"type":"view","post":"b"}`)
+		v.waitCount("b", 1)
+	})
 }
 
 func TestWS_DisconnectDropsCount(t *testing.T) {
-	a := newApp(t, appOpts{})
-	w := dial(t, a, nil)
-	w.send(`{"type":"watch","posts":["13"]}`)
-	w.waitCount("13", 0)
-	v := dial(t, a, nil)
-	v.send(`{"type":"view","post":"13"}`)
-	w.waitCount("13", 1)
-	v.conn.Close(websocket.StatusNormalClosure, "bye")
-	w.waitCount("13", 0)
-	// An abrupt close (no close frame) leaves too.
-	v2 := dial(t, a, nil)
-	v2.send(`{"type":"view","post":"13"}`)
-	w.waitCount("13", 1)
-	v2.conn.CloseNow()
-	w.waitCount("13", 0)
+	bothStores(t, func(t *testing.T, o appOpts) {
+		a := newApp(t, o)
+		w := dial(t, a, nil)
+		w.send(`{"type":"watch","posts":["13"]}`)
+		w.waitCount("13", 0)
+		v := dial(t, a, nil)
+		v.send(`{"type":"view","post":"13"}`)
+		w.waitCount("13", 1)
+		v.conn.Close(websocket.StatusNormalClosure, "bye")
+		w.waitCount("13", 0)
+		// An abrupt close (no close frame) leaves too.
+		v2 := dial(t, a, nil)
+		v2.send(`{"type":"view","post":"13"}`)
+		w.waitCount("13", 1)
+		v2.conn.CloseNow()
+		w.waitCount("13", 0)
+	})
 }
 
 func TestWS_UnwatchStopsFrames(t *testing.T) {
-	a := newApp(t, appOpts{})
-	w := dial(t, a, nil)
-	w.send(`{"type":"watch","posts":["x","y"]}`)
-	w.waitCount("x", 0)
-	w.waitCount("y", 0)
-	w.send(`{"type":"unwatch","posts":["x","never-watched"]}`)
-	v := dial(t, a, nil)
-	// The unwatch frame is handled before this client's view, but on another
-	// connection; wait until the server has applied it by a round trip.
-	w.send(`{"type":"watch","posts":["y"]}`)
-	w.waitCount("y", 0)
-	v.send(`{"type":"view","post":"x"}`)
-	v.waitCount("x", 1)
-	v.send(`{"type":"view","post":"y"}`)
-	// The next frame w gets must be about y, not x.
-	m := w.next()
-	if m["post"] != "y" {
-		t.Fatalf("after unwatch got %v, want only frames about y", m)
-	}
+	bothStores(t, func(t *testing.T, o appOpts) {
+		a := newApp(t, o)
+		w := dial(t, a, nil)
+		w.send(`{"type":"watch","posts":["x","y"]}`)
+		w.waitCount("x", 0)
+		w.waitCount("y", 0)
+		w.send(`{"type":"unwatch","posts":["x","never-watched"]}`)
+		v := dial(t, a, nil)
+		// The unwatch frame is handled before this client's view, but on another
+		// connection; wait until the server has applied it by a round trip.
+		w.send(`{"type":"watch","posts":["y"]}`)
+		w.waitCount("y", 0)
+		v.send(`{"type":"view","post":"x"}`)
+		v.waitCount("x", 1)
+		v.send(`{"type":"view","post":"y"}`)
+		// The next frame w gets must be about y, not x.
+		m := w.next()
+		if m["post"] != "y" {
+			t.Fatalf("after unwatch got %v, want only frames about y", m)
+		}
+	})
 }
 
 func TestWS_WatchLimit(t *testing.T) {
-	a := newApp(t, appOpts{})
-	c := dial(t, a, nil)
-	posts := make([]string, 101)
-	for i := range posts {
-		posts[i] = fmt.Sprintf(`"p%d"`, i)
-	}
-	c.send(`{"type":"watch","posts":[` + strings.Join(posts, ",") + `]}`)
-	if m := c.next(); m["type"] != "error" || m["code"] != "too_many" {
-		t.Fatalf("watch of 101 = %v, want too_many error", m)
-	}
-	c.send(`{"type":"watch","posts":[` + strings.Join(posts[:60], ",") + `]}`)
-	for range 60 {
-		if m := c.next(); m["type"] != "count" {
-			t.Fatalf("got %v, want count frames", m)
+	bothStores(t, func(t *testing.T, o appOpts) {
+		a := newApp(t, o)
+		c := dial(t, a, nil)
+		posts := make([]string, 101)
+		for i := range posts {
+			posts[i] = fmt.Sprintf(`"p%d"`, i)
 		}
-	}
-	// 60 + 41 new ones is over 100 in total: refused whole.
-	c.send(`{"type":"watch","posts":[` + strings.Join(posts[60:], ",") + `]}`)
-	if m := c.next(); m["type"] != "error" || m["code"] != "too_many" {
-		t.Fatalf("watch over the total = %v, want too_many error", m)
-	}
-	// Re-watching ones already watched does not count twice.
-	c.send(`{"type":"watch","posts":[` + strings.Join(posts[:40], ",") + `]}`)
-	for range 40 {
-		if m := c.next(); m["type"] != "count" {
-			t.Fatalf("got %v, want count frames for a re-watch", m)
+		c.send(`{"type":"watch","posts":[` + strings.Join(posts, ",") + `]}`)
+		if m := c.next(); m["type"] != "error" || m["code"] != "too_many" {
+			t.Fatalf("watch of 101 = %v, want too_many error", m)
 		}
-	}
+		c.send(`{"type":"watch","posts":[` + strings.Join(posts[:60], ",") + `]}`)
+		for range 60 {
+			if m := c.next(); m["type"] != "count" {
+				t.Fatalf("got %v, want count frames", m)
+			}
+		}
+		// 60 + 41 new ones is over 100 in total: refused whole.
+		c.send(`{"type":"watch","posts":[` + strings.Join(posts[60:], ",") + `]}`)
+		if m := c.next(); m["type"] != "error" || m["code"] != "too_many" {
+			t.Fatalf("watch over the total = %v, want too_many error", m)
+		}
+		// Re-watching ones already watched does not count twice.
+		c.send(`{"type":"watch","posts":[` + strings.Join(posts[:40], ",") + `]}`)
+		for range 40 {
+			if m := c.next(); m["type"] != "count" {
+				t.Fatalf("got %v, want count frames for a re-watch", m)
+			}
+		}
+	})
 }
 
 func TestWS_BadInput(t *testing.T) {
-	a := newApp(t, appOpts{})
-	c := dial(t, a, nil)
-	long := strings.Repeat("x", 65)
-	cases := []struct {
-		name, frame, code, says string
-	}{
-		{"malformed JSON", `{"type":`, "bad_request", "JSON"},
-		{"not an object", `[1,2]`, "bad_request", "JSON"},
-		{"no type", `{"post":"1"}`, "bad_request", "no type"},
-		{"unknown type", `{"type":"dance"}`, "bad_request", `unknown type "dance"`},
-		{"view without post", `{"type":"view"}`, "bad_request", "needs a post"},
-		{"post not a string", `{"type":"view","post":13}`, "bad_request", "JSON"},
-		{"empty post", `{"type":"view","post":""}`, "invalid_post", "empty"},
-		{"post too long", `{"type":"view","post":"` + long + `"}`, "invalid_post", "65 characters"},
-		{"post with slash", `{"type":"view","post":"a/b"}`, "invalid_post", "[A-Za-z0-9_-]"},
-		{"post with space", `{"type":"view","post":"a b"}`, "invalid_post", "[A-Za-z0-9_-]"},
-		{"post with unicode", `{"type":"view","post":"café"}`, "invalid_post", "[A-Za-z0-9_-]"},
-		{"watch without posts", `{"type":"watch"}`, "bad_request", "non-empty posts"},
-		{"watch empty list", `{"type":"watch","posts":[]}`, "bad_request", "non-empty posts"},
-		{"watch bad id", `{"type":"watch","posts":["ok","no!"]}`, "invalid_post", "no!"},
-		{"unwatch bad id", `{"type":"unwatch","posts":["*"]}`, "invalid_post", "[A-Za-z0-9_-]"},
-	}
-	for _, tc := range cases {
-		c.send(tc.frame)
-		m := c.next()
-		if m["type"] != "error" || m["code"] != tc.code {
-			t.Errorf("%s: got %v, want error %s", tc.name, m, tc.code)
-			continue
+	bothStores(t, func(t *testing.T, o appOpts) {
+		a := newApp(t, o)
+		c := dial(t, a, nil)
+		long := strings.Repeat("x", 65)
+		cases := []struct {
+			name, frame, code, says string
+		}{
+			{"malformed JSON", `{"type":`, "bad_request", "JSON"},
+			{"not an object", `[1,2]`, "bad_request", "JSON"},
+			{"no type", `{"post":"1"}`, "bad_request", "no type"},
+			{"unknown type", `{"type":"dance"}`, "bad_request", `unknown type "dance"`},
+			{"view without post", `{"type":"view"}`, "bad_request", "needs a post"},
+			{"post not a string", `{"type":"view","post":13}`, "bad_request", "JSON"},
+			{"empty post", `{"type":"view","post":""}`, "invalid_post", "empty"},
+			{"post too long", `{"type":"view","post":"` + long + `"}`, "invalid_post", "65 characters"},
+			{"post with slash", `{"type":"view","post":"a/b"}`, "invalid_post", "[A-Za-z0-9_-]"},
+			{"post with space", `{"type":"view","post":"a b"}`, "invalid_post", "[A-Za-z0-9_-]"},
+			{"post with unicode", `{"type":"view","post":"café"}`, "invalid_post", "[A-Za-z0-9_-]"},
+			{"watch without posts", `{"type":"watch"}`, "bad_request", "non-empty posts"},
+			{"watch empty list", `{"type":"watch","posts":[]}`, "bad_request", "non-empty posts"},
+			{"watch bad id", `{"type":"watch","posts":["ok","no!"]}`, "invalid_post", "no!"},
+			{"unwatch bad id", `{"type":"unwatch","posts":["*"]}`, "invalid_post", "[A-Za-z0-9_-]"},
 		}
-		if msg, _ := m["message"].(string); !strings.Contains(msg, tc.says) {
-			t.Errorf("%s: message %q does not say %q", tc.name, msg, tc.says)
+		for _, tc := range cases {
+			c.send(tc.frame)
+			m := c.next()
+			if m["type"] != "error" || m["code"] != tc.code {
+				t.Errorf("%s: got %v, want error %s", tc.name, m, tc.code)
+				continue
+			}
+			if msg, _ := m["message"].(string); !strings.Contains(msg, tc.says) {
+				t.Errorf("%s: message %q does not say %q", tc.name, msg, tc.says)
+			}
 		}
-	}
-	// A binary frame gets an error frame too.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.conn.Write(ctx, websocket.MessageBinary, []byte(`{"type":"view","post":"1"}`)); err != nil {
-		t.Fatal(err)
-	}
-	if m := c.next(); m["code"] != "bad_request" || !strings.Contains(m["message"].(string), "binary") {
-		t.Errorf("binary frame: got %v, want bad_request about binary frames", m)
-	}
-	// Nothing of the bad frames reached Redis: the watch with one bad id
-	// did not watch "ok", and no session was written.
-	if n, err := a.rdb.HLen(ctx, a.prefix+"viewers").Result(); err != nil || n != 0 {
-		t.Errorf("viewers hash has %d entries (%v), want 0", n, err)
-	}
-	// The connection still works.
-	c.send(`{"type":"view","post":"fine"}`)
-	c.waitCount("fine", 1)
+		// A binary frame gets an error frame too.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := c.conn.Write(ctx, websocket.MessageBinary, []byte(`{"type":"view","post":"1"}`)); err != nil {
+			t.Fatal(err)
+		}
+		if m := c.next(); m["code"] != "bad_request" || !strings.Contains(m["message"].(string), "binary") {
+			t.Errorf("binary frame: got %v, want bad_request about binary frames", m)
+		}
+		// Nothing of the bad frames reached Redis: the watch with one bad id
+		// did not watch "ok", and no session was written.
+		if cs, err := a.store.Counts(ctx, []presence.PostID{"ok", "1"}); err != nil || cs[0].Viewers+cs[1].Viewers != 0 {
+			t.Errorf("counts after bad frames = %v, %v; want nothing written", cs, err)
+		}
+		if a.rdb != nil {
+			if n, err := a.rdb.HLen(ctx, a.prefix+"viewers").Result(); err != nil || n != 0 {
+				t.Errorf("viewers hash has %d entries (%v), want 0", n, err)
+			}
+		}
+		// The connection still works.
+		c.send(`{"type":"view","post":"fine"}`)
+		c.waitCount("fine", 1)
+	})
 }
 
 func TestWS_OversizeFrameCloses1009(t *testing.T) {
-	a := newApp(t, appOpts{})
-	w := dial(t, a, nil)
-	w.send(`{"type":"watch","posts":["big"]}`)
-	w.waitCount("big", 0)
-	c := dial(t, a, nil)
-	c.send(`{"type":"view","post":"big"}`)
-	w.waitCount("big", 1)
-	c.send(`{"type":"view","post":"big","pad":"` + strings.Repeat("x", 5000) + `"}`)
-	if err := c.closed(); websocket.CloseStatus(err) != websocket.StatusMessageTooBig {
-		t.Fatalf("close = %v, want 1009", err)
-	}
-	// Its session left; other clients are unaffected.
-	w.waitCount("big", 0)
-	w.send(`{"type":"watch","posts":["big"]}`)
-	w.waitCount("big", 0)
+	bothStores(t, func(t *testing.T, o appOpts) {
+		a := newApp(t, o)
+		w := dial(t, a, nil)
+		w.send(`{"type":"watch","posts":["big"]}`)
+		w.waitCount("big", 0)
+		c := dial(t, a, nil)
+		c.send(`{"type":"view","post":"big"}`)
+		w.waitCount("big", 1)
+		c.send(`{"type":"view","post":"big","pad":"` + strings.Repeat("x", 5000) + `"}`)
+		if err := c.closed(); websocket.CloseStatus(err) != websocket.StatusMessageTooBig {
+			t.Fatalf("close = %v, want 1009", err)
+		}
+		// Its session left; other clients are unaffected.
+		w.waitCount("big", 0)
+		w.send(`{"type":"watch","posts":["big"]}`)
+		w.waitCount("big", 0)
+	})
 }
 
 func TestWS_Origins(t *testing.T) {
@@ -230,24 +250,27 @@ func TestWS_Origins(t *testing.T) {
 }
 
 func TestWS_UnansweredPingsLeave(t *testing.T) {
-	a := newApp(t, appOpts{api: httpapiConfig(50*time.Millisecond, 100*time.Millisecond)})
-	w := dial(t, a, nil)
-	w.send(`{"type":"watch","posts":["p"]}`)
-	w.waitCount("p", 0)
+	bothStores(t, func(t *testing.T, o appOpts) {
+		o.api = httpapiConfig(50*time.Millisecond, 100*time.Millisecond)
+		a := newApp(t, o)
+		w := dial(t, a, nil)
+		w.send(`{"type":"watch","posts":["p"]}`)
+		w.waitCount("p", 0)
 
-	// A raw client that never reads never answers pings.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(a.URL, "http")+"/v1/ws", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.CloseNow()
-	if err := conn.Write(ctx, websocket.MessageText, []byte(`{"type":"view","post":"p"}`)); err != nil {
-		t.Fatal(err)
-	}
-	w.waitCount("p", 1)
-	w.waitCount("p", 0)
+		// A raw client that never reads never answers pings.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(a.URL, "http")+"/v1/ws", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.CloseNow()
+		if err := conn.Write(ctx, websocket.MessageText, []byte(`{"type":"view","post":"p"}`)); err != nil {
+			t.Fatal(err)
+		}
+		w.waitCount("p", 1)
+		w.waitCount("p", 0)
+	})
 }
 
 func TestWS_TwoServersShareCounts(t *testing.T) {
@@ -272,26 +295,29 @@ func TestWS_TwoServersShareCounts(t *testing.T) {
 }
 
 func TestWS_CoalescesBursts(t *testing.T) {
-	a := newApp(t, appOpts{coalesce: 300 * time.Millisecond})
-	w := dial(t, a, nil)
-	w.send(`{"type":"watch","posts":["hot"]}`)
-	w.waitCount("hot", 0)
-	const n = 20
-	for range n {
-		v := dial(t, a, nil)
-		v.send(`{"type":"view","post":"hot"}`)
-	}
-	frames := 0
-	w.waitFor("count hot=20", func(m map[string]any) bool {
-		if m["post"] == "hot" {
-			frames++
+	bothStores(t, func(t *testing.T, o appOpts) {
+		o.coalesce = 300 * time.Millisecond
+		a := newApp(t, o)
+		w := dial(t, a, nil)
+		w.send(`{"type":"watch","posts":["hot"]}`)
+		w.waitCount("hot", 0)
+		const n = 20
+		for range n {
+			v := dial(t, a, nil)
+			v.send(`{"type":"view","post":"hot"}`)
 		}
-		return m["post"] == "hot" && m["viewers"] == float64(n)
+		frames := 0
+		w.waitFor("count hot=20", func(m map[string]any) bool {
+			if m["post"] == "hot" {
+				frames++
+			}
+			return m["post"] == "hot" && m["viewers"] == float64(n)
+		})
+		if frames >= n {
+			t.Errorf("watcher got %d count frames for %d changes, want them coalesced", frames, n)
+		}
+		t.Logf("%d changes reached the watcher as %d frames", n, frames)
 	})
-	if frames >= n {
-		t.Errorf("watcher got %d count frames for %d changes, want them coalesced", frames, n)
-	}
-	t.Logf("%d changes reached the watcher as %d frames", n, frames)
 }
 
 func TestWS_LostSessionIsReregistered(t *testing.T) {
@@ -310,7 +336,7 @@ func TestWS_LostSessionIsReregistered(t *testing.T) {
 	if err := a.rdb.Del(ctx, a.prefix+"session:"+sid).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if lags, err := a.store.Prune(ctx, []presence.SessionID{presence.SessionID(sid)}); err != nil || len(lags) != 1 {
+	if lags, err := a.redis.Prune(ctx, []presence.SessionID{presence.SessionID(sid)}); err != nil || len(lags) != 1 {
 		t.Fatalf("Prune = %v, %v; want the session pruned", lags, err)
 	}
 	w.waitCount("r", 0)

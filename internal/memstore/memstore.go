@@ -1,0 +1,303 @@
+// Package memstore is the embedded presence.Store: everything in this
+// process's memory, with the same semantics as the Redis store, for a single
+// app server that needs no Redis. Sessions expire through a deadline heap,
+// so nothing ever scans all sessions; the in-process gc.Collector prunes
+// them, exactly as cmd/gc does for Redis.
+package memstore
+
+import (
+	"container/heap"
+	"context"
+	"sync"
+	"time"
+
+	"github.com/presence/presence/internal/presence"
+)
+
+// Config configures a Store. The zero value is usable.
+type Config struct {
+	// TTL is how long a session lives without a refresh. Default: 90s.
+	TTL time.Duration
+}
+
+// DefaultTTL is the session TTL when Config.TTL is zero.
+const DefaultTTL = 90 * time.Second
+
+// Store keeps presence in memory. It also serves the hub as its Bus (every
+// change goes to every sink; the hub ignores posts it has no room for) and
+// gc.Collector as its Source.
+type Store struct {
+	ttl time.Duration
+
+	mu        sync.Mutex
+	seq       int64
+	sessions  map[presence.SessionID]*session
+	viewers   map[presence.PostID]map[presence.SessionID]struct{} // emptied sets are deleted
+	views     map[presence.PostID]int64
+	deadlines deadlineHeap
+	sinks     map[int]func(presence.Message)
+	nextSink  int
+}
+
+type session struct {
+	id       presence.SessionID
+	post     presence.PostID
+	deadline time.Time
+	index    int // in the heap
+}
+
+var _ presence.Store = (*Store)(nil)
+
+// New returns an empty Store.
+func New(cfg Config) *Store {
+	if cfg.TTL <= 0 {
+		cfg.TTL = DefaultTTL
+	}
+	return &Store{
+		ttl:      cfg.TTL,
+		sessions: make(map[presence.SessionID]*session),
+		viewers:  make(map[presence.PostID]map[presence.SessionID]struct{}),
+		views:    make(map[presence.PostID]int64),
+		sinks:    make(map[int]func(presence.Message)),
+	}
+}
+
+// TTL implements presence.Store.
+func (s *Store) TTL() time.Duration { return s.ttl }
+
+// Ping implements presence.Store; memory is always there.
+func (s *Store) Ping(context.Context) error { return nil }
+
+// View implements presence.Store.
+func (s *Store) View(_ context.Context, sid presence.SessionID, post presence.PostID, countView bool) (presence.Count, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	// A session past its deadline but not yet pruned is taken over as it
+	// is, as the Redis script overwrites a stale viewers entry.
+	ss := s.sessions[sid]
+	added := false
+	if ss == nil {
+		ss = &session{id: sid, post: post, deadline: now.Add(s.ttl)}
+		s.sessions[sid] = ss
+		heap.Push(&s.deadlines, ss)
+		added = s.addViewer(post, sid)
+	} else {
+		if ss.post != post {
+			old := ss.post
+			if s.removeViewer(old, sid) {
+				s.publish(old)
+			}
+			ss.post = post
+		}
+		added = s.addViewer(post, sid)
+		ss.deadline = now.Add(s.ttl)
+		heap.Fix(&s.deadlines, ss.index)
+	}
+	if countView {
+		s.views[post]++
+	}
+	if added || countView {
+		return s.publish(post), nil
+	}
+	return s.count(post), nil
+}
+
+// Leave implements presence.Store.
+func (s *Store) Leave(_ context.Context, sids ...presence.SessionID) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changed := make(map[presence.PostID]bool)
+	for _, sid := range sids {
+		if post, ok := s.drop(sid); ok {
+			changed[post] = true
+		}
+	}
+	for post := range changed {
+		s.publish(post)
+	}
+	return nil
+}
+
+// Refresh implements presence.Store.
+func (s *Store) Refresh(_ context.Context, sessions []presence.Session) ([]presence.SessionID, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	var missing []presence.SessionID
+	for _, in := range sessions {
+		ss := s.sessions[in.ID]
+		if ss == nil || ss.post != in.Post || !ss.deadline.After(now) {
+			missing = append(missing, in.ID)
+			continue
+		}
+		ss.deadline = now.Add(s.ttl)
+		heap.Fix(&s.deadlines, ss.index)
+	}
+	return missing, nil
+}
+
+// Counts implements presence.Store.
+func (s *Store) Counts(_ context.Context, posts []presence.PostID) ([]presence.Count, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]presence.Count, len(posts))
+	for i, p := range posts {
+		out[i] = s.count(p)
+	}
+	return out, nil
+}
+
+// Due returns up to limit sessions whose deadline has passed and, when none
+// is due, the time until the next deadline (negative: none).
+func (s *Store) Due(_ context.Context, limit int) ([]presence.SessionID, time.Duration, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	if len(s.deadlines) == 0 {
+		return nil, -1, nil
+	}
+	// The heap's order is only partial: walk it breadth-first from the
+	// root, descending only below due entries, so the cost is O(due).
+	var due []presence.SessionID
+	queue := []int{0}
+	for len(queue) > 0 && len(due) < limit {
+		i := queue[0]
+		queue = queue[1:]
+		if i >= len(s.deadlines) || s.deadlines[i].deadline.After(now) {
+			continue
+		}
+		due = append(due, s.deadlines[i].id)
+		queue = append(queue, 2*i+1, 2*i+2)
+	}
+	if len(due) > 0 {
+		return due, 0, nil
+	}
+	return nil, s.deadlines[0].deadline.Sub(now), nil
+}
+
+// Prune removes the sessions whose deadline has passed and returns how long
+// after its deadline each was removed; live and unknown ones are left alone.
+func (s *Store) Prune(_ context.Context, sids []presence.SessionID) ([]time.Duration, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	var lags []time.Duration
+	changed := make(map[presence.PostID]bool)
+	for _, sid := range sids {
+		ss := s.sessions[sid]
+		if ss == nil || ss.deadline.After(now) {
+			continue
+		}
+		lags = append(lags, now.Sub(ss.deadline))
+		if post, ok := s.drop(sid); ok {
+			changed[post] = true
+		}
+	}
+	for post := range changed {
+		s.publish(post)
+	}
+	return lags, nil
+}
+
+// Subscribe is part of the hub's Bus; a Store delivers every change to
+// every sink, so there is nothing to subscribe.
+func (s *Store) Subscribe(...presence.PostID) {}
+
+// Unsubscribe is part of the hub's Bus; see Subscribe.
+func (s *Store) Unsubscribe(...presence.PostID) {}
+
+// Run delivers every change to deliver until ctx ends. Several may run.
+// deliver is called with the store locked, in change order, so it must not
+// call the store.
+func (s *Store) Run(ctx context.Context, deliver func(presence.Message)) error {
+	s.mu.Lock()
+	id := s.nextSink
+	s.nextSink++
+	s.sinks[id] = deliver
+	s.mu.Unlock()
+	<-ctx.Done()
+	s.mu.Lock()
+	delete(s.sinks, id)
+	s.mu.Unlock()
+	return nil
+}
+
+// drop removes a session entirely and reports the post it viewed. Callers
+// hold mu.
+func (s *Store) drop(sid presence.SessionID) (presence.PostID, bool) {
+	ss := s.sessions[sid]
+	if ss == nil {
+		return "", false
+	}
+	delete(s.sessions, sid)
+	heap.Remove(&s.deadlines, ss.index)
+	return ss.post, s.removeViewer(ss.post, sid)
+}
+
+func (s *Store) addViewer(post presence.PostID, sid presence.SessionID) bool {
+	set := s.viewers[post]
+	if set == nil {
+		set = make(map[presence.SessionID]struct{})
+		s.viewers[post] = set
+	}
+	if _, ok := set[sid]; ok {
+		return false
+	}
+	set[sid] = struct{}{}
+	return true
+}
+
+// removeViewer deletes an emptied set, so memory follows live posts as
+// Redis does when SREM removes a set's last member.
+func (s *Store) removeViewer(post presence.PostID, sid presence.SessionID) bool {
+	set := s.viewers[post]
+	if _, ok := set[sid]; !ok {
+		return false
+	}
+	delete(set, sid)
+	if len(set) == 0 {
+		delete(s.viewers, post)
+	}
+	return true
+}
+
+func (s *Store) count(post presence.PostID) presence.Count {
+	return presence.Count{Post: post, Viewers: int64(len(s.viewers[post])), Views: s.views[post], Seq: s.seq}
+}
+
+// publish gives a change the next seq and delivers the new count. Callers
+// hold mu.
+func (s *Store) publish(post presence.PostID) presence.Count {
+	s.seq++
+	c := s.count(post)
+	for _, deliver := range s.sinks {
+		cc := c
+		deliver(presence.Message{Count: &cc})
+	}
+	return c
+}
+
+// deadlineHeap orders sessions by deadline, earliest first.
+type deadlineHeap []*session
+
+func (h deadlineHeap) Len() int           { return len(h) }
+func (h deadlineHeap) Less(i, j int) bool { return h[i].deadline.Before(h[j].deadline) }
+func (h deadlineHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index = i
+	h[j].index = j
+}
+func (h *deadlineHeap) Push(x any) {
+	ss := x.(*session)
+	ss.index = len(*h)
+	*h = append(*h, ss)
+}
+func (h *deadlineHeap) Pop() any {
+	old := *h
+	n := len(old)
+	ss := old[n-1]
+	old[n-1] = nil
+	*h = old[:n-1]
+	return ss
+}
