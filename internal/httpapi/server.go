@@ -125,10 +125,6 @@ func (s *Server) routes() chi.Router {
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
 
-// Router returns the chi router so that cmd wiring can mount more routes
-// (the widget) before serving.
-func (s *Server) Router() chi.Router { return s.router }
-
 // Shutdown closes every WebSocket with 1001 "going away" and waits for their
 // handlers to finish, until ctx ends; then it drops whatever is left.
 // http.Server.Shutdown does not do this: WebSockets are hijacked connections.

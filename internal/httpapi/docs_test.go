@@ -1,0 +1,132 @@
+package httpapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"maps"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// jsonExamples returns every ```json block of a Markdown file, decoded.
+func jsonExamples(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, m := range regexp.MustCompile("(?s)```json\n(.*?)```").FindAllStringSubmatch(string(b), -1) {
+		var v map[string]any
+		if err := json.Unmarshal([]byte(m[1]), &v); err != nil {
+			t.Fatalf("%s: example %q is not a JSON object: %v", path, m[1], err)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+func keys(m map[string]any) string {
+	return strings.Join(slices.Sorted(maps.Keys(m)), ",")
+}
+
+// TestProtocolDoc_Examples replays every example of api/protocol.md: client
+// frames are sent to a real server and must be accepted; server frames must
+// have the fields the server really sends; the event published on a post's
+// Redis channel must reach a client as the documented event frame.
+func TestProtocolDoc_Examples(t *testing.T) {
+	a := newApp(t, appOpts{})
+	c := dial(t, a, nil)
+	w := dial(t, a, nil)
+	w.send(`{"type":"watch","posts":["13"]}`)
+	w.waitCount("13", 0)
+
+	examples := jsonExamples(t, "../../api/protocol.md")
+	if len(examples) < 8 {
+		t.Fatalf("found %d JSON examples in api/protocol.md, expected every frame type", len(examples))
+	}
+	seen := map[string]bool{}
+	for _, ex := range examples {
+		typ, _ := ex["type"].(string)
+		raw, _ := json.Marshal(ex)
+		switch {
+		case typ == "view" || typ == "unview" || typ == "watch" || typ == "unwatch":
+			seen["client "+typ] = true
+			c.send(string(raw))
+			// A watch of a sentinel post answers after the example was
+			// handled; any error frame before it is the example's.
+			c.send(`{"type":"watch","posts":["sentinel"]}`)
+			c.waitFor("sentinel count", func(m map[string]any) bool {
+				if m["type"] == "error" {
+					t.Errorf("documented frame %s was refused: %v", raw, m)
+				}
+				return m["type"] == "count" && m["post"] == "sentinel"
+			})
+			c.send(`{"type":"unwatch","posts":["sentinel"]}`)
+		case typ == "hello":
+			seen["hello"] = true
+			if keys(ex) != keys(c.hello) {
+				t.Errorf("documented hello has fields %s, server sends %s", keys(ex), keys(c.hello))
+			}
+		case typ == "count" && ex["seq"] == nil:
+			seen["count"] = true
+			c.send(`{"type":"watch","posts":["x1"]}`)
+			got := c.waitCount("x1", 0)
+			if keys(ex) != keys(got) {
+				t.Errorf("documented count has fields %s, server sends %s", keys(ex), keys(got))
+			}
+		case typ == "count":
+			seen["count message"] = true
+			// The scripts publish exactly these fields.
+			feed := a.rdb.Subscribe(context.Background(), a.prefix+"presence:post:docs")
+			if _, err := feed.Receive(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			v := dial(t, a, nil)
+			v.send(`{"type":"view","post":"docs"}`)
+			msg, err := feed.ReceiveMessage(context.Background())
+			feed.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got map[string]any
+			if err := json.Unmarshal([]byte(msg.Payload), &got); err != nil || keys(got) != keys(ex) {
+				t.Errorf("documented count message has fields %s, scripts publish %s (%v)", keys(ex), msg.Payload, err)
+			}
+		case typ == "error":
+			seen["error"] = true
+			c.send(`{"type":"view"}`)
+			got := c.waitFor("error", func(m map[string]any) bool { return m["type"] == "error" })
+			if keys(ex) != keys(got) {
+				t.Errorf("documented error has fields %s, server sends %s", keys(ex), keys(got))
+			}
+			if ex["code"] == "bad_request" && ex["message"] != got["message"] {
+				t.Errorf("documented answer to {\"type\":\"view\"} is %q, server says %q", ex["message"], got["message"])
+			}
+		case typ == "event":
+			seen["event"] = true
+			if ex["post"] != "13" {
+				t.Errorf("event example for post %v; this test expects post 13", ex["post"])
+				continue
+			}
+			if err := a.rdb.Publish(context.Background(), a.prefix+"presence:post:13", string(raw)).Err(); err != nil {
+				t.Fatal(err)
+			}
+			got := w.waitFor("event", func(m map[string]any) bool { return m["type"] == "event" })
+			gotRaw, _ := json.Marshal(got)
+			if string(gotRaw) != string(raw) {
+				t.Errorf("published %s, client received %s", raw, gotRaw)
+			}
+		default:
+			t.Errorf("example %s has a type this test does not know", raw)
+		}
+	}
+	for _, want := range []string{"client view", "client unview", "client watch", "client unwatch", "hello", "count", "error", "event", "count message"} {
+		if !seen[want] {
+			t.Errorf("api/protocol.md has no JSON example of %s", want)
+		}
+	}
+}
