@@ -57,7 +57,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	// Store, expiry events and collector.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	rdb, err := redisstore.Dial(cfg.RedisURL)
+	rdb, err := redisstore.Dial(cfg.RedisURL, log)
 	if err != nil {
 		return fmt.Errorf("PRESENCE_REDIS_URL: %w", err)
 	}

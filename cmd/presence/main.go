@@ -154,7 +154,7 @@ func openStore(ctx context.Context, cfg config.Config, reg *prometheus.Registry,
 	}
 
 	log.Info("starting presence with Redis", zap.String("mode", "redis"), zap.Any("config", cfg.Fields()))
-	rdb, err := redisstore.Dial(cfg.RedisURL)
+	rdb, err := redisstore.Dial(cfg.RedisURL, log)
 	if err != nil {
 		return storeParts{}, fmt.Errorf("PRESENCE_REDIS_URL: %w", err)
 	}

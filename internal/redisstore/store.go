@@ -68,8 +68,12 @@ func New(rdb *redis.Client, cfg Config, log *zap.Logger) *Store {
 }
 
 // Dial parses a redis:// or rediss:// URL and returns a client for it with
-// timeouts suited to the service; it does not connect.
-func Dial(url string) (*redis.Client, error) {
+// timeouts suited to the service; it does not connect. go-redis's own log
+// lines (dial failures, pub/sub reconnects) go to log, so that stderr stays
+// one JSON object per line.
+func Dial(url string, log *zap.Logger) (*redis.Client, error) {
+	// go-redis has one logger for the whole process.
+	redis.SetLogger(redisLogger{log.Named("go-redis").Sugar()})
 	opt, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse redis URL: %w", err)
@@ -78,6 +82,12 @@ func Dial(url string) (*redis.Client, error) {
 	// applies its own socket timeouts.
 	opt.ContextTimeoutEnabled = true
 	return redis.NewClient(opt), nil
+}
+
+type redisLogger struct{ log *zap.SugaredLogger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.log.Warnf(format, v...)
 }
 
 // LoadScripts loads every script into Redis's cache so later calls need no

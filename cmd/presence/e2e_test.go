@@ -1,0 +1,534 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
+
+	"github.com/presence/presence/internal/redistest"
+)
+
+// These tests run the real binaries, built once per test run, against a
+// real redis-server, and drive them over real sockets as browsers and PHP
+// code would.
+
+var (
+	// redisSrv is shared by every test; each test uses its own key prefix.
+	redisSrv *redistest.Server
+	// presenceBin and gcBin are the binaries under test.
+	presenceBin, gcBin string
+)
+
+func TestMain(m *testing.M) { os.Exit(testMain(m)) }
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "presence-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	presenceBin, gcBin = filepath.Join(dir, "presence"), filepath.Join(dir, "gc")
+	if err := build(presenceBin, "."); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := build(gcBin, "../gc"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	s, stop, err := redistest.StartMain()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer stop()
+	redisSrv = s
+	return m.Run()
+}
+
+func build(out, pkg string) error {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return fmt.Errorf("go build %s: %w", pkg, err)
+	}
+	cmd := exec.Command(goBin, "build", "-o", out, pkg)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build -o %s %s: %w\n%s", out, pkg, err, b)
+	}
+	return nil
+}
+
+// logLines collects a process's output and parses its JSON log lines as
+// they arrive, so tests can wait for one.
+type logLines struct {
+	mu      sync.Mutex
+	all     bytes.Buffer
+	partial []byte
+	lines   []map[string]any
+	wake    chan struct{} // closed and replaced whenever a line arrives
+}
+
+func newLogLines() *logLines { return &logLines{wake: make(chan struct{})} }
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.all.Write(p)
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		var line map[string]any
+		if json.Unmarshal(l.partial[:i], &line) == nil {
+			l.lines = append(l.lines, line)
+		}
+		l.partial = l.partial[i+1:]
+	}
+	close(l.wake)
+	l.wake = make(chan struct{})
+	return len(p), nil
+}
+
+func (l *logLines) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.all.String()
+}
+
+// find returns the first line that matches ok, and a channel that is closed
+// when more output arrives.
+func (l *logLines) find(ok func(map[string]any) bool) (map[string]any, <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, line := range l.lines {
+		if ok(line) {
+			return line, nil
+		}
+	}
+	return nil, l.wake
+}
+
+// proc is a running binary, killed and reaped when its test ends.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	logs *logLines
+	done chan struct{} // closed once the process has exited
+	err  error         // Wait's result, set before done is closed
+}
+
+func startProc(t *testing.T, name, bin string, env ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, cmd: exec.Command(bin), logs: newLogLines(), done: make(chan struct{})}
+	p.cmd.Env = append(cleanEnv(), env...) // later entries win over earlier ones
+	// A Writer rather than a pipe: Wait then returns only once every byte
+	// has been copied, so logs are complete when a test reads them.
+	p.cmd.Stdout = p.logs
+	p.cmd.Stderr = p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	// Cleanups run last-in first-out: clients dialled after the process
+	// started close before it is killed.
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill() // fails harmlessly if it has exited
+		<-p.done
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, p.logs.String())
+		}
+	})
+	return p
+}
+
+// cleanEnv is the test's environment without PRESENCE_* settings, so a
+// developer's shell cannot change what the binaries under test do.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PRESENCE_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// waitLog returns the first log line that matches ok, failing the test if
+// none is written within limit or the process exits first.
+func (p *proc) waitLog(t *testing.T, limit time.Duration, what string, ok func(map[string]any) bool) map[string]any {
+	t.Helper()
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	for {
+		line, more := p.logs.find(ok)
+		if line != nil {
+			return line
+		}
+		select {
+		case <-more:
+		case <-p.done:
+			if line, _ := p.logs.find(ok); line != nil {
+				return line
+			}
+			t.Fatalf("%s exited (%v) before logging %s", p.name, p.err, what)
+		case <-timer.C:
+			t.Fatalf("%s did not log %s within %s", p.name, what, limit)
+		}
+	}
+}
+
+// addr waits for the process's "listening" line and returns its address.
+func (p *proc) addr(t *testing.T) string {
+	t.Helper()
+	line := p.waitLog(t, 10*time.Second, `{"msg":"listening"}`, func(l map[string]any) bool { return l["msg"] == "listening" })
+	addr, _ := line["addr"].(string)
+	if addr == "" {
+		t.Fatalf("%s: listening line without addr: %v", p.name, line)
+	}
+	return addr
+}
+
+// exited waits for the process to exit and returns its exit code.
+func (p *proc) exited(t *testing.T, limit time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.ExitCode()
+	case <-time.After(limit):
+		t.Fatalf("%s still running %s later", p.name, limit)
+		return 0
+	}
+}
+
+// startApp starts an app server on prefix and returns it with its address.
+func startApp(t *testing.T, name, prefix string) (*proc, string) {
+	t.Helper()
+	p := startProc(t, name, presenceBin,
+		"PRESENCE_ADDR=127.0.0.1:0",
+		"PRESENCE_REDIS_URL="+redisSrv.URL(),
+		"PRESENCE_KEY_PREFIX="+prefix,
+		"PRESENCE_SESSION_TTL=2s",
+		"PRESENCE_COALESCE=100ms",
+	)
+	return p, p.addr(t)
+}
+
+// frame is any server frame.
+type frame struct {
+	Type    string `json:"type"`
+	Session string `json:"session"`
+	TTL     int64  `json:"ttl"`
+	Post    string `json:"post"`
+	Viewers int64  `json:"viewers"`
+	Views   int64  `json:"views"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// client is one browser tab.
+type client struct {
+	name string
+	conn *websocket.Conn
+}
+
+// dial connects a client and checks that hello comes first.
+func dial(t *testing.T, name, addr string) *client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, _, err := websocket.Dial(ctx, "ws://"+addr+"/v1/ws", nil)
+	if err != nil {
+		t.Fatalf("%s: dial %s: %v", name, addr, err)
+	}
+	t.Cleanup(func() { conn.CloseNow() })
+	c := &client{name: name, conn: conn}
+	hello := c.read(t, 5*time.Second)
+	if hello.Type != "hello" || hello.Session == "" || hello.TTL <= 0 {
+		t.Fatalf("%s: first frame %+v, want hello with a session and a ttl", name, hello)
+	}
+	return c
+}
+
+func (c *client) send(t *testing.T, v any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := wsjson.Write(ctx, c.conn, v); err != nil {
+		t.Fatalf("%s: write %v: %v", c.name, v, err)
+	}
+}
+
+func (c *client) read(t *testing.T, limit time.Duration) frame {
+	t.Helper()
+	f, err := c.tryRead(limit)
+	if err != nil {
+		t.Fatalf("%s: read: %v", c.name, err)
+	}
+	return f
+}
+
+// tryRead reads one frame. A timeout closes the connection (coder/websocket
+// closes on a cancelled read), which only matters to a failing test.
+func (c *client) tryRead(limit time.Duration) (frame, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	_, b, err := c.conn.Read(ctx)
+	if err != nil {
+		return frame{}, err
+	}
+	var f frame
+	if err := json.Unmarshal(b, &f); err != nil {
+		return frame{}, fmt.Errorf("frame %q is not JSON: %w", b, err)
+	}
+	return f, nil
+}
+
+// waitFor skips frames until one matches ok, within limit.
+func (c *client) waitFor(t *testing.T, limit time.Duration, what string, ok func(frame) bool) frame {
+	t.Helper()
+	end := time.Now().Add(limit)
+	var seen []frame
+	for {
+		f, err := c.tryRead(time.Until(end))
+		if err != nil {
+			t.Fatalf("%s: no frame with %s within %s (%v); saw %+v", c.name, what, limit, err, seen)
+		}
+		if ok(f) {
+			return f
+		}
+		seen = append(seen, f)
+	}
+}
+
+func viewers(post string, n int64) (string, func(frame) bool) {
+	return fmt.Sprintf("count of %s with viewers %d", post, n), func(f frame) bool {
+		return f.Type == "count" && f.Post == post && f.Viewers == n
+	}
+}
+
+func (c *client) waitViewers(t *testing.T, limit time.Duration, post string, n int64) frame {
+	t.Helper()
+	what, ok := viewers(post, n)
+	return c.waitFor(t, limit, what, ok)
+}
+
+// getJSON GETs url and decodes the body into v, returning the status.
+func getJSON(t *testing.T, url string, v any) int {
+	t.Helper()
+	hc := &http.Client{Timeout: 5 * time.Second}
+	resp, err := hc.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	if v != nil {
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			t.Fatalf("GET %s: decode body: %v", url, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// metric reads one unlabelled sample from a Prometheus text endpoint.
+func metric(t *testing.T, url, name string) float64 {
+	t.Helper()
+	hc := &http.Client{Timeout: 5 * time.Second}
+	resp, err := hc.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	var body bytes.Buffer
+	if _, err := body.ReadFrom(resp.Body); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	for _, line := range strings.Split(body.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("%s: bad sample %q", name, line)
+			}
+			return f
+		}
+	}
+	t.Fatalf("%s has no sample %s", url, name)
+	return 0
+}
+
+// TestE2E_CrashedServerIsPruned: an app server dies without a word (kill
+// -9); gc prunes its sessions once their TTL passes and viewers on another
+// app server see the count drop.
+func TestE2E_CrashedServerIsPruned(t *testing.T) {
+	t.Parallel()
+	prefix := redistest.Prefix()
+	app1, addr1 := startApp(t, "app1", prefix)
+	_, addr2 := startApp(t, "app2", prefix)
+	gcp := startProc(t, "gc", gcBin,
+		"PRESENCE_GC_ADDR=127.0.0.1:0",
+		"PRESENCE_REDIS_URL="+redisSrv.URL(),
+		"PRESENCE_KEY_PREFIX="+prefix,
+		"PRESENCE_SESSION_TTL=2s",
+		"PRESENCE_GC_POLL=200ms",
+	)
+	gcAddr := gcp.addr(t)
+
+	a := dial(t, "A", addr1)
+	a.send(t, map[string]any{"type": "view", "post": "e2e"})
+	a.waitViewers(t, 5*time.Second, "e2e", 1)
+
+	w := dial(t, "W", addr2)
+	w.send(t, map[string]any{"type": "watch", "posts": []string{"e2e"}})
+	w.waitViewers(t, 5*time.Second, "e2e", 1)
+
+	b := dial(t, "B", addr1)
+	b.send(t, map[string]any{"type": "view", "post": "e2e"})
+	if f := b.waitViewers(t, 5*time.Second, "e2e", 2); f.Views != 2 {
+		t.Errorf("B's count %+v, want views 2", f)
+	}
+	w.waitViewers(t, 5*time.Second, "e2e", 2)
+
+	// TTL 2s + gc poll 200ms + coalesce 100ms, plus margin.
+	if err := app1.cmd.Process.Kill(); err != nil {
+		t.Fatalf("kill app1: %v", err)
+	}
+	killed := time.Now()
+	<-app1.done
+	f := w.waitViewers(t, 5*time.Second, "e2e", 0)
+	t.Logf("W saw viewers 0 %s after app1 was killed", time.Since(killed).Round(time.Millisecond))
+	if f.Views != 2 {
+		t.Errorf("W's count %+v, want views 2", f)
+	}
+
+	var got struct {
+		Post    string `json:"post"`
+		Viewers int64  `json:"viewers"`
+		Views   int64  `json:"views"`
+	}
+	if st := getJSON(t, "http://"+addr2+"/v1/posts/e2e", &got); st != http.StatusOK {
+		t.Fatalf("GET /v1/posts/e2e status %d, want 200", st)
+	}
+	if got.Post != "e2e" || got.Viewers != 0 || got.Views != 2 {
+		t.Errorf("GET /v1/posts/e2e = %+v, want post e2e, viewers 0, views 2", got)
+	}
+	// gc, not anything else, removed both sessions.
+	if n := metric(t, "http://"+gcAddr+"/metrics", "presence_prunes_total"); n != 2 {
+		t.Errorf("gc presence_prunes_total=%v, want 2", n)
+	}
+}
+
+// TestE2E_SigtermRemovesSessions: a graceful stop closes browsers with 1001
+// and removes their sessions at once; no gc runs, so only the shutdown can
+// bring the count down.
+func TestE2E_SigtermRemovesSessions(t *testing.T) {
+	t.Parallel()
+	prefix := redistest.Prefix()
+	app1, addr1 := startApp(t, "app1", prefix)
+	_, addr2 := startApp(t, "app2", prefix)
+
+	v := dial(t, "V", addr1)
+	v.send(t, map[string]any{"type": "view", "post": "term"})
+	v.waitViewers(t, 5*time.Second, "term", 1)
+	w := dial(t, "W", addr2)
+	w.send(t, map[string]any{"type": "watch", "posts": []string{"term"}})
+	w.waitViewers(t, 5*time.Second, "term", 1)
+
+	if err := app1.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM app1: %v", err)
+	}
+	stopped := time.Now()
+	// The viewer reads until the server closes the connection.
+	var err error
+	for err == nil {
+		_, err = v.tryRead(10 * time.Second)
+	}
+	if st := websocket.CloseStatus(err); st != websocket.StatusGoingAway {
+		t.Errorf("V's connection ended with %v (status %v), want close status 1001 going away", err, st)
+	}
+	if code := app1.exited(t, 10*time.Second); code != 0 {
+		t.Errorf("app1 exit code %d after SIGTERM, want 0", code)
+	}
+	t.Logf("app1 exited %s after SIGTERM", time.Since(stopped).Round(time.Millisecond))
+	// TTL 2s with no gc: without the leave at shutdown this never comes.
+	w.waitViewers(t, 5*time.Second, "term", 0)
+	app1.waitLog(t, time.Second, `{"msg":"stopped"}`, func(l map[string]any) bool { return l["msg"] == "stopped" })
+}
+
+func TestE2E_BadRedisURL(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, presenceBin)
+	cmd.Env = append(cleanEnv(), "PRESENCE_ADDR=127.0.0.1:0", "PRESENCE_REDIS_URL=notaurl")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() == 0 {
+		t.Fatalf("presence with PRESENCE_REDIS_URL=notaurl: %v, want a non-zero exit; stderr:\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "PRESENCE_REDIS_URL") {
+		t.Errorf("stderr does not name PRESENCE_REDIS_URL:\n%s", stderr.String())
+	}
+	if strings.Contains(stderr.String(), `"listening"`) {
+		t.Errorf("presence started listening with a bad URL:\n%s", stderr.String())
+	}
+}
+
+func TestE2E_UnreachableRedis(t *testing.T) {
+	t.Parallel()
+	p := startProc(t, "app", presenceBin,
+		"PRESENCE_ADDR=127.0.0.1:0",
+		"PRESENCE_REDIS_URL=redis://127.0.0.1:1/0",
+	)
+	addr := p.addr(t)
+	p.waitLog(t, 5*time.Second, "an error mentioning Redis", func(l map[string]any) bool {
+		msg, _ := l["msg"].(string)
+		return l["level"] == "error" && strings.Contains(msg, "Redis")
+	})
+
+	var ready struct {
+		Status string            `json:"status"`
+		Failed map[string]string `json:"failed"`
+	}
+	if st := getJSON(t, "http://"+addr+"/readyz", &ready); st != http.StatusServiceUnavailable {
+		t.Errorf("/readyz status %d, want 503", st)
+	}
+	if ready.Status != "unavailable" || len(ready.Failed) == 0 {
+		t.Errorf("/readyz body %+v, want status unavailable and the failed check", ready)
+	}
+	if st := getJSON(t, "http://"+addr+"/healthz", nil); st != http.StatusOK {
+		t.Errorf("/healthz status %d, want 200", st)
+	}
+	// go-redis's own complaints about the refused dials are JSON lines too,
+	// so log collectors can parse every line.
+	out := strings.TrimSpace(p.logs.String())
+	for _, line := range strings.Split(out, "\n") {
+		if !json.Valid([]byte(line)) {
+			t.Errorf("stderr line is not JSON: %s", line)
+		}
+	}
+	if !strings.Contains(out, `"logger":"go-redis"`) {
+		t.Errorf("no go-redis line routed through the logger in:\n%s", out)
+	}
+}
