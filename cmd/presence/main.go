@@ -77,7 +77,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		coalesce = -1 // hub: zero means its default, negative means none
 	}
 	h := hub.New(store, bus, hub.Config{Coalesce: coalesce, Registerer: reg}, log)
-	hh := health.New(map[string]health.Check{"store": store.Ping}, reg)
+	hh := health.New(map[string]health.Check{st.name: store.Ping}, reg)
 	api := httpapi.New(h, store, hh, httpapi.Config{AllowedOrigins: cfg.AllowedOrigins, Registerer: reg}, log)
 
 	// Bind before serving, so a taken port fails here and now.
@@ -127,6 +127,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 // storeParts is what run needs of a store: the store, the feed of changes
 // that other servers (or the store itself) make, and what else must run.
 type storeParts struct {
+	name    string // of the /readyz check
 	store   presence.Store
 	bus     feed
 	runners []func(context.Context) error
@@ -150,7 +151,7 @@ func openStore(ctx context.Context, cfg config.Config, reg *prometheus.Registry,
 		// The same collector cmd/gc runs against Redis, in-process; with no
 		// expiry events it sleeps until the next deadline.
 		col := gc.New(ms, gc.Config{Poll: cfg.GCPoll, Registerer: reg}, log)
-		return storeParts{store: ms, bus: ms, runners: []func(context.Context) error{col.Run}, close: func() {}}, nil
+		return storeParts{name: "memory", store: ms, bus: ms, runners: []func(context.Context) error{col.Run}, close: func() {}}, nil
 	}
 
 	log.Info("starting presence with Redis", zap.String("mode", "redis"), zap.Any("config", cfg.Fields()))
@@ -167,5 +168,5 @@ func openStore(ctx context.Context, cfg config.Config, reg *prometheus.Registry,
 		log.Error("Redis is unreachable; serving anyway, /readyz answers 503 until it is back",
 			zap.String("redis", rdb.Options().Addr), zap.Error(err))
 	}
-	return storeParts{store: store, bus: redisstore.NewBus(store, reg), close: func() { rdb.Close() }}, nil
+	return storeParts{name: "redis", store: store, bus: redisstore.NewBus(store, reg), close: func() { rdb.Close() }}, nil
 }

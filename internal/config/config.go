@@ -38,7 +38,7 @@ var settings = []setting{
 	{"addr", "PRESENCE_ADDR", ":8080", "app server listen address"},
 	{"gc-addr", "PRESENCE_GC_ADDR", ":8081", "gc's listen address for /healthz, /readyz and /metrics"},
 	{"redis-url", "PRESENCE_REDIS_URL", "", "Redis URL, e.g. redis://127.0.0.1:6379/0; empty runs presence in embedded mode (gc requires it)"},
-	{"key-prefix", "PRESENCE_KEY_PREFIX", "", "prefix for every Redis key and channel; \"{presence}:\" keeps them in one Cluster slot"},
+	{"key-prefix", "PRESENCE_KEY_PREFIX", "", "prefix for every Redis key and channel, e.g. to share one Redis between applications"},
 	{"session-ttl", "PRESENCE_SESSION_TTL", "90s", "session lifetime without a refresh; refreshed every TTL/3 (1s to 1h)"},
 	{"coalesce", "PRESENCE_COALESCE", "250ms", "per-post window for count updates: at most one frame per window per client (0 to 10s)"},
 	{"gc-poll", "PRESENCE_GC_POLL", "1s", "longest time between two polls of the deadlines index (10ms to 1m)"},
@@ -59,7 +59,9 @@ func Load(name string, args []string, getenv func(string) string, out io.Writer)
 		if v, ok := lookup(getenv, s.env); ok {
 			def = v
 		}
-		help := fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def)
+		// The flag package prints the default itself: the variable's value
+		// when it is set, which is what this run would use.
+		help := fmt.Sprintf("%s (env %s)", s.help, s.env)
 		vals[s.flag] = fs.String(s.flag, def, help)
 	}
 	fs.Usage = func() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"sync"
@@ -122,7 +123,7 @@ func (s *Server) readLoop(ctx context.Context, conn *websocket.Conn, c *hub.Clie
 func (s *Server) handle(ctx context.Context, c *hub.Client, data []byte) error {
 	var f inFrame
 	if err := json.Unmarshal(data, &f); err != nil {
-		return presence.Errorf(presence.CodeBadRequest, "frame is not a JSON object: %v", err)
+		return presence.Errorf(presence.CodeBadRequest, "%s", describeJSONError(err))
 	}
 	switch f.Type {
 	case "view":
@@ -150,6 +151,26 @@ func (s *Server) handle(ctx context.Context, c *hub.Client, data []byte) error {
 		return presence.Errorf(presence.CodeBadRequest, `frame has no type; expected view, unview, watch or unwatch`)
 	default:
 		return presence.Errorf(presence.CodeBadRequest, "unknown type %q; expected view, unview, watch or unwatch", truncate(f.Type, 32))
+	}
+}
+
+// fieldTypes names what each known field must hold, for error messages.
+var fieldTypes = map[string]string{"type": "a string", "post": "a string", "posts": "a list of strings"}
+
+// describeJSONError says what is wrong with a frame in the protocol's
+// terms; encoding/json's own messages name Go types.
+func describeJSONError(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr) && fieldTypes[typeErr.Field] != "":
+		return fmt.Sprintf("field %q must be %s, not a JSON %s", typeErr.Field, fieldTypes[typeErr.Field], typeErr.Value)
+	case errors.As(err, &typeErr):
+		return "a frame must be a JSON object, not a JSON " + typeErr.Value
+	case errors.As(err, &syntaxErr):
+		return "frame is not valid JSON: " + syntaxErr.Error()
+	default:
+		return "frame is not valid JSON"
 	}
 }
 

@@ -153,12 +153,14 @@ func TestWS_BadInput(t *testing.T) {
 		cases := []struct {
 			name, frame, code, says string
 		}{
-			{"malformed JSON", `{"type":`, "bad_request", "JSON"},
-			{"not an object", `[1,2]`, "bad_request", "JSON"},
+			{"malformed JSON", `{"type":}`, "bad_request", "not valid JSON: invalid character"},
+			{"not an object", `[1,2]`, "bad_request", "must be a JSON object, not a JSON array"},
 			{"no type", `{"post":"1"}`, "bad_request", "no type"},
 			{"unknown type", `{"type":"dance"}`, "bad_request", `unknown type "dance"`},
 			{"view without post", `{"type":"view"}`, "bad_request", "needs a post"},
-			{"post not a string", `{"type":"view","post":13}`, "bad_request", "JSON"},
+			{"post not a string", `{"type":"view","post":13}`, "bad_request", `field "post" must be a string, not a JSON number`},
+			{"posts not strings", `{"type":"watch","posts":[1]}`, "bad_request", `field "posts" must be a list of strings`},
+			{"truncated", `{"type":"view"`, "bad_request", "not valid JSON"},
 			{"empty post", `{"type":"view","post":""}`, "invalid_post", "empty"},
 			{"post too long", `{"type":"view","post":"` + long + `"}`, "invalid_post", "65 characters"},
 			{"post with slash", `{"type":"view","post":"a/b"}`, "invalid_post", "[A-Za-z0-9_-]"},

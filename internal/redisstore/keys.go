@@ -4,9 +4,10 @@ import "github.com/presence/presence/internal/presence"
 
 // keys builds every Redis key and channel name the service uses; no other
 // file spells one. With an empty prefix the names are the seed's schema.
-// A prefix with a hash tag, such as "{presence}:", keeps every key in one
-// Cluster slot, which the scripts need because they build post and session
-// keys from the prefix.
+// The scripts build post and session keys from the prefix themselves, so
+// Redis Cluster would need every key in one slot (a hash-tag prefix such as
+// "{presence}:"); the client is a single-node one, and Cluster is not
+// supported yet.
 type keys struct {
 	prefix string
 }
