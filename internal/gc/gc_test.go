@@ -13,7 +13,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/presence/presence/internal/gc"
 	"github.com/presence/presence/internal/presence"
@@ -732,5 +735,38 @@ func TestExpiry_Wakeups(t *testing.T) {
 	e.wantWake(t, 3*time.Second, "a session key's TTL after the reconnect")
 	if got := counter(t, e.reg, "presence_gc_expired_events_total"); got != 2 {
 		t.Errorf("presence_gc_expired_events_total=%v, want 2", got)
+	}
+}
+
+// TestExpiry_ConfigRefused runs gc against a Redis that refuses CONFIG, as
+// managed services do: it says so once, clearly, and dead sessions are still
+// pruned on time through the deadlines index.
+func TestExpiry_ConfigRefused(t *testing.T) {
+	t.Parallel()
+	s := redistest.Start(t, "--rename-command", "CONFIG", "")
+	core, logs := observer.New(zapcore.InfoLevel)
+	rdb := s.Client(t)
+	prefix := redistest.Prefix()
+	store := redisstore.New(rdb, redisstore.Config{Prefix: prefix, TTL: shortTTL}, zap.New(core))
+	e := env{rdb: rdb, store: store, prefix: prefix}
+
+	x := redisstore.NewExpiry(store, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- x.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	start(t, gc.New(store, gc.Config{Wake: x.Wakeups()}, zaptest.NewLogger(t)))
+
+	watch := e.watch(t, "managed")
+	deadline := e.view(t, "dead", "managed")
+	got := waitCount(t, watch, 5*time.Second, "viewers 0 on managed", zeroOn("managed"))
+	lag := got.at.Sub(deadline)
+	t.Logf("pruned %s after the deadline with CONFIG refused", lag.Round(time.Millisecond))
+	if lag > time.Second+100*time.Millisecond {
+		t.Errorf("pruned %s after the deadline, want within about one poll (1s)", lag)
+	}
+	refusals := logs.FilterMessageSnippet("refused CONFIG").All()
+	if len(refusals) != 1 || refusals[0].Level != zapcore.WarnLevel {
+		t.Errorf("logged %d CONFIG refusals (%v), want exactly one warning", len(refusals), refusals)
 	}
 }
