@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Runs every check CI runs: installs what the tests need where it is missing,
-# then gofmt, go vet and the race-enabled tests.
+# Runs every check CI runs: installs what the tests need where it is missing
+# (redis-server, Chromium, php-cli), then gofmt, go vet, the race-enabled Go
+# tests and the WordPress plugin's PHP tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v php >/dev/null 2>&1 || need_apt+=(php-cli)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need_apt[*]} with apt-get"

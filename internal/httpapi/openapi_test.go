@@ -91,6 +91,16 @@ func TestOpenAPI_EveryDocumentedStatus(t *testing.T) {
 		"GET /readyz 200":          get(up, "/readyz", nil),
 		"GET /readyz 503":          get(down, "/readyz", nil),
 		"GET /metrics 200":         get(up, "/metrics", nil),
+		"GET / 200":                get(up, "/?post=13", nil),
+		"GET /widget.js 200":       get(up, "/widget.js", nil),
+		"GET /widget.js 304": func(t *testing.T) int {
+			resp, err := http.Get(up.URL + "/widget.js")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			return get(up, "/widget.js", http.Header{"If-None-Match": {resp.Header.Get("ETag")}})(t)
+		},
 		"GET /v1/ws 101": func(t *testing.T) int {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()

@@ -16,6 +16,7 @@ import (
 	"github.com/presence/presence/internal/health"
 	"github.com/presence/presence/internal/hub"
 	"github.com/presence/presence/internal/presence"
+	"github.com/presence/presence/internal/widget"
 )
 
 // Config configures a Server. The zero value is usable.
@@ -114,6 +115,8 @@ func (s *Server) routes() chi.Router {
 	r.Get("/readyz", s.health.Readyz)
 	r.Get("/metrics", s.health.Metrics)
 	r.Get("/v1/ws", s.serveWS)
+	r.Get("/widget.js", widget.Script)
+	r.Get("/", widget.Demo)
 	r.Group(func(r chi.Router) {
 		r.Use(s.cors)
 		r.Get("/v1/posts/{post}", s.getPost)

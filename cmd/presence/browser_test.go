@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// newBrowser starts Debian's headless Chromium with a fresh profile and the
+// flags that keep it off the network it cannot reach here.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	bin := "/usr/bin/chromium"
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("chromium not found at %s: run scripts/test.sh (it installs it) or apt-get install chromium", bin)
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(bin),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.WindowSize(1000, 1400),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	bctx, cancelBrowser := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
+	// The first run on a context starts the browser; it lives as long as
+	// bctx, which must carry no timeout.
+	if err := chromedp.Do(bctx); err != nil {
+		cancelBrowser()
+		cancelAlloc()
+		t.Fatalf("start chromium: %v", err)
+	}
+	t.Cleanup(func() { cancelBrowser(); cancelAlloc() })
+	return bctx
+}
+
+// newTab opens a tab on url; cancel closes it.
+func newTab(t *testing.T, browser context.Context, url string) (context.Context, context.CancelFunc) {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(browser)
+	if err := chromedp.Do(ctx, chromedp.Navigate(url)); err != nil {
+		cancel()
+		t.Fatalf("open %s: %v", url, err)
+	}
+	t.Cleanup(cancel)
+	return ctx, cancel
+}
+
+// waitText waits until the element's text is want, polling the page.
+func waitText(t *testing.T, tab context.Context, sel, want string, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	js := fmt.Sprintf(`(function(){var e=document.querySelector(%q);return e?e.textContent:"<missing>"})()`, sel)
+	for {
+		got, err := chromedp.Run(tab, chromedp.Evaluate[string](js))
+		if err != nil {
+			t.Fatalf("read %s: %v", sel, err)
+		}
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s shows %q after %s, want %q", sel, got, limit, want)
+		}
+		time.Sleep(50 * time.Millisecond) // the page gives no event to await from here
+	}
+}
+
+func TestBrowser_DemoPage(t *testing.T) {
+	p := startProc(t, "app", presenceBin, "PRESENCE_ADDR=127.0.0.1:0", "PRESENCE_SESSION_TTL=5s")
+	addr := p.addr(t)
+	page := "http://" + addr + "/?post=hello-world"
+	counter := `#counter [data-presence-viewers="hello-world"]`
+	browser := newBrowser(t)
+
+	// Two tabs on one post both show 2.
+	tab1, _ := newTab(t, browser, page)
+	waitText(t, tab1, counter, "1", 5*time.Second)
+	tab2, close2 := newTab(t, browser, page)
+	waitText(t, tab2, counter, "2", 5*time.Second)
+	waitText(t, tab1, counter, "2", 5*time.Second)
+	waitText(t, tab1, `#counter [data-presence-views="hello-world"]`, "2", 5*time.Second)
+
+	// The archive list shows counts too, of the viewed post and of others.
+	waitText(t, tab1, `#archive [data-presence-viewers="hello-world"]`, "2", 5*time.Second)
+	waitText(t, tab1, `#archive [data-presence-viewers="13"]`, "0", 5*time.Second)
+	tab3, _ := newTab(t, browser, "http://"+addr+"/?post=13")
+	waitText(t, tab3, `#counter [data-presence-viewers="13"]`, "1", 5*time.Second)
+	waitText(t, tab1, `#archive [data-presence-viewers="13"]`, "1", 5*time.Second)
+
+	// The embed snippet names this server.
+	snippet, err := chromedp.Run(tab1, chromedp.Evaluate[string](`document.querySelector("pre").textContent`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(snippet, `src="http://`+addr+`/widget.js"`) {
+		t.Errorf("embed snippet %q does not name this server", snippet)
+	}
+
+	// Closing a tab drops the count in the other within 2 s.
+	close2()
+	waitText(t, tab1, counter, "1", 2*time.Second)
+
+	// Screenshot of the demo page, for README (quality 100 makes a PNG).
+	png, err := chromedp.Run(tab1, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shot := filepath.Join(t.TempDir(), "demo.png")
+	if err := os.WriteFile(shot, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if len(png) < 10_000 {
+		t.Errorf("screenshot is only %d bytes", len(png))
+	}
+	if dst := os.Getenv("PRESENCE_SCREENSHOT"); dst != "" {
+		if err := os.WriteFile(dst, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("screenshot: %s (%d bytes)", shot, len(png))
+
+	// Stop the server: the widget keeps the last value while it is away,
+	// and recovers by itself once a server listens on the address again.
+	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.exited(t, 10*time.Second); code != 0 {
+		t.Fatalf("presence exited %d on SIGINT", code)
+	}
+	waitText(t, tab1, "#status", "disconnected", 5*time.Second)
+	waitText(t, tab1, counter, "1", time.Second)
+	restarted := startProc(t, "app-restarted", presenceBin, "PRESENCE_ADDR="+addr, "PRESENCE_SESSION_TTL=5s")
+	restarted.addr(t)
+	// The widget retries with backoff (0.5 s doubling, with jitter).
+	waitText(t, tab1, "#status", "connected", 15*time.Second)
+	// The new server knows nothing of the old sessions: both open tabs
+	// register again, tab1 on hello-world and tab3 on 13.
+	waitText(t, tab1, counter, "1", 5*time.Second)
+	waitText(t, tab1, `#archive [data-presence-viewers="13"]`, "1", 5*time.Second)
+}

@@ -1,0 +1,98 @@
+// Package widget serves the embeddable counter script, /widget.js, and the
+// demo page a new user sees at /.
+package widget
+
+import (
+	"bytes"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/hex"
+	"html/template"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+)
+
+//go:embed widget.js
+var script []byte
+
+//go:embed demo.html
+var demoHTML string
+
+var demo = template.Must(template.New("demo").Parse(demoHTML))
+
+// etag is fixed per build: the script is embedded.
+var etag = func() string {
+	sum := sha256.Sum256(script)
+	return `"` + hex.EncodeToString(sum[:8]) + `"`
+}()
+
+// Script serves widget.js. Browsers revalidate it every five minutes with
+// its ETag, so a new release reaches pages quickly at the cost of a 304.
+func Script(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "text/javascript; charset=utf-8")
+	h.Set("Cache-Control", "public, max-age=300")
+	h.Set("ETag", etag)
+	// Any page may load the script; what it may connect to is decided by
+	// the WebSocket origin check.
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("X-Content-Type-Options", "nosniff")
+	// A zero modtime leaves Last-Modified out: replicas of one release must
+	// agree, and the ETag already names the content.
+	http.ServeContent(w, r, "widget.js", time.Time{}, bytes.NewReader(script))
+}
+
+type post struct {
+	ID, Title string
+}
+
+var archive = []post{
+	{"hello-world", "Hello, world"},
+	{"13", "Post 13: live counters in WordPress"},
+	{"release-notes", "Release notes"},
+	{"faq", "Frequently asked questions"},
+	{"contact", "Contact"},
+}
+
+var postID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// Demo serves the demo page: a sample post (?post=ID, default hello-world)
+// with its live counter, an archive of posts with theirs, and the embed
+// snippet with this server's own URL.
+func Demo(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/" {
+		http.NotFound(w, r)
+		return
+	}
+	p := r.URL.Query().Get("post")
+	if !postID.MatchString(p) {
+		p = "hello-world"
+	}
+	title := "Post " + p
+	for _, a := range archive {
+		if a.ID == p {
+			title = a.Title
+		}
+	}
+	var buf bytes.Buffer
+	err := demo.Execute(&buf, map[string]any{"Post": p, "Title": title, "Archive": archive, "Base": baseURL(r)})
+	if err != nil {
+		http.Error(w, "demo page: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(buf.Bytes())
+}
+
+// baseURL is how the browser reached this server, so the snippet is right
+// behind a TLS-terminating proxy too.
+func baseURL(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
