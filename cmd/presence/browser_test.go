@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,8 +60,20 @@ func newTab(t *testing.T, browser context.Context, url string) (context.Context,
 	return ctx, cancel
 }
 
-// waitText waits until the element's text is want, polling the page.
+// waitText waits until the element's text is want.
 func waitText(t *testing.T, tab context.Context, sel, want string, limit time.Duration) {
+	t.Helper()
+	waitPage(t, tab, sel, fmt.Sprintf("%q", want), func(s string) bool { return s == want }, limit)
+}
+
+// waitContains waits until the element's text contains want.
+func waitContains(t *testing.T, tab context.Context, sel, want string, limit time.Duration) {
+	t.Helper()
+	waitPage(t, tab, sel, fmt.Sprintf("text containing %q", want), func(s string) bool { return strings.Contains(s, want) }, limit)
+}
+
+// waitPage polls an element's text until ok accepts it.
+func waitPage(t *testing.T, tab context.Context, sel, what string, ok func(string) bool, limit time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	js := fmt.Sprintf(`(function(){var e=document.querySelector(%q);return e?e.textContent:"<missing>"})()`, sel)
@@ -69,18 +82,19 @@ func waitText(t *testing.T, tab context.Context, sel, want string, limit time.Du
 		if err != nil {
 			t.Fatalf("read %s: %v", sel, err)
 		}
-		if got == want {
+		if ok(got) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s shows %q after %s, want %q", sel, got, limit, want)
+			t.Fatalf("%s shows %q after %s, want %s", sel, got, limit, what)
 		}
 		time.Sleep(50 * time.Millisecond) // the page gives no event to await from here
 	}
 }
 
 func TestBrowser_DemoPage(t *testing.T) {
-	p := startProc(t, "app", presenceBin, "PRESENCE_ADDR=127.0.0.1:0", "PRESENCE_SESSION_TTL=5s")
+	const key = "browser-test-publish-key"
+	p := startProc(t, "app", presenceBin, "PRESENCE_ADDR=127.0.0.1:0", "PRESENCE_SESSION_TTL=5s", "PRESENCE_PUBLISH_KEYS="+key)
 	addr := p.addr(t)
 	page := "http://" + addr + "/?post=hello-world"
 	counter := `#counter [data-presence-viewers="hello-world"]`
@@ -108,6 +122,23 @@ func TestBrowser_DemoPage(t *testing.T) {
 	}
 	if !strings.Contains(snippet, `src="http://`+addr+`/widget.js"`) {
 		t.Errorf("embed snippet %q does not name this server", snippet)
+	}
+
+	// An event published over HTTP, as PHP or curl would, shows up live.
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/posts/hello-world/events",
+		strings.NewReader(`{"name":"comment","data":{"author":"Ana","text":"Nice post!"}}`))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("publish = %d, want 202", resp.StatusCode)
+	}
+	for _, tab := range []context.Context{tab1, tab2} {
+		waitContains(t, tab, "#events", `hello-world comment {"author":"Ana","text":"Nice post!"}`, 2*time.Second)
 	}
 
 	// Closing a tab drops the count in the other within 2 s.

@@ -78,7 +78,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	h := hub.New(store, bus, hub.Config{Coalesce: coalesce, Registerer: reg}, log)
 	hh := health.New(map[string]health.Check{st.name: store.Ping}, reg)
-	api := httpapi.New(h, store, hh, httpapi.Config{AllowedOrigins: cfg.AllowedOrigins, Registerer: reg}, log)
+	api := httpapi.New(h, store, st.pub, hh, httpapi.Config{
+		AllowedOrigins: cfg.AllowedOrigins,
+		PublishKeys:    cfg.PublishKeys,
+		Registerer:     reg,
+	}, log)
 
 	// Bind before serving, so a taken port fails here and now.
 	ln, err := net.Listen("tcp", cfg.Addr)
@@ -129,6 +133,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 type storeParts struct {
 	name    string // of the /readyz check
 	store   presence.Store
+	pub     httpapi.Publisher
 	bus     feed
 	runners []func(context.Context) error
 	close   func()
@@ -151,7 +156,7 @@ func openStore(ctx context.Context, cfg config.Config, reg *prometheus.Registry,
 		// The same collector cmd/gc runs against Redis, in-process; with no
 		// expiry events it sleeps until the next deadline.
 		col := gc.New(ms, gc.Config{Poll: cfg.GCPoll, Registerer: reg}, log)
-		return storeParts{name: "memory", store: ms, bus: ms, runners: []func(context.Context) error{col.Run}, close: func() {}}, nil
+		return storeParts{name: "memory", store: ms, pub: ms, bus: ms, runners: []func(context.Context) error{col.Run}, close: func() {}}, nil
 	}
 
 	log.Info("starting presence with Redis", zap.String("mode", "redis"), zap.Any("config", cfg.Fields()))
@@ -168,5 +173,5 @@ func openStore(ctx context.Context, cfg config.Config, reg *prometheus.Registry,
 		log.Error("Redis is unreachable; serving anyway, /readyz answers 503 until it is back",
 			zap.String("redis", rdb.Options().Addr), zap.Error(err))
 	}
-	return storeParts{name: "redis", store: store, bus: redisstore.NewBus(store, reg), close: func() { rdb.Close() }}, nil
+	return storeParts{name: "redis", store: store, pub: store, bus: redisstore.NewBus(store, reg), close: func() { rdb.Close() }}, nil
 }

@@ -59,6 +59,7 @@ type appOpts struct {
 	prefix   string
 	ttl      time.Duration
 	coalesce time.Duration
+	queue    int // hub.Config.QueueSize
 	origins  []string
 	api      httpapi.Config
 	rdb      *redis.Client
@@ -77,13 +78,14 @@ func newApp(t *testing.T, o appOpts) *app {
 	var (
 		store   presence.Store
 		bus     feed
+		pub     httpapi.Publisher
 		rstore  *redisstore.Store
 		rdb     *redis.Client
 		runners []func(context.Context) error
 	)
 	if o.memory {
 		ms := memstore.New(memstore.Config{TTL: o.ttl})
-		store, bus = ms, ms
+		store, bus, pub = ms, ms, ms
 		runners = append(runners, gc.New(ms, gc.Config{Poll: 100 * time.Millisecond}, log).Run)
 	} else {
 		rdb = o.rdb
@@ -91,13 +93,13 @@ func newApp(t *testing.T, o appOpts) *app {
 			rdb = redisSrv.Client(t)
 		}
 		rstore = redisstore.New(rdb, redisstore.Config{Prefix: o.prefix, TTL: o.ttl, Registerer: reg}, log)
-		store, bus = rstore, redisstore.NewBus(rstore, reg)
+		store, bus, pub = rstore, redisstore.NewBus(rstore, reg), rstore
 	}
-	h := hub.New(store, bus, hub.Config{Coalesce: o.coalesce, Registerer: reg}, log)
+	h := hub.New(store, bus, hub.Config{Coalesce: o.coalesce, QueueSize: o.queue, Registerer: reg}, log)
 	hh := health.New(map[string]health.Check{"store": store.Ping}, reg)
 	o.api.AllowedOrigins = o.origins
 	o.api.Registerer = reg
-	api := httpapi.New(h, store, hh, o.api, log)
+	api := httpapi.New(h, store, pub, hh, o.api, log)
 	srv := httptest.NewServer(api)
 
 	ctx, cancel := context.WithCancel(context.Background())

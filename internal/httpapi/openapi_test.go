@@ -46,7 +46,8 @@ func TestOpenAPI_EveryDocumentedStatus(t *testing.T) {
 		}
 	}
 
-	up := newApp(t, appOpts{})
+	up := newApp(t, withKeys(appOpts{}))
+	off := newApp(t, appOpts{})
 	// A key of the wrong type makes the counts script fail inside Redis:
 	// a real internal error, not a mock.
 	if err := up.rdb.Set(context.Background(), up.prefix+"viewers:broken", "x", 0).Err(); err != nil {
@@ -55,7 +56,7 @@ func TestOpenAPI_EveryDocumentedStatus(t *testing.T) {
 	r := redistest.Start(t)
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1, DialTimeout: 300 * time.Millisecond, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { rdb.Close() })
-	down := newApp(t, appOpts{rdb: rdb})
+	down := newApp(t, withKeys(appOpts{rdb: rdb}))
 	r.Kill()
 
 	get := func(a *app, path string, hdr http.Header) func(t *testing.T) int {
@@ -78,21 +79,37 @@ func TestOpenAPI_EveryDocumentedStatus(t *testing.T) {
 	foreign := upgrade.Clone()
 	foreign.Set("Sec-WebSocket-Version", "13")
 	foreign.Set("Origin", "https://evil.example")
+	publish := func(a *app, path, auth, ctype, body string) func(t *testing.T) int {
+		return func(t *testing.T) int {
+			status, _, _ := post(t, a, path, auth, ctype, strings.NewReader(body))
+			return status
+		}
+	}
+	const events = "/v1/posts/13/events"
+	big := `{"name":"x","data":"` + strings.Repeat("x", 17<<10) + `"}`
 	provoke := map[string]func(t *testing.T) int{
-		"GET /v1/posts/{post} 200": get(up, "/v1/posts/13", nil),
-		"GET /v1/posts/{post} 400": get(up, "/v1/posts/bad!", nil),
-		"GET /v1/posts/{post} 500": get(up, "/v1/posts/broken", nil),
-		"GET /v1/posts/{post} 503": get(down, "/v1/posts/13", nil),
-		"GET /v1/viewers 200":      get(up, "/v1/viewers?post=1&post=2", nil),
-		"GET /v1/viewers 400":      get(up, "/v1/viewers", nil),
-		"GET /v1/viewers 500":      get(up, "/v1/viewers?post=1&post=broken", nil),
-		"GET /v1/viewers 503":      get(down, "/v1/viewers?post=1", nil),
-		"GET /healthz 200":         get(down, "/healthz", nil),
-		"GET /readyz 200":          get(up, "/readyz", nil),
-		"GET /readyz 503":          get(down, "/readyz", nil),
-		"GET /metrics 200":         get(up, "/metrics", nil),
-		"GET / 200":                get(up, "/?post=13", nil),
-		"GET /widget.js 200":       get(up, "/widget.js", nil),
+		"POST /v1/posts/{post}/events 202": publish(up, events, "Bearer "+key1, "application/json", `{"name":"x"}`),
+		"POST /v1/posts/{post}/events 400": publish(up, events, "Bearer "+key1, "application/json", `{"name":"a b"}`),
+		"POST /v1/posts/{post}/events 401": publish(up, events, "", "application/json", `{"name":"x"}`),
+		"POST /v1/posts/{post}/events 403": publish(up, events, "Bearer wrong-key-0123456789", "application/json", `{"name":"x"}`),
+		"POST /v1/posts/{post}/events 404": publish(off, events, "Bearer "+key1, "application/json", `{"name":"x"}`),
+		"POST /v1/posts/{post}/events 413": publish(up, events, "Bearer "+key1, "application/json", big),
+		"POST /v1/posts/{post}/events 415": publish(up, events, "Bearer "+key1, "text/plain", `{"name":"x"}`),
+		"POST /v1/posts/{post}/events 503": publish(down, events, "Bearer "+key1, "application/json", `{"name":"x"}`),
+		"GET /v1/posts/{post} 200":         get(up, "/v1/posts/13", nil),
+		"GET /v1/posts/{post} 400":         get(up, "/v1/posts/bad!", nil),
+		"GET /v1/posts/{post} 500":         get(up, "/v1/posts/broken", nil),
+		"GET /v1/posts/{post} 503":         get(down, "/v1/posts/13", nil),
+		"GET /v1/viewers 200":              get(up, "/v1/viewers?post=1&post=2", nil),
+		"GET /v1/viewers 400":              get(up, "/v1/viewers", nil),
+		"GET /v1/viewers 500":              get(up, "/v1/viewers?post=1&post=broken", nil),
+		"GET /v1/viewers 503":              get(down, "/v1/viewers?post=1", nil),
+		"GET /healthz 200":                 get(down, "/healthz", nil),
+		"GET /readyz 200":                  get(up, "/readyz", nil),
+		"GET /readyz 503":                  get(down, "/readyz", nil),
+		"GET /metrics 200":                 get(up, "/metrics", nil),
+		"GET / 200":                        get(up, "/?post=13", nil),
+		"GET /widget.js 200":               get(up, "/widget.js", nil),
 		"GET /widget.js 304": func(t *testing.T) int {
 			resp, err := http.Get(up.URL + "/widget.js")
 			if err != nil {

@@ -4,6 +4,7 @@ package httpapi
 
 import (
 	"context"
+	"crypto/sha256"
 	"net/http"
 	"sync"
 	"time"
@@ -38,6 +39,9 @@ type Config struct {
 	// WriteTimeout bounds every frame write; a client that takes longer is
 	// closed. Default: 10s.
 	WriteTimeout time.Duration
+	// PublishKeys are the bearer keys POST /v1/posts/{post}/events accepts;
+	// several allow rotation. Default: none, and publishing is off.
+	PublishKeys []string
 	// Registerer receives the server's metrics. Default: none.
 	Registerer prometheus.Registerer
 }
@@ -46,6 +50,8 @@ type Config struct {
 type Server struct {
 	hub    *hub.Hub
 	store  presence.Store
+	pub    Publisher
+	keys   [][sha256.Size]byte // hashes of the publish keys
 	health *health.Handler
 	cfg    Config
 	log    *zap.Logger
@@ -61,12 +67,13 @@ type Server struct {
 	closing bool
 	wg      sync.WaitGroup
 
-	sent     prometheus.Counter
-	rejected *prometheus.CounterVec
+	sent      prometheus.Counter
+	rejected  *prometheus.CounterVec
+	published prometheus.Counter
 }
 
-// New returns a Server.
-func New(h *hub.Hub, store presence.Store, hh *health.Handler, cfg Config, log *zap.Logger) *Server {
+// New returns a Server. pub carries published events; both stores are one.
+func New(h *hub.Hub, store presence.Store, pub Publisher, hh *health.Handler, cfg Config, log *zap.Logger) *Server {
 	if cfg.ReadLimit <= 0 {
 		cfg.ReadLimit = 4096
 	}
@@ -83,6 +90,7 @@ func New(h *hub.Hub, store presence.Store, hh *health.Handler, cfg Config, log *
 	s := &Server{
 		hub:        h,
 		store:      store,
+		pub:        pub,
 		health:     hh,
 		cfg:        cfg,
 		log:        log.Named("http"),
@@ -95,10 +103,17 @@ func New(h *hub.Hub, store presence.Store, hh *health.Handler, cfg Config, log *
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "presence_client_errors_total", Help: "Bad frames and requests from clients, by error code.",
 		}, []string{"code"}),
+		published: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "presence_events_published_total", Help: "Events accepted by the publish API.",
+		}),
+	}
+	for _, k := range cfg.PublishKeys {
+		s.keys = append(s.keys, sha256.Sum256([]byte(k)))
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(s.sent, s.rejected)
+		cfg.Registerer.MustRegister(s.sent, s.rejected, s.published)
 	}
+	s.logPublishConfig()
 	s.router = s.routes()
 	return s
 }
@@ -122,6 +137,8 @@ func (s *Server) routes() chi.Router {
 		r.Get("/v1/posts/{post}", s.getPost)
 		r.Get("/v1/viewers", s.getViewers)
 	})
+	// Publishing is for servers (PHP), not pages: no CORS.
+	r.Post("/v1/posts/{post}/events", s.publish)
 	return r
 }
 

@@ -226,6 +226,9 @@ func (s *Server) writeLoop(ctx context.Context, conn *websocket.Conn, c *hub.Cli
 			return
 		case <-c.Ready():
 			for _, f := range c.Take() {
+				if isDone(c.Done()) {
+					break // closed meanwhile: say why now, not after the backlog
+				}
 				if err := s.write(ctx, conn, f); err != nil {
 					// A write that times out has closed the connection; the
 					// read loop sees that and the session leaves.
@@ -234,6 +237,15 @@ func (s *Server) writeLoop(ctx context.Context, conn *websocket.Conn, c *hub.Cli
 				}
 			}
 		}
+	}
+}
+
+func isDone(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 

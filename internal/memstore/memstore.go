@@ -37,6 +37,11 @@ type Store struct {
 	deadlines deadlineHeap
 	sinks     map[int]func(presence.Message)
 	nextSink  int
+
+	// imu guards interest on its own: the hub subscribes while holding its
+	// lock, and sinks take the hub's lock while mu is held.
+	imu      sync.Mutex
+	interest map[presence.PostID]bool // posts the hub subscribed to
 }
 
 type session struct {
@@ -59,6 +64,7 @@ func New(cfg Config) *Store {
 		viewers:  make(map[presence.PostID]map[presence.SessionID]struct{}),
 		views:    make(map[presence.PostID]int64),
 		sinks:    make(map[int]func(presence.Message)),
+		interest: make(map[presence.PostID]bool),
 	}
 }
 
@@ -200,12 +206,44 @@ func (s *Store) Prune(_ context.Context, sids []presence.SessionID) ([]time.Dura
 	return lags, nil
 }
 
-// Subscribe is part of the hub's Bus; a Store delivers every change to
-// every sink, so there is nothing to subscribe.
-func (s *Store) Subscribe(...presence.PostID) {}
+// Subscribe is part of the hub's Bus. Every change goes to every sink
+// anyway (the hub ignores posts it has no room for); the Store only keeps
+// the posts so that Publish can say whether this server took an event.
+func (s *Store) Subscribe(posts ...presence.PostID) {
+	s.imu.Lock()
+	defer s.imu.Unlock()
+	for _, p := range posts {
+		s.interest[p] = true
+	}
+}
 
 // Unsubscribe is part of the hub's Bus; see Subscribe.
-func (s *Store) Unsubscribe(...presence.PostID) {}
+func (s *Store) Unsubscribe(posts ...presence.PostID) {
+	s.imu.Lock()
+	defer s.imu.Unlock()
+	for _, p := range posts {
+		delete(s.interest, p)
+	}
+}
+
+// Publish delivers an event to the sinks and returns how many app servers
+// took it, as the Redis store does: 1 if this one has clients on the post,
+// else 0.
+func (s *Store) Publish(_ context.Context, ev presence.Event) (int, error) {
+	s.imu.Lock()
+	took := s.interest[ev.Post]
+	s.imu.Unlock()
+	if !took {
+		return 0, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, deliver := range s.sinks {
+		e := ev
+		deliver(presence.Message{Event: &e})
+	}
+	return 1, nil
+}
 
 // Run delivers every change to deliver until ctx ends. Several may run.
 // deliver is called with the store locked, in change order, so it must not

@@ -233,11 +233,11 @@ func (b *Bus) post(channel string) (presence.PostID, bool) {
 type wireMessage struct {
 	Type    string          `json:"type"`
 	Post    string          `json:"post"`
-	Viewers *int64          `json:"viewers"`
-	Views   *int64          `json:"views"`
-	Seq     int64           `json:"seq"`
-	Name    string          `json:"name"`
-	Data    json.RawMessage `json:"data"`
+	Viewers *int64          `json:"viewers,omitempty"`
+	Views   *int64          `json:"views,omitempty"`
+	Seq     int64           `json:"seq,omitempty"`
+	Name    string          `json:"name,omitempty"`
+	Data    json.RawMessage `json:"data,omitempty"`
 }
 
 // parse checks a channel message as carefully as a browser frame: anything

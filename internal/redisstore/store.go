@@ -7,6 +7,7 @@ package redisstore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -194,6 +195,22 @@ func (s *Store) Counts(ctx context.Context, posts []presence.PostID) ([]presence
 		out[i] = presence.Count{Post: p, Viewers: res[1+2*i], Views: res[2+2*i], Seq: res[0]}
 	}
 	return out, nil
+}
+
+// Publish sends an event to the viewers and watchers of its post on every
+// app server and returns how many app servers took it: PUBLISH's count of
+// subscribers, and each app server holds one subscription per post it has
+// clients on.
+func (s *Store) Publish(ctx context.Context, ev presence.Event) (int, error) {
+	payload, err := json.Marshal(wireMessage{Type: "event", Post: string(ev.Post), Name: ev.Name, Data: ev.Data})
+	if err != nil {
+		return 0, fmt.Errorf("publish: %w", err)
+	}
+	n, err := s.rdb.Publish(ctx, s.keys.channel(ev.Post), payload).Result()
+	if err != nil {
+		return 0, s.fail("publish", err)
+	}
+	return int(n), nil
 }
 
 // Due returns up to limit sessions whose deadline has passed and, when none
