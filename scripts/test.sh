@@ -30,3 +30,4 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 go test -race -count=1 -timeout 15m ./... "$@"
+integrations/wordpress/tests/test.sh

@@ -1,0 +1,418 @@
+<?php
+/**
+ * Plugin Name:       Presence Counter
+ * Description:       Shows "N people are viewing this post" live, counted by your Presence server.
+ * Version:           0.1.0
+ * Requires at least: 6.0
+ * Requires PHP:      7.4
+ * License:           GPL-2.0-or-later
+ * License URI:       https://www.gnu.org/licenses/gpl-2.0.html
+ * Text Domain:       presence-counter
+ *
+ * @package Presence_Counter
+ */
+
+defined( 'ABSPATH' ) || exit;
+
+define( 'PRESENCE_COUNTER_OPTION', 'presence_counter_server_url' );
+define( 'PRESENCE_COUNTER_HANDLE', 'presence-counter-widget' );
+
+/*
+ * Settings.
+ */
+
+/**
+ * Reduces a URL to the origin of a Presence server (scheme://host[:port]), or ''.
+ *
+ * Only the origin is kept: widget.js opens its WebSocket at <host>/v1/ws whatever
+ * path it was loaded from, so a path would only load a widget that cannot connect.
+ *
+ * @param string $url URL as typed by an administrator or read from the database.
+ * @return string The origin without a trailing slash, or '' when $url is not a usable http(s) URL.
+ */
+function presence_counter_normalize_url( $url ) {
+	$url = trim( (string) $url );
+	// "presence.example.com" means https: esc_url_raw() would make it http://, which
+	// browsers block as mixed content on https sites.
+	if ( '' !== $url && false === strpos( $url, ':' ) && '/' !== $url[0] ) {
+		$url = 'https://' . $url;
+	}
+	$url = esc_url_raw( $url, array( 'http', 'https' ) );
+	if ( '' === $url ) {
+		return '';
+	}
+	$parts = wp_parse_url( $url );
+	if ( ! is_array( $parts ) || empty( $parts['scheme'] ) || empty( $parts['host'] ) ) {
+		return '';
+	}
+	$scheme = strtolower( $parts['scheme'] );
+	if ( 'http' !== $scheme && 'https' !== $scheme ) {
+		return '';
+	}
+	// A host name (IDNs as UTF-8 bytes) or a bracketed IPv6 address; nothing that could
+	// end an HTML attribute or smuggle in user info.
+	if ( ! preg_match( '/^(?:[A-Za-z0-9.\-\x80-\xff]+|\[[0-9A-Fa-f:.]+\])$/D', $parts['host'] ) ) {
+		return '';
+	}
+	$origin = $scheme . '://' . strtolower( $parts['host'] );
+	if ( ! empty( $parts['port'] ) ) {
+		$origin .= ':' . (int) $parts['port'];
+	}
+	return $origin;
+}
+
+/**
+ * Sanitize callback of the server URL option.
+ *
+ * An empty value is stored as is (it switches the widget off). A value that is not an
+ * http(s) URL is refused with a settings error and the previous value is kept, so a
+ * typo never silently disables the counters.
+ *
+ * @param mixed $value Submitted value.
+ * @return string Value to store.
+ */
+function presence_counter_sanitize_server_url( $value ) {
+	$value = is_string( $value ) ? trim( $value ) : '';
+	if ( '' === $value ) {
+		return '';
+	}
+	$url = presence_counter_normalize_url( $value );
+	if ( '' !== $url ) {
+		return $url;
+	}
+	add_settings_error(
+		PRESENCE_COUNTER_OPTION,
+		'presence_counter_invalid_url',
+		__( 'The Presence server URL must be an http:// or https:// address, such as https://presence.example.com. The previous value was kept.', 'presence-counter' )
+	);
+	return (string) get_option( PRESENCE_COUNTER_OPTION, '' );
+}
+
+/**
+ * The configured server origin, or '' when none is set.
+ *
+ * The stored value is checked again because it can be written without the sanitize
+ * callback (database edits, imports, older versions).
+ *
+ * @return string
+ */
+function presence_counter_server_url() {
+	return presence_counter_normalize_url( get_option( PRESENCE_COUNTER_OPTION, '' ) );
+}
+
+/**
+ * Registers the option, its section and its field.
+ */
+function presence_counter_register_settings() {
+	register_setting(
+		'presence_counter',
+		PRESENCE_COUNTER_OPTION,
+		array(
+			'type'              => 'string',
+			'description'       => __( 'Base URL of the Presence server.', 'presence-counter' ),
+			'sanitize_callback' => 'presence_counter_sanitize_server_url',
+			'default'           => '',
+			'show_in_rest'      => false,
+		)
+	);
+	add_settings_section(
+		'presence_counter_server',
+		__( 'Presence server', 'presence-counter' ),
+		'__return_false',
+		'presence-counter'
+	);
+	add_settings_field(
+		PRESENCE_COUNTER_OPTION,
+		__( 'Server URL', 'presence-counter' ),
+		'presence_counter_render_server_url_field',
+		'presence-counter',
+		'presence_counter_server',
+		array( 'label_for' => PRESENCE_COUNTER_OPTION )
+	);
+}
+add_action( 'admin_init', 'presence_counter_register_settings' );
+
+/**
+ * Adds Settings > Presence.
+ */
+function presence_counter_add_settings_page() {
+	add_options_page(
+		__( 'Presence', 'presence-counter' ),
+		__( 'Presence', 'presence-counter' ),
+		'manage_options',
+		'presence-counter',
+		'presence_counter_render_settings_page'
+	);
+}
+add_action( 'admin_menu', 'presence_counter_add_settings_page' );
+
+/**
+ * Prints the server URL input.
+ */
+function presence_counter_render_server_url_field() {
+	$value = (string) get_option( PRESENCE_COUNTER_OPTION, '' );
+	printf(
+		'<input type="url" class="regular-text code" id="%1$s" name="%1$s" value="%2$s" placeholder="https://presence.example.com" />',
+		esc_attr( PRESENCE_COUNTER_OPTION ),
+		esc_attr( $value )
+	);
+	echo '<p class="description">';
+	echo esc_html__( 'The address your Presence server answers on; the widget is loaded from <URL>/widget.js.', 'presence-counter' );
+	echo '<br />';
+	printf(
+		/* translators: %s: the origin of this site, e.g. https://www.example.com */
+		esc_html__( 'The server must allow this site in PRESENCE_ALLOWED_ORIGINS: %s', 'presence-counter' ),
+		'<code>' . esc_html( presence_counter_site_origin() ) . '</code>'
+	);
+	echo '</p>';
+}
+
+/**
+ * The origin of this site's front end, as browsers send it in the Origin header.
+ *
+ * @return string
+ */
+function presence_counter_site_origin() {
+	$parts = wp_parse_url( home_url() );
+	if ( ! is_array( $parts ) || empty( $parts['host'] ) ) {
+		return '';
+	}
+	$origin = ( isset( $parts['scheme'] ) ? $parts['scheme'] : 'https' ) . '://' . $parts['host'];
+	return empty( $parts['port'] ) ? $origin : $origin . ':' . (int) $parts['port'];
+}
+
+/**
+ * Prints Settings > Presence.
+ *
+ * Saved-settings and error messages are printed by WordPress itself for pages under
+ * Settings, so settings_errors() is not called here.
+ */
+function presence_counter_render_settings_page() {
+	if ( ! current_user_can( 'manage_options' ) ) {
+		return;
+	}
+	echo '<div class="wrap">';
+	echo '<h1>' . esc_html__( 'Presence', 'presence-counter' ) . '</h1>';
+	if ( '' === presence_counter_server_url() ) {
+		echo '<div class="notice notice-warning inline"><p>';
+		echo esc_html__( 'No Presence server is set, so no counters are shown. Enter the URL of your Presence server below, e.g. https://presence.example.com.', 'presence-counter' );
+		echo '</p></div>';
+	}
+	echo '<form action="options.php" method="post">';
+	settings_fields( 'presence_counter' ); // Nonce, action and option page fields.
+	do_settings_sections( 'presence-counter' );
+	submit_button();
+	echo '</form>';
+	echo '<p>';
+	echo esc_html__( 'Show counts with the [presence_viewers] shortcode, [presence_viewers views="1"] for total views, or presence_counter_viewers() and presence_counter_views() in a theme.', 'presence-counter' );
+	echo '</p>';
+	echo '</div>';
+}
+
+/*
+ * Post ids.
+ */
+
+/**
+ * The id Presence knows a post by.
+ *
+ * On multisite the blog id is part of it, so posts with the same number on different
+ * sites of a network that share one Presence server never share a count.
+ *
+ * @param int|null $post_id Post ID; null for the current post.
+ * @return string "<post id>", or "<blog id>-<post id>" on multisite; '' when there is no post.
+ */
+function presence_counter_post_key( $post_id = null ) {
+	if ( null === $post_id ) {
+		$post_id = get_the_ID();
+		// Outside the loop on a single post; not on archives, where the queried object is a term.
+		if ( ! $post_id && is_singular() ) {
+			$post_id = get_queried_object_id();
+		}
+	}
+	$post_id = absint( $post_id );
+	if ( 0 === $post_id ) {
+		return '';
+	}
+	$key = is_multisite() ? get_current_blog_id() . '-' . $post_id : (string) $post_id;
+
+	/**
+	 * Filters the id sent to Presence for a post.
+	 *
+	 * @param string $key     The id: 1-64 characters of [A-Za-z0-9_-], or it is not used.
+	 * @param int    $post_id The post ID.
+	 */
+	$key = (string) apply_filters( 'presence_counter_post_key', $key, $post_id );
+
+	// The server refuses anything else, and the key is written into HTML attributes.
+	return preg_match( '/^[A-Za-z0-9_-]{1,64}$/D', $key ) ? $key : '';
+}
+
+/*
+ * Front end.
+ */
+
+/**
+ * Enqueues widget.js once per page (WordPress ignores repeated enqueues).
+ *
+ * Printed in the footer, so the shortcode and template functions can still enqueue it
+ * while the page body is being rendered.
+ *
+ * @return bool Whether the widget is enqueued.
+ */
+function presence_counter_enqueue_widget() {
+	$server = presence_counter_server_url();
+	if ( '' === $server ) {
+		return false;
+	}
+	// Version null: no ?ver= query, so the server's ETag and Cache-Control decide caching.
+	wp_enqueue_script( PRESENCE_COUNTER_HANDLE, $server . '/widget.js', array(), null, true );
+	return true;
+}
+
+/**
+ * The key of the post this page is the single view of, or '' on any other page.
+ *
+ * @return string
+ */
+function presence_counter_viewed_key() {
+	if ( ! is_singular() ) {
+		return '';
+	}
+	$post_id = get_queried_object_id();
+	return $post_id ? presence_counter_post_key( $post_id ) : '';
+}
+
+/**
+ * Loads the widget on single posts, where the tab counts as a viewer.
+ */
+function presence_counter_enqueue_scripts() {
+	if ( '' !== presence_counter_viewed_key() ) {
+		presence_counter_enqueue_widget();
+	}
+}
+add_action( 'wp_enqueue_scripts', 'presence_counter_enqueue_scripts' );
+
+/**
+ * Adds async, and data-post on single posts, to the widget's script tag.
+ *
+ * Done with this filter rather than the script strategies of WordPress 6.3 so that
+ * one code path works from 6.0 on. Without data-post (archives, pages that only show
+ * counters) the widget watches the counters on the page without counting the tab as a
+ * viewer.
+ *
+ * @param string $tag    The script tag(s) printed for the handle.
+ * @param string $handle Script handle.
+ * @return string
+ */
+function presence_counter_script_loader_tag( $tag, $handle ) {
+	if ( PRESENCE_COUNTER_HANDLE !== $handle ) {
+		return $tag;
+	}
+	$attrs = '';
+	$key   = presence_counter_viewed_key();
+	if ( '' !== $key && ! preg_match( '/\sdata-post\s*=/i', $tag ) ) {
+		$attrs .= ' data-post="' . esc_attr( $key ) . '"';
+	}
+	if ( ! preg_match( '/<script\b[^>]*\sasync(?:[\s=>\/])/i', $tag ) ) {
+		$attrs .= ' async';
+	}
+	if ( '' === $attrs ) {
+		return $tag;
+	}
+	// The first tag with a src is the widget's: inline scripts added to the handle have none.
+	return preg_replace( '/<script\b(?=[^>]*\ssrc\s*=)/i', '<script' . $attrs, $tag, 1 );
+}
+add_filter( 'script_loader_tag', 'presence_counter_script_loader_tag', 10, 2 );
+
+/**
+ * Markup of one counter. The widget replaces the 0 with the live count.
+ *
+ * @param string $key  A key from presence_counter_post_key().
+ * @param string $kind 'viewers' or 'views'.
+ * @return string
+ */
+function presence_counter_counter_markup( $key, $kind ) {
+	$kind = ( 'views' === $kind ) ? 'views' : 'viewers';
+	return sprintf(
+		'<span class="%1$s" data-presence-%2$s="%3$s">0</span>',
+		esc_attr( 'presence-' . $kind ),
+		esc_attr( $kind ),
+		esc_attr( $key )
+	);
+}
+
+/**
+ * A counter for a post, with the widget enqueued to fill it; '' when there is nothing to count.
+ *
+ * @param int|null $post_id Post ID; null for the current post.
+ * @param string   $kind    'viewers' or 'views'.
+ * @return string
+ */
+function presence_counter_render( $post_id, $kind ) {
+	$key = presence_counter_post_key( $post_id );
+	if ( '' === $key || ! presence_counter_enqueue_widget() ) {
+		return '';
+	}
+	return presence_counter_counter_markup( $key, $kind );
+}
+
+/**
+ * The [presence_viewers] shortcode.
+ *
+ * [presence_viewers] live viewers of the current post; [presence_viewers post="42"] of
+ * post 42; [presence_viewers views="1"] total views instead.
+ *
+ * @param array|string $atts Shortcode attributes.
+ * @return string
+ */
+function presence_counter_shortcode( $atts ) {
+	$atts = shortcode_atts(
+		array(
+			'post'  => '',
+			'views' => '',
+		),
+		$atts,
+		'presence_viewers'
+	);
+	$post_id = null;
+	if ( '' !== trim( (string) $atts['post'] ) ) {
+		$post_id = absint( $atts['post'] );
+		if ( 0 === $post_id ) {
+			return ''; // A post attribute that names no post: show nothing rather than another post's count.
+		}
+	}
+	$views = in_array( strtolower( trim( (string) $atts['views'] ) ), array( '1', 'true', 'yes' ), true );
+	return presence_counter_render( $post_id, $views ? 'views' : 'viewers' );
+}
+add_shortcode( 'presence_viewers', 'presence_counter_shortcode' );
+
+/**
+ * Template tag: live viewers of a post.
+ *
+ * @param int|null $post_id Post ID; null for the current post.
+ * @param bool     $echo    Whether to print the markup.
+ * @return string The markup, printed or not.
+ */
+function presence_counter_viewers( $post_id = null, $echo = true ) {
+	$html = presence_counter_render( $post_id, 'viewers' );
+	if ( $echo ) {
+		echo $html; // phpcs:ignore WordPress.Security.EscapeOutput.OutputNotEscaped -- escaped in presence_counter_counter_markup().
+	}
+	return $html;
+}
+
+/**
+ * Template tag: total views of a post.
+ *
+ * @param int|null $post_id Post ID; null for the current post.
+ * @param bool     $echo    Whether to print the markup.
+ * @return string The markup, printed or not.
+ */
+function presence_counter_views( $post_id = null, $echo = true ) {
+	$html = presence_counter_render( $post_id, 'views' );
+	if ( $echo ) {
+		echo $html; // phpcs:ignore WordPress.Security.EscapeOutput.OutputNotEscaped -- escaped in presence_counter_counter_markup().
+	}
+	return $html;
+}

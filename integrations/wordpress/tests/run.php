@@ -1,0 +1,937 @@
+<?php
+/**
+ * Tests of the Presence Counter plugin, without WordPress, PHPUnit or Composer.
+ *
+ * The WordPress functions the plugin calls are stubbed below, as closely to WordPress
+ * as the tests need (escaping follows WordPress's own rules). Run:
+ *
+ *     php integrations/wordpress/tests/run.php
+ *
+ * Prints one line per failed assertion and a last line "N passed, M failed"; exits 1
+ * when an assertion failed.
+ *
+ * @package Presence_Counter
+ */
+
+error_reporting( E_ALL );
+ini_set( 'display_errors', 'stderr' );
+
+// Any PHP warning or notice is a bug in the plugin: make it fail loudly.
+set_error_handler(
+	function ( $severity, $message, $file, $line ) {
+		throw new ErrorException( $message, 0, $severity, $file, $line );
+	}
+);
+
+define( 'ABSPATH', __DIR__ . '/' );
+
+$plugin_dir  = dirname( __DIR__ ) . '/presence-counter';
+$plugin_file = $plugin_dir . '/presence-counter.php';
+
+/*
+ * State of the fake WordPress, reset before each scenario.
+ */
+
+$GLOBALS['t'] = array();
+
+function t_reset( array $over = array() ) {
+	$GLOBALS['t'] = array_merge(
+		array(
+			'options'        => array( 1 => array() ), // blog id => name => value
+			'blog_id'        => 1,
+			'blog_stack'     => array(),
+			'sites'          => array( 1 ),
+			'multisite'      => false,
+			'singular'       => false,
+			'queried_id'     => 0,
+			'the_id'         => false,
+			'can'            => true,
+			'home_url'       => 'https://www.example.org',
+			'registered'     => array(), // handle => array(src, deps, ver, in_footer)
+			'enqueued'       => array(), // handle => true
+			'enqueue_calls'  => array(),
+			'settings_error' => array(),
+			'settings'       => array(),
+			'settings_field' => array(),
+			'pages'          => array(),
+			'fields_group'   => array(),
+			'sections_shown' => array(),
+		),
+		$over
+	);
+}
+t_reset();
+
+// Hooks and shortcodes persist across scenarios: the plugin is loaded once.
+$GLOBALS['t_hooks']      = array();
+$GLOBALS['t_shortcodes'] = array();
+
+/*
+ * Hooks.
+ */
+
+function add_filter( $tag, $callback, $priority = 10, $accepted_args = 1 ) {
+	$GLOBALS['t_hooks'][ $tag ][ $priority ][] = array( $callback, $accepted_args );
+	return true;
+}
+
+function add_action( $tag, $callback, $priority = 10, $accepted_args = 1 ) {
+	return add_filter( $tag, $callback, $priority, $accepted_args );
+}
+
+function remove_all_filters( $tag ) {
+	unset( $GLOBALS['t_hooks'][ $tag ] );
+}
+
+function apply_filters( $tag, $value, ...$args ) {
+	if ( empty( $GLOBALS['t_hooks'][ $tag ] ) ) {
+		return $value;
+	}
+	$by_priority = $GLOBALS['t_hooks'][ $tag ];
+	ksort( $by_priority );
+	foreach ( $by_priority as $callbacks ) {
+		foreach ( $callbacks as $cb ) {
+			$all   = array_merge( array( $value ), $args );
+			$value = call_user_func_array( $cb[0], array_slice( $all, 0, max( 1, (int) $cb[1] ) ) );
+		}
+	}
+	return $value;
+}
+
+function do_action( $tag, ...$args ) {
+	if ( empty( $GLOBALS['t_hooks'][ $tag ] ) ) {
+		return;
+	}
+	$by_priority = $GLOBALS['t_hooks'][ $tag ];
+	ksort( $by_priority );
+	foreach ( $by_priority as $callbacks ) {
+		foreach ( $callbacks as $cb ) {
+			call_user_func_array( $cb[0], array_slice( $args, 0, (int) $cb[1] ) );
+		}
+	}
+}
+
+function has_filter_callback( $tag, $callback ) {
+	foreach ( isset( $GLOBALS['t_hooks'][ $tag ] ) ? $GLOBALS['t_hooks'][ $tag ] : array() as $callbacks ) {
+		foreach ( $callbacks as $cb ) {
+			if ( $cb[0] === $callback ) {
+				return true;
+			}
+		}
+	}
+	return false;
+}
+
+function add_shortcode( $tag, $callback ) {
+	$GLOBALS['t_shortcodes'][ $tag ] = $callback;
+}
+
+/** Runs a registered shortcode the way do_shortcode() calls it. */
+function t_shortcode( $tag, $atts = '' ) {
+	if ( ! isset( $GLOBALS['t_shortcodes'][ $tag ] ) ) {
+		throw new RuntimeException( "shortcode [$tag] is not registered" );
+	}
+	return call_user_func( $GLOBALS['t_shortcodes'][ $tag ], $atts, '', $tag );
+}
+
+function shortcode_atts( $pairs, $atts, $shortcode = '' ) {
+	$atts = (array) $atts;
+	$out  = array();
+	foreach ( $pairs as $name => $default ) {
+		$out[ $name ] = array_key_exists( $name, $atts ) ? $atts[ $name ] : $default;
+	}
+	if ( $shortcode ) {
+		$out = apply_filters( "shortcode_atts_{$shortcode}", $out, $pairs, $atts, $shortcode );
+	}
+	return $out;
+}
+
+function __return_false() {
+	return false;
+}
+
+/*
+ * Options and settings.
+ */
+
+function get_option( $name, $default = false ) {
+	$opts = $GLOBALS['t']['options'][ $GLOBALS['t']['blog_id'] ] ?? array();
+	return array_key_exists( $name, $opts ) ? $opts[ $name ] : $default;
+}
+
+/** Like WordPress: the value goes through the sanitize_option_{$name} filter. */
+function update_option( $name, $value ) {
+	$value = apply_filters( "sanitize_option_{$name}", $value, $name, $value );
+	$GLOBALS['t']['options'][ $GLOBALS['t']['blog_id'] ][ $name ] = $value;
+	return true;
+}
+
+function delete_option( $name ) {
+	unset( $GLOBALS['t']['options'][ $GLOBALS['t']['blog_id'] ][ $name ] );
+	return true;
+}
+
+/** Writes an option past any sanitizing, as a database edit would. */
+function t_raw_option( $name, $value ) {
+	$GLOBALS['t']['options'][ $GLOBALS['t']['blog_id'] ][ $name ] = $value;
+}
+
+function register_setting( $group, $name, $args = array() ) {
+	$GLOBALS['t']['settings'][ $name ] = array( 'group' => $group, 'args' => $args );
+	if ( ! empty( $args['sanitize_callback'] ) ) {
+		add_filter( "sanitize_option_{$name}", $args['sanitize_callback'] );
+	}
+}
+
+function add_settings_error( $setting, $code, $message, $type = 'error' ) {
+	$GLOBALS['t']['settings_error'][] = compact( 'setting', 'code', 'message', 'type' );
+}
+
+function add_settings_section( $id, $title, $callback, $page ) {
+	$GLOBALS['t']['settings_section'][ $page ][ $id ] = compact( 'title', 'callback' );
+}
+
+function add_settings_field( $id, $title, $callback, $page, $section = 'default', $args = array() ) {
+	$GLOBALS['t']['settings_field'][ $page ][ $section ][ $id ] = compact( 'title', 'callback', 'args' );
+}
+
+function add_options_page( $page_title, $menu_title, $capability, $menu_slug, $callback = '' ) {
+	$GLOBALS['t']['pages'][ $menu_slug ] = compact( 'page_title', 'menu_title', 'capability', 'callback' );
+	return 'settings_page_' . $menu_slug;
+}
+
+function settings_fields( $group ) {
+	$GLOBALS['t']['fields_group'][] = $group;
+	echo "<input type='hidden' name='option_page' value='" . esc_attr( $group ) . "' />";
+	echo '<input type="hidden" name="action" value="update" />';
+	echo '<input type="hidden" name="_wpnonce" value="nonce-' . esc_attr( $group ) . '-options" />';
+}
+
+function do_settings_sections( $page ) {
+	$GLOBALS['t']['sections_shown'][] = $page;
+	foreach ( $GLOBALS['t']['settings_field'][ $page ] ?? array() as $fields ) {
+		foreach ( $fields as $field ) {
+			call_user_func( $field['callback'], $field['args'] );
+		}
+	}
+}
+
+function submit_button() {
+	echo '<p class="submit"><input type="submit" name="submit" id="submit" class="button button-primary" value="Save Changes" /></p>';
+}
+
+function current_user_can( $capability ) {
+	return $GLOBALS['t']['can'] && 'manage_options' === $capability;
+}
+
+/*
+ * Escaping and translation, following WordPress.
+ */
+
+function esc_attr( $text ) {
+	return htmlspecialchars( (string) $text, ENT_QUOTES, 'UTF-8', false );
+}
+
+function esc_html( $text ) {
+	return htmlspecialchars( (string) $text, ENT_QUOTES, 'UTF-8', false );
+}
+
+function __( $text, $domain = 'default' ) {
+	$GLOBALS['t_domains'][ $domain ] = true;
+	return $text;
+}
+
+function esc_html__( $text, $domain = 'default' ) {
+	return esc_html( __( $text, $domain ) );
+}
+
+function esc_attr__( $text, $domain = 'default' ) {
+	return esc_attr( __( $text, $domain ) );
+}
+
+function wp_allowed_protocols() {
+	return array( 'http', 'https', 'ftp', 'ftps', 'mailto', 'news', 'irc', 'irc6', 'ircs', 'gopher', 'nntp', 'feed', 'telnet', 'mms', 'rtsp', 'sms', 'svn', 'tel', 'fax', 'xmpp', 'webcal', 'urn' );
+}
+
+/** esc_url() of WordPress, with its protocol check reduced to the part URLs use. */
+function esc_url( $url, $protocols = null, $_context = 'display' ) {
+	if ( '' === (string) $url ) {
+		return '';
+	}
+	$url = str_replace( ' ', '%20', ltrim( (string) $url ) );
+	$url = preg_replace( '|[^a-z0-9-~+_.?#=!&;,/:%@$\|*\'()\[\]\\x80-\\xff]|i', '', $url );
+	if ( '' === $url ) {
+		return '';
+	}
+	if ( 0 !== stripos( $url, 'mailto:' ) ) {
+		do {
+			$before = $url;
+			$url    = str_ireplace( array( '%0d', '%0a' ), '', $url );
+		} while ( $before !== $url );
+	}
+	$url = str_replace( ';//', '://', $url );
+	if ( false === strpos( $url, ':' ) && ! in_array( $url[0], array( '/', '#', '?' ), true ) && ! preg_match( '/^[a-z0-9-]+?\.php/i', $url ) ) {
+		$url = 'http://' . $url;
+	}
+	if ( 'display' === $_context ) {
+		$url = str_replace( '&', '&#038;', $url );
+		$url = str_replace( "'", '&#039;', $url );
+	}
+	if ( null === $protocols ) {
+		$protocols = wp_allowed_protocols();
+	}
+	// wp_kses_bad_protocol(): text before the first ':' with no '/' in it is a scheme.
+	$split = explode( ':', $url, 2 );
+	if ( 2 === count( $split ) && false === strpos( $split[0], '/' ) ) {
+		if ( ! in_array( strtolower( $split[0] ), $protocols, true ) ) {
+			return '';
+		}
+	}
+	return $url;
+}
+
+function esc_url_raw( $url, $protocols = null ) {
+	return esc_url( $url, $protocols, 'db' );
+}
+
+function wp_parse_url( $url, $component = -1 ) {
+	return parse_url( $url, $component );
+}
+
+function absint( $maybeint ) {
+	return abs( (int) $maybeint );
+}
+
+function home_url( $path = '' ) {
+	return $GLOBALS['t']['home_url'] . $path;
+}
+
+/*
+ * Query and multisite.
+ */
+
+function is_singular() {
+	return $GLOBALS['t']['singular'];
+}
+
+function get_queried_object_id() {
+	return $GLOBALS['t']['queried_id'];
+}
+
+function get_the_ID() { // phpcs:ignore WordPress.NamingConventions.ValidFunctionName
+	return $GLOBALS['t']['the_id'];
+}
+
+function is_multisite() {
+	return $GLOBALS['t']['multisite'];
+}
+
+function get_current_blog_id() {
+	return $GLOBALS['t']['blog_id'];
+}
+
+function get_sites( $args = array() ) {
+	return $GLOBALS['t']['sites'];
+}
+
+function switch_to_blog( $blog_id ) {
+	$GLOBALS['t']['blog_stack'][] = $GLOBALS['t']['blog_id'];
+	$GLOBALS['t']['blog_id']      = (int) $blog_id;
+	return true;
+}
+
+function restore_current_blog() {
+	$GLOBALS['t']['blog_id'] = array_pop( $GLOBALS['t']['blog_stack'] );
+	return true;
+}
+
+/*
+ * Scripts.
+ */
+
+function wp_register_script( $handle, $src, $deps = array(), $ver = false, $in_footer = false ) {
+	if ( isset( $GLOBALS['t']['registered'][ $handle ] ) ) {
+		return false; // WordPress keeps the first registration.
+	}
+	$GLOBALS['t']['registered'][ $handle ] = compact( 'src', 'deps', 'ver', 'in_footer' );
+	return true;
+}
+
+function wp_enqueue_script( $handle, $src = '', $deps = array(), $ver = false, $in_footer = false ) {
+	$GLOBALS['t']['enqueue_calls'][] = compact( 'handle', 'src', 'deps', 'ver', 'in_footer' );
+	if ( $src ) {
+		wp_register_script( $handle, $src, $deps, $ver, $in_footer );
+	}
+	$GLOBALS['t']['enqueued'][ $handle ] = true;
+}
+
+/**
+ * The tag WordPress prints for an enqueued script, passed through script_loader_tag.
+ *
+ * @param string $handle Handle.
+ * @param string $style  '6.4' for wp_get_script_tag() (double quotes), '6.0' for the
+ *                       older single-quoted tag with a type attribute, '6.3-async' for
+ *                       a tag that already has async from a loading strategy.
+ */
+function t_script_tag( $handle, $style = '6.4' ) {
+	$s   = $GLOBALS['t']['registered'][ $handle ];
+	$src = $s['src'];
+	if ( false === $s['ver'] ) {
+		$src .= '?ver=6.7';
+	} elseif ( null !== $s['ver'] ) {
+		$src .= '?ver=' . $s['ver'];
+	}
+	$src = esc_url( $src );
+	if ( '6.0' === $style ) {
+		$tag = sprintf( "<script type='text/javascript' src='%s' id='%s-js'></script>\n", $src, esc_attr( $handle ) );
+	} elseif ( '6.3-async' === $style ) {
+		$tag = sprintf( "<script src=\"%s\" id=\"%s-js\" async data-wp-strategy=\"async\"></script>\n", esc_attr( $src ), esc_attr( $handle ) );
+	} else {
+		$tag = sprintf( "<script src=\"%s\" id=\"%s-js\"></script>\n", esc_attr( $src ), esc_attr( $handle ) );
+	}
+	return apply_filters( 'script_loader_tag', $tag, $handle, $src );
+}
+
+/**
+ * Parses one <script ...></script> tag strictly: quoted or bare attributes only, each
+ * once. Returns name => value (true for bare ones), or null when the tag is malformed.
+ */
+function t_parse_script_tag( $tag ) {
+	if ( ! preg_match( '/^<script((?:\s+[a-z][a-z0-9-]*(?:="[^"<>]*"|=\'[^\'<>]*\')?)*)\s*><\/script>\s*$/i', $tag, $m ) ) {
+		return null;
+	}
+	preg_match_all( '/\s+([a-z][a-z0-9-]*)(?:="([^"]*)"|=\'([^\']*)\')?/i', $m[1], $all, PREG_SET_ORDER );
+	$attrs = array();
+	foreach ( $all as $a ) {
+		$name = strtolower( $a[1] );
+		if ( isset( $attrs[ $name ] ) ) {
+			return null;
+		}
+		if ( isset( $a[3] ) && '' !== $a[3] ) {
+			$value = $a[3];
+		} elseif ( isset( $a[2] ) && false !== strpos( $a[0], '=' ) ) {
+			$value = $a[2];
+		} else {
+			$value = true;
+		}
+		$attrs[ $name ] = is_string( $value ) ? html_entity_decode( $value, ENT_QUOTES | ENT_HTML5, 'UTF-8' ) : $value;
+	}
+	return $attrs;
+}
+
+/*
+ * Assertions.
+ */
+
+$GLOBALS['t_passed'] = 0;
+$GLOBALS['t_failed'] = 0;
+$GLOBALS['t_scene']  = '';
+
+function scene( $name ) {
+	$GLOBALS['t_scene'] = $name;
+}
+
+function check( $ok, $what, $detail = '' ) {
+	if ( $ok ) {
+		$GLOBALS['t_passed']++;
+		return;
+	}
+	$GLOBALS['t_failed']++;
+	echo 'FAIL [' . $GLOBALS['t_scene'] . '] ' . $what . ( '' !== $detail ? ': ' . $detail : '' ) . "\n";
+}
+
+function check_same( $want, $got, $what ) {
+	check( $want === $got, $what, 'want ' . var_export( $want, true ) . ', got ' . var_export( $got, true ) );
+}
+
+/** Runs a scenario; an exception fails it instead of ending the run. */
+function run( $name, callable $fn ) {
+	scene( $name );
+	try {
+		$fn();
+	} catch ( Throwable $e ) {
+		check( false, 'no exception', get_class( $e ) . ': ' . $e->getMessage() . ' at ' . basename( $e->getFile() ) . ':' . $e->getLine() );
+	}
+}
+
+/** A page: fires wp_enqueue_scripts as wp_head() does. */
+function t_page( array $state ) {
+	t_reset( $state );
+	do_action( 'wp_enqueue_scripts' );
+}
+
+const T_HANDLE = 'presence-counter-widget';
+const T_SERVER = 'https://presence.example.com';
+
+/*
+ * Load the plugin.
+ */
+
+require $plugin_file;
+
+/*
+ * Scenarios.
+ */
+
+run(
+	'plugin header',
+	function () use ( $plugin_file ) {
+		$head = file_get_contents( $plugin_file, false, null, 0, 8192 );
+		$want = array(
+			'Plugin Name'       => 'Presence Counter',
+			'Version'           => '0.1.0',
+			'Requires at least' => '6.0',
+			'Requires PHP'      => '7.4',
+			'License'           => 'GPL-2.0-or-later',
+			'Text Domain'       => 'presence-counter',
+		);
+		foreach ( $want as $field => $value ) {
+			// The pattern get_file_data() uses.
+			$got = preg_match( '/^(?:[ \t]*<\?php)?[ \t\/*#@]*' . preg_quote( $field, '/' ) . ':(.*)$/mi', $head, $m ) ? trim( $m[1] ) : null;
+			check_same( $value, $got, "header $field" );
+		}
+		check( (bool) preg_match( '/^[ \t\/*#@]*Description:\s*\S/mi', $head ), 'header Description' );
+		check( false !== strpos( $head, "defined( 'ABSPATH' ) || exit;" ), 'ABSPATH guard' );
+	}
+);
+
+run(
+	'hooks',
+	function () {
+		check( has_filter_callback( 'wp_enqueue_scripts', 'presence_counter_enqueue_scripts' ), 'wp_enqueue_scripts hooked' );
+		check( has_filter_callback( 'script_loader_tag', 'presence_counter_script_loader_tag' ), 'script_loader_tag hooked' );
+		check( has_filter_callback( 'admin_init', 'presence_counter_register_settings' ), 'admin_init hooked' );
+		check( has_filter_callback( 'admin_menu', 'presence_counter_add_settings_page' ), 'admin_menu hooked' );
+		check( isset( $GLOBALS['t_shortcodes']['presence_viewers'] ), '[presence_viewers] registered' );
+	}
+);
+
+run(
+	'no server URL',
+	function () {
+		t_page(
+			array(
+				'singular'   => true,
+				'queried_id' => 42,
+				'the_id'     => 42,
+			)
+		);
+		check_same( array(), $GLOBALS['t']['enqueue_calls'], 'nothing enqueued on a single post' );
+		check_same( '', t_shortcode( 'presence_viewers' ), 'shortcode prints nothing' );
+		check_same( array(), $GLOBALS['t']['enqueued'], 'shortcode enqueues nothing' );
+	}
+);
+
+run(
+	'settings: sanitize',
+	function () {
+		t_reset();
+		do_action( 'admin_init' );
+		$opt = 'presence_counter_server_url';
+		check( isset( $GLOBALS['t']['settings'][ $opt ] ), 'option registered' );
+		check_same( 'presence_counter', $GLOBALS['t']['settings'][ $opt ]['group'] ?? null, 'option group' );
+		check_same( 'presence_counter_sanitize_server_url', $GLOBALS['t']['settings'][ $opt ]['args']['sanitize_callback'] ?? null, 'sanitize_callback' );
+
+		update_option( $opt, T_SERVER . '/' );
+		check_same( T_SERVER, get_option( $opt ), 'trailing slash stripped' );
+		check_same( array(), $GLOBALS['t']['settings_error'], 'no error for a good URL' );
+
+		// Refused values keep the previous one, with an error on the settings page.
+		$refused = array(
+			'javascript:alert(1)',
+			'ftp://x',
+			'data:text/html,hi',
+			'//presence.example.com',
+			'https://presence.example.com"onmouseover="alert(1)',
+			"https://presence'.example.com",
+			'https://presence.example.com:99999',
+		);
+		foreach ( $refused as $i => $bad ) {
+			update_option( $opt, $bad );
+			check_same( T_SERVER, get_option( $opt ), "refused $bad keeps the previous value" );
+			check_same( $i + 1, count( $GLOBALS['t']['settings_error'] ), "refused $bad adds a settings error" );
+		}
+		check_same( 'presence_counter_server_url', $GLOBALS['t']['settings_error'][0]['setting'] ?? null, 'error is for the option' );
+
+		$cases = array(
+			'  https://presence.example.com  '            => T_SERVER,
+			'HTTPS://Presence.Example.COM/'               => T_SERVER,
+			'presence.example.com'                        => T_SERVER,
+			'https://presence.example.com/widget.js'      => T_SERVER,
+			'https://presence.example.com/?a=1#b'         => T_SERVER,
+			'http://127.0.0.1:8080/'                      => 'http://127.0.0.1:8080',
+			'http://[::1]:8080'                           => 'http://[::1]:8080',
+			'https://user:secret@presence.example.com/'   => T_SERVER,
+			// esc_url_raw() drops the characters, what is left is a valid URL.
+			'https://presence.example.com></script><script>alert(1)' => T_SERVER,
+			'https://pre"sence.example.com'              => T_SERVER,
+			''                                            => '',
+		);
+		foreach ( $cases as $in => $want ) {
+			update_option( $opt, $in );
+			check_same( $want, get_option( $opt ), "sanitize '$in'" );
+		}
+		check_same( 7, count( $GLOBALS['t']['settings_error'] ), 'no error for accepted values' );
+		check_same( '', presence_counter_sanitize_server_url( array( 'x' ) ), 'a non-string is stored empty' );
+	}
+);
+
+run(
+	'settings: page',
+	function () {
+		t_reset();
+		do_action( 'admin_init' );
+		do_action( 'admin_menu' );
+		$page = $GLOBALS['t']['pages']['presence-counter'] ?? null;
+		check( null !== $page, 'options page added' );
+		check_same( 'manage_options', $page['capability'] ?? null, 'capability' );
+		check_same( 'Presence', $page['menu_title'] ?? null, 'menu title' );
+		check( ! empty( $GLOBALS['t']['settings_field']['presence-counter']['presence_counter_server']['presence_counter_server_url'] ), 'field added to its section' );
+
+		ob_start();
+		call_user_func( $page['callback'] );
+		$html = ob_get_clean();
+		check_same( array( 'presence_counter' ), $GLOBALS['t']['fields_group'], 'settings_fields() with the option group' );
+		check_same( array( 'presence-counter' ), $GLOBALS['t']['sections_shown'], 'do_settings_sections() of the page' );
+		check( false !== strpos( $html, 'notice-warning' ), 'notice when the URL is empty' );
+		check( false !== strpos( $html, 'action="options.php"' ), 'form posts to options.php' );
+		check( false !== strpos( $html, 'name="presence_counter_server_url"' ), 'input named after the option' );
+		check( false !== strpos( $html, 'https://www.example.org' ), 'shows the origin to allow' );
+
+		t_raw_option( 'presence_counter_server_url', T_SERVER );
+		ob_start();
+		call_user_func( $page['callback'] );
+		$html = ob_get_clean();
+		check( false === strpos( $html, 'notice-warning' ), 'no notice when the URL is set' );
+		check( false !== strpos( $html, 'value="' . T_SERVER . '"' ), 'input shows the URL' );
+
+		t_raw_option( 'presence_counter_server_url', 'https://x.example/"><script>alert(1)</script>' );
+		ob_start();
+		presence_counter_render_server_url_field();
+		$html = ob_get_clean();
+		check( false === strpos( $html, '<script' ), 'stored value escaped in the input' );
+
+		$GLOBALS['t']['can'] = false;
+		ob_start();
+		call_user_func( $page['callback'] );
+		check_same( '', ob_get_clean(), 'nothing for users without manage_options' );
+	}
+);
+
+run(
+	'single post',
+	function () {
+		t_page(
+			array(
+				'options'    => array( 1 => array( 'presence_counter_server_url' => T_SERVER ) ),
+				'singular'   => true,
+				'queried_id' => 42,
+				'the_id'     => 42,
+			)
+		);
+		check_same( 1, count( $GLOBALS['t']['enqueue_calls'] ), 'one enqueue' );
+		$call = $GLOBALS['t']['enqueue_calls'][0] ?? array();
+		check_same( T_HANDLE, $call['handle'] ?? null, 'handle' );
+		check_same( T_SERVER . '/widget.js', $call['src'] ?? null, 'src' );
+		check_same( array(), $call['deps'] ?? null, 'no dependencies' );
+		check( array_key_exists( 'ver', $call ) && null === $call['ver'], 'version null' );
+		check_same( true, $call['in_footer'] ?? null, 'in footer' );
+
+		foreach ( array( '6.4', '6.0', '6.3-async' ) as $style ) {
+			$tag   = t_script_tag( T_HANDLE, $style );
+			$attrs = t_parse_script_tag( $tag );
+			check( null !== $attrs, "tag ($style) well-formed", $tag );
+			check_same( T_SERVER . '/widget.js', $attrs['src'] ?? null, "tag ($style) src" );
+			check_same( '42', $attrs['data-post'] ?? null, "tag ($style) data-post" );
+			check_same( true, $attrs['async'] ?? null, "tag ($style) async" );
+			check_same( 1, substr_count( $tag, 'data-post="42"' ), "tag ($style) data-post once" );
+			check_same( 1, preg_match_all( '/\sasync[\s>]/', $tag ), "tag ($style) async once" );
+			check_same( 1, substr_count( $tag, '<script' ), "tag ($style) one script" );
+		}
+
+		$other = "<script src=\"https://cdn.example/x.js\" id=\"other-js\"></script>\n";
+		check_same( $other, apply_filters( 'script_loader_tag', $other, 'other', 'https://cdn.example/x.js' ), 'other handles untouched' );
+
+		// An inline script added before the widget keeps its tag as is.
+		$with_inline = "<script id=\"presence-counter-widget-js-before\">var a = 1;</script>\n<script src=\"" . T_SERVER . "/widget.js\" id=\"presence-counter-widget-js\"></script>\n";
+		$filtered    = apply_filters( 'script_loader_tag', $with_inline, T_HANDLE, T_SERVER . '/widget.js' );
+		check( 0 === strpos( $filtered, "<script id=\"presence-counter-widget-js-before\">var a = 1;</script>\n<script data-post=\"42\" async src=" ), 'attributes go on the tag with the src', $filtered );
+
+		// The shortcode on the post's own page adds nothing to the enqueue.
+		check_same( '<span class="presence-viewers" data-presence-viewers="42">0</span>', t_shortcode( 'presence_viewers' ), 'shortcode for the current post' );
+		check_same( array( T_HANDLE => true ), $GLOBALS['t']['enqueued'], 'still one script' );
+	}
+);
+
+run(
+	'single page without an id',
+	function () {
+		t_page(
+			array(
+				'options'    => array( 1 => array( 'presence_counter_server_url' => T_SERVER ) ),
+				'singular'   => true,
+				'queried_id' => 0,
+			)
+		);
+		check_same( array(), $GLOBALS['t']['enqueue_calls'], 'nothing enqueued' );
+	}
+);
+
+run(
+	'multisite',
+	function () {
+		t_page(
+			array(
+				'options'    => array( 3 => array( 'presence_counter_server_url' => T_SERVER ) ),
+				'multisite'  => true,
+				'blog_id'    => 3,
+				'singular'   => true,
+				'queried_id' => 42,
+				'the_id'     => 42,
+			)
+		);
+		check_same( '3-42', presence_counter_post_key( 42 ), 'key' );
+		check_same( '3-42', presence_counter_post_key(), 'key of the current post' );
+		$attrs = t_parse_script_tag( t_script_tag( T_HANDLE ) );
+		check_same( '3-42', $attrs['data-post'] ?? null, 'data-post' );
+		check_same( '<span class="presence-viewers" data-presence-viewers="3-42">0</span>', t_shortcode( 'presence_viewers' ), 'shortcode' );
+		check_same( '<span class="presence-viewers" data-presence-viewers="3-7">0</span>', t_shortcode( 'presence_viewers', array( 'post' => '7' ) ), 'shortcode for another post' );
+		check_same( '<span class="presence-views" data-presence-views="3-42">0</span>', presence_counter_views( 42, false ), 'template function' );
+
+		$GLOBALS['t']['blog_id'] = 12345678;
+		$GLOBALS['t']['options'][12345678] = array( 'presence_counter_server_url' => T_SERVER );
+		check_same( '12345678-' . PHP_INT_MAX, presence_counter_post_key( PHP_INT_MAX ), 'long key still valid' );
+	}
+);
+
+run(
+	'post keys',
+	function () {
+		t_reset();
+		check_same( '42', presence_counter_post_key( 42 ), 'int' );
+		check_same( '42', presence_counter_post_key( '42' ), 'numeric string' );
+		check_same( '', presence_counter_post_key( 0 ), 'zero' );
+		check_same( '', presence_counter_post_key(), 'no current post' );
+		$GLOBALS['t']['queried_id'] = 7; // A term on an archive: not a post.
+		check_same( '', presence_counter_post_key(), 'queried term is not a post' );
+
+		// Whatever a filter returns, only [A-Za-z0-9_-]{1,64} is used.
+		$cases = array(
+			'bad"key'          => '',
+			'a.b'              => '',
+			"42\n"             => '',
+			str_repeat( 'a', 65 ) => '',
+			str_repeat( 'a', 64 ) => str_repeat( 'a', 64 ),
+			'shop_en-42'       => 'shop_en-42',
+		);
+		foreach ( $cases as $returned => $want ) {
+			$cb = function () use ( $returned ) {
+				return $returned;
+			};
+			add_filter( 'presence_counter_post_key', $cb );
+			check_same( $want, presence_counter_post_key( 42 ), 'filtered key ' . json_encode( $returned ) );
+			remove_all_filters( 'presence_counter_post_key' );
+		}
+	}
+);
+
+run(
+	'shortcode',
+	function () {
+		t_reset(
+			array(
+				'options' => array( 1 => array( 'presence_counter_server_url' => T_SERVER ) ),
+			)
+		);
+		$viewers = '<span class="presence-viewers" data-presence-viewers="42">0</span>';
+		check_same( $viewers, t_shortcode( 'presence_viewers', array( 'post' => '42' ) ), 'post="42"' );
+		check_same( '<span class="presence-views" data-presence-views="42">0</span>', t_shortcode( 'presence_viewers', array( 'post' => '42', 'views' => '1' ) ), 'views="1"' );
+		check_same( $viewers, t_shortcode( 'presence_viewers', array( 'post' => '42', 'views' => '0' ) ), 'views="0"' );
+		check_same( $viewers, t_shortcode( 'presence_viewers', array( 'post' => '42', 'unknown' => 'x' ) ), 'unknown attribute ignored' );
+		check_same( '', t_shortcode( 'presence_viewers', array( 'post' => 'abc' ) ), 'post="abc" prints nothing' );
+		check_same( '', t_shortcode( 'presence_viewers' ), 'no current post prints nothing' );
+		$GLOBALS['t']['the_id'] = 42;
+		check_same( $viewers, t_shortcode( 'presence_viewers' ), 'current post' );
+		check_same( $viewers, t_shortcode( 'presence_viewers', '' ), 'no attributes (empty string)' );
+	}
+);
+
+run(
+	'escaping',
+	function () {
+		t_reset(
+			array(
+				'options' => array( 1 => array( 'presence_counter_server_url' => T_SERVER ) ),
+			)
+		);
+		$out = t_shortcode( 'presence_viewers', array( 'post' => '42"><script>' ) );
+		check_same( '<span class="presence-viewers" data-presence-viewers="42">0</span>', $out, 'crafted post attribute' );
+		check( false === stripos( $out, '<script' ), 'no raw <script>' );
+
+		// The markup helper escapes whatever it is given.
+		$html = presence_counter_counter_markup( 'x"><script>alert(1)</script>', 'views' );
+		check_same( '<span class="presence-views" data-presence-views="x&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;">0</span>', $html, 'markup escapes the key' );
+		check_same( '<span class="presence-viewers" data-presence-viewers="1">0</span>', presence_counter_counter_markup( '1', '"><b>' ), 'unknown kind is viewers' );
+
+		// Stored URLs that skipped the sanitize callback (database edits) cannot break the tag.
+		$tampered = array(
+			'https://presence.example.com/"><script>alert(1)</script>',
+			"https://presence.example.com/' onload='alert(1)",
+			'https://presence.example.com/?"onload="alert(1)',
+		);
+		foreach ( $tampered as $url ) {
+			t_page(
+				array(
+					'options'    => array( 1 => array( 'presence_counter_server_url' => $url ) ),
+					'singular'   => true,
+					'queried_id' => 42,
+				)
+			);
+			check_same( T_SERVER . '/widget.js', $GLOBALS['t']['enqueue_calls'][0]['src'] ?? null, "tampered $url: src" );
+			$tag   = t_script_tag( T_HANDLE );
+			$attrs = t_parse_script_tag( $tag );
+			check( null !== $attrs, "tampered $url: tag well-formed", $tag );
+			$names = array_keys( (array) $attrs );
+			sort( $names );
+			check_same( array( 'async', 'data-post', 'id', 'src' ), $names, "tampered $url: attributes" );
+		}
+		foreach ( array( "https://pre'sence.example.com", 'javascript:alert(1)', 'https://', 'https://a b.example' ) as $url ) {
+			t_page(
+				array(
+					'options'    => array( 1 => array( 'presence_counter_server_url' => $url ) ),
+					'singular'   => true,
+					'queried_id' => 42,
+				)
+			);
+			check_same( array(), $GLOBALS['t']['enqueue_calls'], "tampered $url: nothing enqueued" );
+		}
+	}
+);
+
+run(
+	'template functions',
+	function () {
+		t_reset(
+			array(
+				'options' => array( 1 => array( 'presence_counter_server_url' => T_SERVER ) ),
+				'the_id'  => 42,
+			)
+		);
+		$viewers = '<span class="presence-viewers" data-presence-viewers="42">0</span>';
+		$views   = '<span class="presence-views" data-presence-views="42">0</span>';
+
+		ob_start();
+		$ret = presence_counter_viewers();
+		$out = ob_get_clean();
+		check_same( $viewers, $out, 'viewers echoes' );
+		check_same( $viewers, $ret, 'viewers returns' );
+
+		ob_start();
+		$ret = presence_counter_viewers( 42, false );
+		check_same( '', ob_get_clean(), 'viewers with $echo false prints nothing' );
+		check_same( $viewers, $ret, 'viewers with $echo false returns' );
+
+		ob_start();
+		$ret = presence_counter_views( 42 );
+		$out = ob_get_clean();
+		check_same( $views, $out, 'views echoes' );
+		check_same( $views, $ret, 'views returns' );
+
+		ob_start();
+		$ret = presence_counter_views( null, false );
+		check_same( '', ob_get_clean(), 'views with $echo false prints nothing' );
+		check_same( $views, $ret, 'views with $echo false returns' );
+
+		check_same( t_shortcode( 'presence_viewers', array( 'post' => '42' ) ), presence_counter_viewers( 42, false ), 'same as the shortcode' );
+		check_same( array( T_HANDLE => true ), $GLOBALS['t']['enqueued'], 'widget enqueued' );
+	}
+);
+
+run(
+	'archive page',
+	function () {
+		t_page(
+			array(
+				'options'    => array( 1 => array( 'presence_counter_server_url' => T_SERVER ) ),
+				'singular'   => false,
+				'queried_id' => 5, // The category being listed.
+			)
+		);
+		check_same( array(), $GLOBALS['t']['enqueue_calls'], 'nothing enqueued before a counter is shown' );
+
+		// The loop renders post 42's excerpt with the shortcode in it.
+		$GLOBALS['t']['the_id'] = 42;
+		check_same( '<span class="presence-viewers" data-presence-viewers="42">0</span>', t_shortcode( 'presence_viewers' ), 'shortcode in the loop' );
+		$GLOBALS['t']['the_id'] = 43;
+		ob_start();
+		presence_counter_viewers();
+		check_same( '<span class="presence-viewers" data-presence-viewers="43">0</span>', ob_get_clean(), 'template function in the loop' );
+
+		check_same( array( T_HANDLE => true ), $GLOBALS['t']['enqueued'], 'widget enqueued' );
+		check_same( T_SERVER . '/widget.js', $GLOBALS['t']['registered'][ T_HANDLE ]['src'] ?? null, 'src' );
+		check_same( true, $GLOBALS['t']['registered'][ T_HANDLE ]['in_footer'] ?? null, 'in footer' );
+		$tag   = t_script_tag( T_HANDLE );
+		$attrs = t_parse_script_tag( $tag );
+		check( null !== $attrs, 'tag well-formed', $tag );
+		check( ! isset( $attrs['data-post'] ) && false === strpos( $tag, 'data-post' ), 'no data-post', $tag );
+		check_same( true, $attrs['async'] ?? null, 'async' );
+	}
+);
+
+run(
+	'uninstall',
+	function () use ( $plugin_dir ) {
+		if ( ! defined( 'WP_UNINSTALL_PLUGIN' ) ) {
+			define( 'WP_UNINSTALL_PLUGIN', 'presence-counter/presence-counter.php' );
+		}
+		t_reset(
+			array(
+				'options' => array(
+					1 => array(
+						'presence_counter_server_url' => T_SERVER,
+						'blogname'                    => 'Site',
+					),
+				),
+			)
+		);
+		include $plugin_dir . '/uninstall.php';
+		check_same( array( 'blogname' => 'Site' ), $GLOBALS['t']['options'][1], 'option deleted' );
+
+		t_reset(
+			array(
+				'multisite' => true,
+				'blog_id'   => 2,
+				'sites'     => array( 1, 2, 3 ),
+				'options'   => array(
+					1 => array( 'presence_counter_server_url' => T_SERVER ),
+					2 => array( 'presence_counter_server_url' => T_SERVER ),
+					3 => array(
+						'presence_counter_server_url' => T_SERVER,
+						'blogname'                    => 'Three',
+					),
+				),
+			)
+		);
+		include $plugin_dir . '/uninstall.php';
+		check_same(
+			array(
+				1 => array(),
+				2 => array(),
+				3 => array( 'blogname' => 'Three' ),
+			),
+			$GLOBALS['t']['options'],
+			'option deleted on every site'
+		);
+		check_same( 2, $GLOBALS['t']['blog_id'], 'current site restored' );
+	}
+);
+
+run(
+	'text domain',
+	function () {
+		check_same( array( 'presence-counter' ), array_keys( $GLOBALS['t_domains'] ?? array() ), 'every string uses the presence-counter text domain' );
+	}
+);
+
+echo $GLOBALS['t_passed'] . ' passed, ' . $GLOBALS['t_failed'] . " failed\n";
+exit( $GLOBALS['t_failed'] > 0 ? 1 : 0 );

@@ -1,0 +1,23 @@
+#!/bin/sh
+# Checks the syntax of every PHP file of the WordPress plugin and its tests, then runs
+# the tests. Needs php-cli only.
+set -eu
+cd "$(dirname "$0")/../../.."
+
+files=$(find integrations/wordpress -name '*.php' | sort)
+count=0
+status=0
+for f in $files; do
+	count=$((count + 1))
+	if ! out=$(php -l "$f" 2>&1); then
+		echo "$out" >&2
+		status=1
+	fi
+done
+if [ "$status" -ne 0 ]; then
+	echo "php -l: syntax errors" >&2
+	exit 1
+fi
+echo "php -l: $count files, no syntax errors"
+
+exec php integrations/wordpress/tests/run.php
