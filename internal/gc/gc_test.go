@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -29,17 +28,7 @@ import (
 // keys start their own.
 var srv *redistest.Server
 
-func TestMain(m *testing.M) {
-	s, stop, err := redistest.StartMain()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	srv = s
-	code := m.Run()
-	stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { redistest.Main(m, &srv) }
 
 // shortTTL is the shortest TTL redisstore accepts; it keeps dead sessions
 // due soon.

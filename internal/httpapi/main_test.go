@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -30,17 +29,7 @@ import (
 // redisSrv is the package's shared redis-server; every test uses its own prefix.
 var redisSrv *redistest.Server
 
-func TestMain(m *testing.M) {
-	s, stop, err := redistest.StartMain()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	redisSrv = s
-	code := m.Run()
-	stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { redistest.Main(m, &redisSrv) }
 
 // app is one app server under test: a real store on the shared Redis, a
 // hub, a bus and the HTTP API on an httptest server.

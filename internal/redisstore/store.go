@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -132,17 +133,10 @@ func (s *Store) View(ctx context.Context, sid presence.SessionID, post presence.
 
 // Leave implements presence.Store.
 func (s *Store) Leave(ctx context.Context, sids ...presence.SessionID) error {
-	for len(sids) > 0 {
-		n := min(len(sids), batchSize)
-		args := make([]any, 0, n+1)
-		args = append(args, s.keys.prefix)
-		for _, sid := range sids[:n] {
-			args = append(args, string(sid))
-		}
-		if err := leaveScript.Run(ctx, s.rdb, s.countKeys(), args...).Err(); err != nil {
+	for batch := range slices.Chunk(sids, batchSize) {
+		if err := leaveScript.Run(ctx, s.rdb, s.countKeys(), s.sidArgs(batch)...).Err(); err != nil {
 			return s.fail("leave", err)
 		}
-		sids = sids[n:]
 	}
 	return nil
 }
@@ -154,11 +148,10 @@ const batchSize = 500
 // Refresh implements presence.Store.
 func (s *Store) Refresh(ctx context.Context, sessions []presence.Session) ([]presence.SessionID, error) {
 	var missing []presence.SessionID
-	for len(sessions) > 0 {
-		n := min(len(sessions), batchSize)
-		args := make([]any, 0, 2*n+2)
+	for batch := range slices.Chunk(sessions, batchSize) {
+		args := make([]any, 0, 2*len(batch)+2)
 		args = append(args, s.keys.prefix, s.ttl.Milliseconds())
-		for _, ss := range sessions[:n] {
+		for _, ss := range batch {
 			args = append(args, string(ss.ID), string(ss.Post))
 		}
 		res, err := refreshScript.Run(ctx, s.rdb, []string{s.keys.deadlines()}, args...).StringSlice()
@@ -168,7 +161,6 @@ func (s *Store) Refresh(ctx context.Context, sessions []presence.Session) ([]pre
 		for _, sid := range res {
 			missing = append(missing, presence.SessionID(sid))
 		}
-		sessions = sessions[n:]
 	}
 	return missing, nil
 }
@@ -241,21 +233,14 @@ func (s *Store) Due(ctx context.Context, limit int) ([]presence.SessionID, time.
 // its deadline each pruned session was removed. Live sessions are left alone.
 func (s *Store) Prune(ctx context.Context, sids []presence.SessionID) ([]time.Duration, error) {
 	var lags []time.Duration
-	for len(sids) > 0 {
-		n := min(len(sids), batchSize)
-		args := make([]any, 0, n+1)
-		args = append(args, s.keys.prefix)
-		for _, sid := range sids[:n] {
-			args = append(args, string(sid))
-		}
-		res, err := pruneScript.Run(ctx, s.rdb, s.countKeys(), args...).Int64Slice()
+	for batch := range slices.Chunk(sids, batchSize) {
+		res, err := pruneScript.Run(ctx, s.rdb, s.countKeys(), s.sidArgs(batch)...).Int64Slice()
 		if err != nil {
 			return lags, s.fail("prune", err)
 		}
 		for _, ms := range res {
 			lags = append(lags, time.Duration(ms)*time.Millisecond)
 		}
-		sids = sids[n:]
 	}
 	return lags, nil
 }
@@ -287,6 +272,16 @@ func (s *Store) Sweep(ctx context.Context) (int, error) {
 		}
 		cursor = next
 	}
+}
+
+// sidArgs is the ARGV of the leave and prune scripts: prefix, then sids.
+func (s *Store) sidArgs(sids []presence.SessionID) []any {
+	args := make([]any, 0, len(sids)+1)
+	args = append(args, s.keys.prefix)
+	for _, sid := range sids {
+		args = append(args, string(sid))
+	}
+	return args
 }
 
 func (s *Store) countKeys() []string {

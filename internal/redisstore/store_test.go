@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -20,17 +19,7 @@ import (
 // srv is the package's shared redis-server; every test uses its own prefix.
 var srv *redistest.Server
 
-func TestMain(m *testing.M) {
-	s, stop, err := redistest.StartMain()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	srv = s
-	code := m.Run()
-	stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { redistest.Main(m, &srv) }
 
 func newStore(t *testing.T, ttl time.Duration) (*Store, *redis.Client) {
 	t.Helper()

@@ -57,6 +57,21 @@ func Start(tb testing.TB, extra ...string) *Server {
 	return s
 }
 
+// Main runs a package's tests against one shared redis-server, which it
+// stores in *srv before they run, and exits with their result. Call it from
+// TestMain.
+func Main(m *testing.M, srv **Server) {
+	s, stop, err := StartMain()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*srv = s
+	code := m.Run()
+	stop()
+	os.Exit(code)
+}
+
 // StartMain is Start for TestMain, where there is no testing.TB: it returns a
 // stop function instead of registering a cleanup.
 func StartMain(extra ...string) (*Server, func(), error) {

@@ -1,5 +1,6 @@
 -- common: helpers prepended to every script that changes a post's count.
--- Expects KEYS[3] to be the seq counter and ARGV[1] the key prefix.
+-- Expects KEYS[1] to be the viewers hash, KEYS[3] the seq counter and
+-- ARGV[1] the key prefix.
 local prefix = ARGV[1]
 
 local function now_ms()
@@ -26,4 +27,26 @@ local function publish(post)
     '{"type":"count","post":"' .. post .. '","viewers":' .. viewers ..
     ',"views":' .. views .. ',"seq":' .. seq .. '}')
   return {viewers, tonumber(views), seq}
+end
+
+-- forget removes a session from the viewers hash and its post's set, notes
+-- the post in changed, and returns the post (nil when it viewed none).
+local function forget(sid, changed)
+  local post = redis.call('HGET', KEYS[1], sid)
+  if not post then
+    return nil
+  end
+  redis.call('HDEL', KEYS[1], sid)
+  if redis.call('SREM', prefix .. 'viewers:' .. post, sid) == 1 then
+    changed[post] = true
+  end
+  return post
+end
+
+-- publish_changed publishes one count per changed post: a batch removing
+-- 500 viewers of one post publishes once, not 500 times.
+local function publish_changed(changed)
+  for post in pairs(changed) do
+    publish(post)
+  end
 end

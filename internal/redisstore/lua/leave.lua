@@ -11,18 +11,9 @@ for i = 2, #ARGV do
   local sid = ARGV[i]
   redis.call('DEL', prefix .. 'session:' .. sid)
   redis.call('ZREM', KEYS[2], sid)
-  local post = redis.call('HGET', KEYS[1], sid)
-  if post then
-    redis.call('HDEL', KEYS[1], sid)
-    if redis.call('SREM', prefix .. 'viewers:' .. post, sid) == 1 then
-      changed[post] = true
-    end
+  if forget(sid, changed) then
     left = left + 1
   end
 end
--- One count per post and batch: a shutdown leaving 500 viewers of one post
--- publishes once, not 500 times.
-for post in pairs(changed) do
-  publish(post)
-end
+publish_changed(changed)
 return left

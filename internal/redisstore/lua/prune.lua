@@ -27,12 +27,7 @@ for i = 2, #ARGV do
   else
     local deadline = redis.call('ZSCORE', KEYS[2], sid)
     redis.call('ZREM', KEYS[2], sid)
-    local post = redis.call('HGET', KEYS[1], sid)
-    if post then
-      redis.call('HDEL', KEYS[1], sid)
-      if redis.call('SREM', prefix .. 'viewers:' .. post, sid) == 1 then
-        changed[post] = true
-      end
+    if forget(sid, changed) then
       local lag = 0
       if deadline then
         lag = now - tonumber(deadline)
@@ -41,7 +36,5 @@ for i = 2, #ARGV do
     end
   end
 end
-for post in pairs(changed) do
-  publish(post)
-end
+publish_changed(changed)
 return lags
