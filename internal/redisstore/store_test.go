@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/presence/presence/internal/presence"
@@ -227,5 +228,45 @@ func waitGone(t *testing.T, rdb *redis.Client, key string) {
 			t.Fatalf("%s still exists after 5s", key)
 		}
 		time.Sleep(20 * time.Millisecond) // a TTL must pass: nothing to await
+	}
+}
+
+// BenchmarkStore_ViewLeave measures one view script and, every third time, a
+// leave, against the shared redis-server over loopback.
+func BenchmarkStore_ViewLeave(b *testing.B) {
+	rdb := srv.Client(b)
+	s := New(rdb, Config{Prefix: redistest.Prefix(), TTL: time.Minute}, zap.NewNop())
+	ctx := context.Background()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		sid := presence.SessionID(fmt.Sprint(i % 1024))
+		if _, err := s.View(ctx, sid, presence.PostID(fmt.Sprint(i%64)), true); err != nil {
+			b.Fatal(err)
+		}
+		if i%3 == 0 {
+			if err := s.Leave(ctx, sid); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// BenchmarkStore_Refresh500 measures one refresh batch of 500 live sessions,
+// the unit an app server repeats every TTL/3.
+func BenchmarkStore_Refresh500(b *testing.B) {
+	rdb := srv.Client(b)
+	s := New(rdb, Config{Prefix: redistest.Prefix(), TTL: time.Minute}, zap.NewNop())
+	ctx := context.Background()
+	sessions := make([]presence.Session, 500)
+	for i := range sessions {
+		sessions[i] = presence.Session{ID: presence.SessionID(fmt.Sprint("s", i)), Post: presence.PostID(fmt.Sprint(i % 50))}
+		if _, err := s.View(ctx, sessions[i].ID, sessions[i].Post, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for b.Loop() {
+		if missing, err := s.Refresh(ctx, sessions); err != nil || len(missing) != 0 {
+			b.Fatalf("Refresh = %v, %v", missing, err)
+		}
 	}
 }
