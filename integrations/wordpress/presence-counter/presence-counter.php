@@ -2,7 +2,7 @@
 /**
  * Plugin Name:       Presence Counter
  * Description:       Shows "N people are viewing this post" live, counted by your Presence server.
- * Version:           0.1.0
+ * Version:           0.2.0
  * Requires at least: 6.0
  * Requires PHP:      7.4
  * License:           GPL-2.0-or-later
@@ -15,7 +15,11 @@
 defined( 'ABSPATH' ) || exit;
 
 define( 'PRESENCE_COUNTER_OPTION', 'presence_counter_server_url' );
+define( 'PRESENCE_COUNTER_PUBLISH_KEY_OPTION', 'presence_counter_publish_key' );
+define( 'PRESENCE_COUNTER_PUBLISH_KEY_CLEAR', 'presence_counter_publish_key_clear' );
 define( 'PRESENCE_COUNTER_HANDLE', 'presence-counter-widget' );
+// The server refuses larger publish bodies with 413 (MaxEventBody in internal/httpapi/publish.go).
+define( 'PRESENCE_COUNTER_MAX_EVENT_BYTES', 16384 );
 
 /*
  * Settings.
@@ -101,6 +105,69 @@ function presence_counter_server_url() {
 }
 
 /**
+ * Whether a string can be a publish key.
+ *
+ * Printable ASCII only, so the key can never break out of the Authorization header.
+ * Spaces, quotes and backslashes are refused because they are almost always left over
+ * from copying the key out of a shell or .env file, and commas because the server's
+ * PRESENCE_PUBLISH_KEYS is split on them, so no key the server accepts has one. The
+ * server also refuses keys under 16 characters at start-up, so none can match.
+ *
+ * @param string $key Candidate key, already trimmed.
+ * @return bool
+ */
+function presence_counter_is_valid_publish_key( $key ) {
+	return is_string( $key )
+		&& preg_match( '/^[\x21-\x7e]{16,256}$/D', $key )
+		&& ! preg_match( '/["\'`\\\\,]/', $key );
+}
+
+/**
+ * Sanitize callback of the publish key option.
+ *
+ * The settings page never prints the stored key, so its field is empty unless a new
+ * key is typed in: an empty value keeps the stored key, and only the "remove" checkbox
+ * clears it. A value that cannot be a key is refused with a settings error and the
+ * stored key is kept; the error does not repeat the value, which may be a secret.
+ *
+ * @param mixed $value Submitted value.
+ * @return string Value to store.
+ */
+function presence_counter_sanitize_publish_key( $value ) {
+	$previous = (string) get_option( PRESENCE_COUNTER_PUBLISH_KEY_OPTION, '' );
+	// phpcs:ignore WordPress.Security.NonceVerification.Missing -- options.php checked the settings form's nonce before saving; only compared with '1'.
+	if ( isset( $_POST[ PRESENCE_COUNTER_PUBLISH_KEY_CLEAR ] ) && '1' === $_POST[ PRESENCE_COUNTER_PUBLISH_KEY_CLEAR ] ) {
+		return '';
+	}
+	$value = is_string( $value ) ? trim( $value ) : '';
+	if ( '' === $value ) {
+		return $previous;
+	}
+	if ( presence_counter_is_valid_publish_key( $value ) ) {
+		return $value;
+	}
+	add_settings_error(
+		PRESENCE_COUNTER_PUBLISH_KEY_OPTION,
+		'presence_counter_invalid_publish_key',
+		__( 'The publish key must be one of the keys in the server\'s PRESENCE_PUBLISH_KEYS: 16 to 256 printable ASCII characters, without spaces, quotes, backslashes or commas. The previous key was kept.', 'presence-counter' )
+	);
+	return $previous;
+}
+
+/**
+ * The configured publish key, or '' when none is set.
+ *
+ * Checked again like the server URL, so a key written past the sanitize callback cannot
+ * put a line break into the request headers.
+ *
+ * @return string
+ */
+function presence_counter_publish_key() {
+	$key = trim( (string) get_option( PRESENCE_COUNTER_PUBLISH_KEY_OPTION, '' ) );
+	return presence_counter_is_valid_publish_key( $key ) ? $key : '';
+}
+
+/**
  * Registers the option, its section and its field.
  */
 function presence_counter_register_settings() {
@@ -128,6 +195,32 @@ function presence_counter_register_settings() {
 		'presence-counter',
 		'presence_counter_server',
 		array( 'label_for' => PRESENCE_COUNTER_OPTION )
+	);
+
+	register_setting(
+		'presence_counter',
+		PRESENCE_COUNTER_PUBLISH_KEY_OPTION,
+		array(
+			'type'              => 'string',
+			'description'       => __( 'Bearer key for publishing events to the Presence server.', 'presence-counter' ),
+			'sanitize_callback' => 'presence_counter_sanitize_publish_key',
+			'default'           => '',
+			'show_in_rest'      => false, // A secret: never in /wp/v2/settings.
+		)
+	);
+	add_settings_section(
+		'presence_counter_events',
+		__( 'Events', 'presence-counter' ),
+		'presence_counter_render_events_section',
+		'presence-counter'
+	);
+	add_settings_field(
+		PRESENCE_COUNTER_PUBLISH_KEY_OPTION,
+		__( 'Publish key', 'presence-counter' ),
+		'presence_counter_render_publish_key_field',
+		'presence-counter',
+		'presence_counter_events',
+		array( 'label_for' => PRESENCE_COUNTER_PUBLISH_KEY_OPTION )
 	);
 }
 add_action( 'admin_init', 'presence_counter_register_settings' );
@@ -164,6 +257,42 @@ function presence_counter_render_server_url_field() {
 		esc_html__( 'The server must allow this site in PRESENCE_ALLOWED_ORIGINS: %s', 'presence-counter' ),
 		'<code>' . esc_html( presence_counter_site_origin() ) . '</code>'
 	);
+	echo '</p>';
+}
+
+/**
+ * Prints the introduction of the Events section.
+ */
+function presence_counter_render_events_section() {
+	echo '<p>';
+	echo esc_html__( 'With a publish key, approving a comment pushes it live to the people viewing its post. Publishing is off on the server unless PRESENCE_PUBLISH_KEYS is set there.', 'presence-counter' );
+	echo '</p>';
+}
+
+/**
+ * Prints the publish key input.
+ *
+ * The stored key is never printed, not even escaped: the page's HTML ends up in
+ * browser caches, extensions and screenshots. The field stays empty and says "(set)"
+ * instead, and autocomplete="new-password" keeps browsers from filling in the saved
+ * WordPress login password, which would otherwise replace the key on the next save.
+ */
+function presence_counter_render_publish_key_field() {
+	$is_set = '' !== trim( (string) get_option( PRESENCE_COUNTER_PUBLISH_KEY_OPTION, '' ) );
+	printf(
+		'<input type="password" class="regular-text code" id="%1$s" name="%1$s" value="" placeholder="%2$s" autocomplete="new-password" spellcheck="false" />',
+		esc_attr( PRESENCE_COUNTER_PUBLISH_KEY_OPTION ),
+		esc_attr( $is_set ? __( '(set)', 'presence-counter' ) : '' )
+	);
+	if ( $is_set ) {
+		printf(
+			'<br /><label for="%1$s"><input type="checkbox" id="%1$s" name="%1$s" value="1" /> %2$s</label>',
+			esc_attr( PRESENCE_COUNTER_PUBLISH_KEY_CLEAR ),
+			esc_html__( 'Remove the stored key (stops publishing events)', 'presence-counter' )
+		);
+	}
+	echo '<p class="description">';
+	echo esc_html__( 'One of the keys in the server\'s PRESENCE_PUBLISH_KEYS. It is only sent from this site\'s server to the Presence server, never to visitors. Leave the field empty to keep the stored key.', 'presence-counter' );
 	echo '</p>';
 }
 
@@ -416,3 +545,177 @@ function presence_counter_views( $post_id = null, $echo = true ) {
 	}
 	return $html;
 }
+
+/*
+ * Events.
+ */
+
+/**
+ * Whether events can be published: a server URL and a publish key are set.
+ *
+ * @return bool
+ */
+function presence_counter_can_publish() {
+	return '' !== presence_counter_server_url() && '' !== presence_counter_publish_key();
+}
+
+/**
+ * Pushes an event to everybody viewing or watching a post, through the Presence server.
+ *
+ * For use by other code too, e.g. presence_counter_publish( $post_id, 'update', array(
+ * 'title' => $post->post_title ) ) from a save_post hook. The request is non-blocking
+ * with a 2 second timeout, so a slow or unreachable Presence server holds up the page
+ * that publishes by 2 seconds at most; the price is that a refused event (wrong key,
+ * publishing off on the server) goes unnoticed here. The caller decides who may see
+ * $data: everybody with the post open receives it.
+ *
+ * @param int    $post_id Post ID; the event goes to presence_counter_post_key( $post_id ).
+ * @param string $name    Event name: 1-64 characters of [A-Za-z0-9_.:-].
+ * @param mixed  $data    Anything wp_json_encode() can encode; at most about 16 KiB as JSON.
+ * @return bool Whether the request was handed to the HTTP API; false, with nothing sent,
+ *              when publishing is not configured or the event would be refused.
+ */
+function presence_counter_publish( $post_id, $name, $data ) {
+	$server = presence_counter_server_url();
+	$key    = presence_counter_publish_key();
+	if ( '' === $server || '' === $key ) {
+		return false;
+	}
+	// No "current post" default here: an event must name its post.
+	$post_id  = is_numeric( $post_id ) ? absint( $post_id ) : 0;
+	$post_key = $post_id ? presence_counter_post_key( $post_id ) : '';
+	if ( '' === $post_key ) {
+		return false;
+	}
+	// Checked here because the server's 400 for a bad name would never be seen.
+	if ( ! is_string( $name ) || ! preg_match( '/^[A-Za-z0-9_.:-]{1,64}$/D', $name ) ) {
+		return false;
+	}
+	$body = wp_json_encode(
+		array(
+			'name' => $name,
+			'data' => $data,
+		)
+	);
+	if ( false === $body || strlen( $body ) > PRESENCE_COUNTER_MAX_EVENT_BYTES ) {
+		return false;
+	}
+	$response = wp_remote_post(
+		$server . '/v1/posts/' . $post_key . '/events',
+		array(
+			'headers'     => array(
+				'Authorization' => 'Bearer ' . $key,
+				'Content-Type'  => 'application/json',
+			),
+			'body'        => $body,
+			// With the cURL transport WordPress still waits up to this long for the
+			// answer despite 'blocking' => false; other transports return at once.
+			'timeout'     => 2,
+			'blocking'    => false,
+			'data_format' => 'body',
+		)
+	);
+	return ! is_wp_error( $response );
+}
+
+/**
+ * Plain text of stored comment HTML: tags removed, entities decoded, white space collapsed.
+ *
+ * WordPress stores comment text and author names HTML-escaped ("Tom &amp; Jerry"); the
+ * event carries text, which the page must insert as text (textContent), never as HTML.
+ *
+ * @param string $html Stored value.
+ * @return string
+ */
+function presence_counter_plain_text( $html ) {
+	$text = wp_strip_all_tags( (string) $html, true );
+	return trim( html_entity_decode( $text, ENT_QUOTES | ENT_HTML5, 'UTF-8' ) );
+}
+
+/**
+ * Publishes a 'comment' event for a comment that is approved now.
+ *
+ * Nothing is sent for pingbacks, trackbacks and other comment types (notes, reviews),
+ * nor for comments on posts that are not published or that have a password: everybody
+ * with the post open receives the event, so it must not tell them more than the
+ * published post shows.
+ *
+ * @param int|WP_Comment $comment Comment ID or object.
+ * @return bool Whether an event was handed to the HTTP API.
+ */
+function presence_counter_publish_comment( $comment ) {
+	// Before anything else: get_comment_link() below costs queries.
+	if ( ! presence_counter_can_publish() ) {
+		return false;
+	}
+	$comment = get_comment( $comment );
+	if ( ! $comment ) {
+		return false;
+	}
+	// '' is what comments were stored with before WordPress 5.5 made it 'comment'.
+	if ( ! in_array( (string) $comment->comment_type, array( '', 'comment' ), true ) ) {
+		return false;
+	}
+	$post_id = (int) $comment->comment_post_ID;
+	if ( 'publish' !== get_post_status( $post_id ) ) {
+		return false;
+	}
+	$post = get_post( $post_id );
+	if ( ! $post || '' !== (string) $post->post_password ) {
+		return false;
+	}
+
+	$data = array(
+		'id'      => (int) $comment->comment_ID,
+		'author'  => presence_counter_plain_text( get_comment_author( $comment ) ),
+		'excerpt' => rtrim( mb_substr( presence_counter_plain_text( $comment->comment_content ), 0, 140 ) ),
+		'url'     => get_comment_link( $comment ),
+	);
+
+	/**
+	 * Filters the data of the 'comment' event sent when a comment is approved.
+	 *
+	 * @param array|mixed $data    id, author, excerpt and url of the comment; any JSON-encodable
+	 *                             value may be returned. null or false sends no event.
+	 * @param WP_Comment  $comment The approved comment.
+	 */
+	$data = apply_filters( 'presence_counter_comment_event_data', $data, $comment );
+	if ( null === $data || false === $data ) {
+		return false;
+	}
+	return presence_counter_publish( $post_id, 'comment', $data );
+}
+
+/**
+ * A new comment: published when it is approved on arrival.
+ *
+ * Comments held for moderation come back through the status transition below when
+ * they are approved.
+ *
+ * @param int        $comment_id       Comment ID.
+ * @param int|string $comment_approved 1 approved, 0 held, 'spam' or 'trash'.
+ */
+function presence_counter_comment_post( $comment_id, $comment_approved ) {
+	// Usually the int 1, but a pre_comment_approved filter may return '1'.
+	if ( 1 === $comment_approved || '1' === $comment_approved ) {
+		presence_counter_publish_comment( $comment_id );
+	}
+}
+add_action( 'comment_post', 'presence_counter_comment_post', 10, 2 );
+
+/**
+ * A comment approved later, from the moderation queue, spam or trash.
+ *
+ * WordPress fires this only when the status changes, and not when a comment is
+ * inserted, so it never repeats the event of presence_counter_comment_post().
+ *
+ * @param string     $new_status 'approved', 'unapproved', 'spam', 'trash', ...
+ * @param string     $old_status The previous status.
+ * @param WP_Comment $comment    The comment.
+ */
+function presence_counter_transition_comment_status( $new_status, $old_status, $comment ) {
+	if ( 'approved' === $new_status && 'approved' !== $old_status ) {
+		presence_counter_publish_comment( $comment );
+	}
+}
+add_action( 'transition_comment_status', 'presence_counter_transition_comment_status', 10, 3 );

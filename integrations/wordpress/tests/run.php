@@ -56,6 +56,11 @@ function t_reset( array $over = array() ) {
 			'pages'          => array(),
 			'fields_group'   => array(),
 			'sections_shown' => array(),
+			'comments'       => array(), // comment id => WP_Comment-like object
+			'post_status'    => array(), // post id => status
+			'post_password'  => array(), // post id => password
+			'remote_posts'   => array(), // array(url, args) per wp_remote_post() call
+			'remote_return'  => null,    // what wp_remote_post() returns; null: a non-blocking reply
 		),
 		$over
 	);
@@ -207,10 +212,17 @@ function settings_fields( $group ) {
 	echo '<input type="hidden" name="_wpnonce" value="nonce-' . esc_attr( $group ) . '-options" />';
 }
 
+/** Like WordPress: each section's title and callback, then its fields. */
 function do_settings_sections( $page ) {
 	$GLOBALS['t']['sections_shown'][] = $page;
-	foreach ( $GLOBALS['t']['settings_field'][ $page ] ?? array() as $fields ) {
-		foreach ( $fields as $field ) {
+	foreach ( $GLOBALS['t']['settings_section'][ $page ] ?? array() as $id => $section ) {
+		if ( $section['title'] ) {
+			echo '<h2>' . $section['title'] . "</h2>\n";
+		}
+		if ( $section['callback'] ) {
+			call_user_func( $section['callback'], array( 'id' => $id ) + $section );
+		}
+		foreach ( $GLOBALS['t']['settings_field'][ $page ][ $id ] ?? array() as $field ) {
 			call_user_func( $field['callback'], $field['args'] );
 		}
 	}
@@ -420,6 +432,120 @@ function t_parse_script_tag( $tag ) {
 }
 
 /*
+ * HTTP, JSON and text.
+ */
+
+class WP_Error {
+	public $code;
+	public $message;
+
+	public function __construct( $code = '', $message = '' ) {
+		$this->code    = $code;
+		$this->message = $message;
+	}
+}
+
+function is_wp_error( $thing ) {
+	return $thing instanceof WP_Error;
+}
+
+/** Records the request; returns what WordPress returns for a non-blocking one. */
+function wp_remote_post( $url, $args = array() ) {
+	$GLOBALS['t']['remote_posts'][] = array( 'url' => $url, 'args' => $args );
+	if ( null !== $GLOBALS['t']['remote_return'] ) {
+		return $GLOBALS['t']['remote_return'];
+	}
+	return array(
+		'headers'  => array(),
+		'body'     => '',
+		'response' => array( 'code' => false, 'message' => false ),
+		'cookies'  => array(),
+	);
+}
+
+/** wp_json_encode() without its fallback for invalid UTF-8. */
+function wp_json_encode( $data, $options = 0, $depth = 512 ) {
+	return json_encode( $data, $options, $depth );
+}
+
+function wp_strip_all_tags( $text, $remove_breaks = false ) {
+	if ( is_null( $text ) ) {
+		return '';
+	}
+	$text = preg_replace( '@<(script|style)[^>]*?>.*?</\\1>@si', '', (string) $text );
+	$text = strip_tags( $text );
+	if ( $remove_breaks ) {
+		$text = preg_replace( '/[\r\n\t ]+/', ' ', $text );
+	}
+	return trim( $text );
+}
+
+// WordPress defines mb_substr() in compat.php when mbstring is missing; so do the tests.
+if ( ! function_exists( 'mb_substr' ) ) {
+	function mb_substr( $str, $start, $length = null, $encoding = null ) {
+		preg_match_all( '/./us', (string) $str, $m );
+		return implode( '', array_slice( $m[0], $start, $length ) );
+	}
+}
+
+/*
+ * Comments and posts.
+ */
+
+/** Adds a comment (and its post's status) to the fake database; returns it. */
+function t_comment( array $fields = array(), $post_status = 'publish' ) {
+	$c = (object) array_merge(
+		array(
+			'comment_ID'       => '7',
+			'comment_post_ID'  => '42',
+			'comment_author'   => 'Ana',
+			'comment_content'  => 'Nice post!',
+			'comment_type'     => 'comment',
+			'comment_approved' => '1',
+			'user_id'          => '0',
+		),
+		$fields
+	);
+	$GLOBALS['t']['comments'][ (int) $c->comment_ID ]         = $c;
+	$GLOBALS['t']['post_status'][ (int) $c->comment_post_ID ] = $post_status;
+	return $c;
+}
+
+function get_comment( $comment = null ) {
+	if ( is_object( $comment ) ) {
+		return $comment;
+	}
+	return $GLOBALS['t']['comments'][ (int) $comment ] ?? null;
+}
+
+function get_comment_author( $comment_id = 0 ) {
+	$c      = get_comment( $comment_id );
+	$author = ( $c && '' !== $c->comment_author ) ? $c->comment_author : 'Anonymous';
+	return apply_filters( 'get_comment_author', $author, $c ? $c->comment_ID : 0, $c );
+}
+
+function get_comment_link( $comment = null ) {
+	$c = get_comment( $comment );
+	return home_url( '/?p=' . $c->comment_post_ID . '#comment-' . $c->comment_ID );
+}
+
+function get_post_status( $post = null ) {
+	return $GLOBALS['t']['post_status'][ (int) $post ] ?? false;
+}
+
+function get_post( $post = null ) {
+	$id = (int) $post;
+	if ( ! isset( $GLOBALS['t']['post_status'][ $id ] ) ) {
+		return null;
+	}
+	return (object) array(
+		'ID'            => $id,
+		'post_status'   => $GLOBALS['t']['post_status'][ $id ],
+		'post_password' => $GLOBALS['t']['post_password'][ $id ] ?? '',
+	);
+}
+
+/*
  * Assertions.
  */
 
@@ -479,7 +605,7 @@ run(
 		$head = file_get_contents( $plugin_file, false, null, 0, 8192 );
 		$want = array(
 			'Plugin Name'       => 'Presence Counter',
-			'Version'           => '0.1.0',
+			'Version'           => '0.2.0',
 			'Requires at least' => '6.0',
 			'Requires PHP'      => '7.4',
 			'License'           => 'GPL-2.0-or-later',
@@ -492,6 +618,11 @@ run(
 		}
 		check( (bool) preg_match( '/^[ \t\/*#@]*Description:\s*\S/mi', $head ), 'header Description' );
 		check( false !== strpos( $head, "defined( 'ABSPATH' ) || exit;" ), 'ABSPATH guard' );
+
+		$readme = file_get_contents( dirname( $plugin_file ) . '/readme.txt' );
+		$stable = preg_match( '/^Stable tag:\s*(\S+)\s*$/mi', $readme, $m ) ? $m[1] : null;
+		check_same( '0.2.0', $stable, 'readme Stable tag matches the Version' );
+		check( false !== strpos( $readme, '= 0.2.0 =' ), 'readme changelog has 0.2.0' );
 	}
 );
 
@@ -503,6 +634,8 @@ run(
 		check( has_filter_callback( 'admin_init', 'presence_counter_register_settings' ), 'admin_init hooked' );
 		check( has_filter_callback( 'admin_menu', 'presence_counter_add_settings_page' ), 'admin_menu hooked' );
 		check( isset( $GLOBALS['t_shortcodes']['presence_viewers'] ), '[presence_viewers] registered' );
+		check( has_filter_callback( 'comment_post', 'presence_counter_comment_post' ), 'comment_post hooked' );
+		check( has_filter_callback( 'transition_comment_status', 'presence_counter_transition_comment_status' ), 'transition_comment_status hooked' );
 	}
 );
 
@@ -615,6 +748,110 @@ run(
 		ob_start();
 		call_user_func( $page['callback'] );
 		check_same( '', ob_get_clean(), 'nothing for users without manage_options' );
+	}
+);
+
+run(
+	'settings: publish key sanitize',
+	function () {
+		t_reset();
+		do_action( 'admin_init' );
+		$opt = 'presence_counter_publish_key';
+		$key = 'k3y-0123456789abcdef+/=';
+		check( isset( $GLOBALS['t']['settings'][ $opt ] ), 'option registered' );
+		check_same( 'presence_counter', $GLOBALS['t']['settings'][ $opt ]['group'] ?? null, 'same option group as the URL' );
+		check_same( 'presence_counter_sanitize_publish_key', $GLOBALS['t']['settings'][ $opt ]['args']['sanitize_callback'] ?? null, 'sanitize_callback' );
+		check_same( false, $GLOBALS['t']['settings'][ $opt ]['args']['show_in_rest'] ?? null, 'not in the REST API' );
+
+		update_option( $opt, '  ' . $key . "\n" );
+		check_same( $key, get_option( $opt ), 'trimmed and stored' );
+		check_same( $key, presence_counter_publish_key(), 'getter returns it' );
+		update_option( $opt, '' );
+		check_same( $key, get_option( $opt ), 'an empty submission keeps the stored key' );
+		update_option( $opt, '   ' );
+		check_same( $key, get_option( $opt ), 'a blank submission keeps the stored key' );
+		update_option( $opt, null );
+		check_same( $key, get_option( $opt ), 'a missing field keeps the stored key' );
+		check_same( array(), $GLOBALS['t']['settings_error'], 'no error so far' );
+
+		$refused = array(
+			'with space'       => 'abc def0123456789',
+			'double quote'     => 'abc"def0123456789',
+			'single quote'     => "abc'def0123456789",
+			'quoted'           => '"0123456789abcdef"',
+			'backslash'        => 'abc\\def0123456789',
+			'comma (two keys)' => '0123456789abcdef,fedcba9876543210',
+			'line break'       => "abc\r\nX-Evil: 1",
+			'tab'              => "abc\tdef",
+			'non-ASCII'        => 'schlüssel0123456789',
+			'257 characters'   => str_repeat( 'a', 257 ),
+			'15 characters'    => str_repeat( 'a', 15 ),
+		);
+		$n = 0;
+		foreach ( $refused as $what => $bad ) {
+			update_option( $opt, $bad );
+			check_same( $key, get_option( $opt ), "refused $what: keeps the previous key" );
+			check_same( ++$n, count( $GLOBALS['t']['settings_error'] ), "refused $what: settings error" );
+			$last = end( $GLOBALS['t']['settings_error'] );
+			check( false === strpos( $last['message'], $bad ), "refused $what: error does not repeat the value" );
+		}
+		check_same( $opt, $GLOBALS['t']['settings_error'][0]['setting'] ?? null, 'error is for the option' );
+
+		update_option( $opt, str_repeat( 'b', 256 ) );
+		check_same( str_repeat( 'b', 256 ), get_option( $opt ), '256 characters accepted' );
+		update_option( $opt, str_repeat( 'c', 16 ) );
+		check_same( str_repeat( 'c', 16 ), get_option( $opt ), '16 characters accepted' );
+		update_option( $opt, $key );
+
+		// The "remove" checkbox clears the key, whatever the password field holds.
+		$_POST['presence_counter_publish_key_clear'] = '1';
+		update_option( $opt, '' );
+		check_same( '', get_option( $opt ), 'checkbox clears the key' );
+		update_option( $opt, $key );
+		check_same( '', get_option( $opt ), 'checkbox wins over a typed key' );
+		$_POST['presence_counter_publish_key_clear'] = 'yes';
+		update_option( $opt, $key );
+		check_same( $key, get_option( $opt ), 'only the value 1 clears' );
+		unset( $_POST['presence_counter_publish_key_clear'] );
+		check_same( $n, count( $GLOBALS['t']['settings_error'] ), 'no error for accepted values' );
+		check_same( $key, presence_counter_sanitize_publish_key( array( 'x' ) ), 'a non-string keeps the stored key' );
+
+		// A stored key that skipped the sanitize callback is not used.
+		t_raw_option( $opt, "abc\r\nX-Evil: 1" );
+		check_same( '', presence_counter_publish_key(), 'tampered key not used' );
+	}
+);
+
+run(
+	'settings: publish key field',
+	function () {
+		t_reset();
+		do_action( 'admin_init' );
+		do_action( 'admin_menu' );
+		$page = $GLOBALS['t']['pages']['presence-counter'];
+		check( ! empty( $GLOBALS['t']['settings_field']['presence-counter']['presence_counter_events']['presence_counter_publish_key'] ), 'field added to the Events section' );
+
+		ob_start();
+		call_user_func( $page['callback'] );
+		$html = ob_get_clean();
+		check( false !== strpos( $html, 'name="presence_counter_server_url"' ), 'URL field still there' );
+		check( (bool) preg_match( '/<input type="password"[^>]* name="presence_counter_publish_key" value=""/', $html ), 'password input named after the option, empty', $html );
+		check( false !== strpos( $html, 'autocomplete="new-password"' ), 'browsers do not fill in the login password' );
+		check( false === strpos( $html, '(set)' ), 'no "(set)" without a key' );
+		check( false === strpos( $html, 'presence_counter_publish_key_clear' ), 'no remove checkbox without a key' );
+		check( false !== strpos( $html, '<h2>Events</h2>' ), 'Events section title' );
+
+		$secret = 'S3cret-0123456789abcdef<&>"x';
+		t_raw_option( 'presence_counter_publish_key', $secret );
+		ob_start();
+		call_user_func( $page['callback'] );
+		$html = ob_get_clean();
+		foreach ( array( $secret, esc_attr( $secret ), 'S3cret', '0123456789abcdef' ) as $needle ) {
+			check( false === strpos( $html, $needle ), 'stored key not in the page: ' . $needle );
+		}
+		check( false !== strpos( $html, 'placeholder="(set)"' ), '"(set)" placeholder' );
+		check( (bool) preg_match( '/<input type="checkbox" id="presence_counter_publish_key_clear" name="presence_counter_publish_key_clear" value="1" \/>/', $html ), 'remove checkbox', $html );
+		check( (bool) preg_match( '/<input type="password"[^>]* value=""/', $html ), 'password input still empty' );
 	}
 );
 
@@ -878,6 +1115,337 @@ run(
 	}
 );
 
+const T_KEY = '0123456789abcdef-publish';
+
+/** A site with publishing configured and comment 7 on published post 42. */
+function t_events( array $over = array(), $blog_id = 1 ) {
+	t_reset(
+		array_merge(
+			array(
+				'blog_id' => $blog_id,
+				'options' => array(
+					$blog_id => array(
+						'presence_counter_server_url'  => T_SERVER,
+						'presence_counter_publish_key' => T_KEY,
+					),
+				),
+			),
+			$over
+		)
+	);
+	t_comment();
+}
+
+/** The decoded JSON body of the only request, or null. */
+function t_sent_body() {
+	$calls = $GLOBALS['t']['remote_posts'];
+	if ( 1 !== count( $calls ) ) {
+		return null;
+	}
+	return json_decode( $calls[0]['args']['body'], true );
+}
+
+run(
+	'events: approved comment',
+	function () {
+		t_events();
+		do_action( 'comment_post', 7, 1, array() );
+		$calls = $GLOBALS['t']['remote_posts'];
+		check_same( 1, count( $calls ), 'one request' );
+		check_same( T_SERVER . '/v1/posts/42/events', $calls[0]['url'] ?? null, 'URL' );
+		$args = $calls[0]['args'] ?? array();
+		check_same(
+			array(
+				'Authorization' => 'Bearer ' . T_KEY,
+				'Content-Type'  => 'application/json',
+			),
+			$args['headers'] ?? null,
+			'headers'
+		);
+		check_same( false, $args['blocking'] ?? null, 'non-blocking' );
+		check_same( 2, $args['timeout'] ?? null, 'timeout' );
+		check_same( 'body', $args['data_format'] ?? null, 'data_format' );
+		check_same( array( 'blocking', 'body', 'data_format', 'headers', 'timeout' ), ( function ( $k ) { sort( $k ); return $k; } )( array_keys( $args ) ), 'no other arguments' );
+		check_same(
+			'{"name":"comment","data":{"id":7,"author":"Ana","excerpt":"Nice post!","url":"https:\\/\\/www.example.org\\/?p=42#comment-7"}}',
+			$args['body'] ?? null,
+			'exact JSON body'
+		);
+		check_same(
+			array(
+				'name' => 'comment',
+				'data' => array(
+					'id'      => 7,
+					'author'  => 'Ana',
+					'excerpt' => 'Nice post!',
+					'url'     => 'https://www.example.org/?p=42#comment-7',
+				),
+			),
+			t_sent_body(),
+			'decoded body'
+		);
+
+		// The string '1' from a pre_comment_approved filter is approved too.
+		t_events();
+		do_action( 'comment_post', 7, '1', array() );
+		check_same( 1, count( $GLOBALS['t']['remote_posts'] ), "comment_post with '1' sends once" );
+
+		// Legacy comment type ''.
+		t_events();
+		t_comment( array( 'comment_type' => '' ) );
+		do_action( 'comment_post', 7, 1, array() );
+		check_same( 1, count( $GLOBALS['t']['remote_posts'] ), "comment type '' sends" );
+	}
+);
+
+run(
+	'events: multisite key',
+	function () {
+		t_events( array( 'multisite' => true ), 3 );
+		do_action( 'comment_post', 7, 1, array() );
+		check_same( T_SERVER . '/v1/posts/3-42/events', $GLOBALS['t']['remote_posts'][0]['url'] ?? null, 'URL has <blog id>-<post id>' );
+		check_same( 1, count( $GLOBALS['t']['remote_posts'] ), 'one request' );
+		check_same( 'Bearer ' . T_KEY, $GLOBALS['t']['remote_posts'][0]['args']['headers']['Authorization'] ?? null, "this site's key" );
+	}
+);
+
+run(
+	'events: held, spam and later approval',
+	function () {
+		foreach ( array( 0, '0', 'spam', 'trash' ) as $approved ) {
+			t_events();
+			t_comment( array( 'comment_approved' => (string) $approved ) );
+			do_action( 'comment_post', 7, $approved, array() );
+			check_same( array(), $GLOBALS['t']['remote_posts'], 'comment_post with ' . var_export( $approved, true ) . ' sends nothing' );
+		}
+
+		t_events();
+		$c = t_comment( array( 'comment_approved' => '1' ) );
+		do_action( 'transition_comment_status', 'approved', 'unapproved', $c );
+		check_same( 1, count( $GLOBALS['t']['remote_posts'] ), 'unapproved -> approved sends once' );
+		check_same( 7, t_sent_body()['data']['id'] ?? null, 'of the comment' );
+
+		foreach ( array( 'spam', 'trash' ) as $old ) {
+			t_events();
+			do_action( 'transition_comment_status', 'approved', $old, t_comment() );
+			check_same( 1, count( $GLOBALS['t']['remote_posts'] ), "$old -> approved sends once" );
+		}
+
+		$quiet = array(
+			array( 'unapproved', 'approved' ),
+			array( 'spam', 'approved' ),
+			array( 'spam', 'unapproved' ),
+			array( 'trash', 'approved' ),
+			array( 'approved', 'approved' ),
+		);
+		foreach ( $quiet as $tr ) {
+			t_events();
+			do_action( 'transition_comment_status', $tr[0], $tr[1], t_comment() );
+			check_same( array(), $GLOBALS['t']['remote_posts'], "{$tr[1]} -> {$tr[0]} sends nothing" );
+		}
+	}
+);
+
+run(
+	'events: not sent',
+	function () {
+		$cases = array(
+			'no publish key' => function () {
+				delete_option( 'presence_counter_publish_key' );
+			},
+			'no server URL'  => function () {
+				delete_option( 'presence_counter_server_url' );
+			},
+			'bad stored key' => function () {
+				t_raw_option( 'presence_counter_publish_key', "k\nX-Evil: 1" );
+			},
+			'pingback'       => function () {
+				t_comment( array( 'comment_type' => 'pingback' ) );
+			},
+			'trackback'      => function () {
+				t_comment( array( 'comment_type' => 'trackback' ) );
+			},
+			'editor note'    => function () {
+				t_comment( array( 'comment_type' => 'note' ) );
+			},
+			'unknown comment' => function () {
+				$GLOBALS['t']['comments'] = array();
+			},
+			'post without a key' => function () {
+				add_filter( 'presence_counter_post_key', '__return_false' );
+			},
+			'filter returns null' => function () {
+				add_filter( 'presence_counter_comment_event_data', function () {
+					return null;
+				} );
+			},
+			'filter returns false' => function () {
+				add_filter( 'presence_counter_comment_event_data', '__return_false' );
+			},
+			'password-protected post' => function () {
+				$GLOBALS['t']['post_password'][42] = 'secret';
+			},
+		);
+		foreach ( array( 'draft', 'private', 'pending', 'future', 'trash', false ) as $status ) {
+			$cases[ 'post status ' . var_export( $status, true ) ] = function () use ( $status ) {
+				$GLOBALS['t']['post_status'][42] = $status;
+			};
+		}
+		foreach ( $cases as $what => $setup ) {
+			t_events();
+			$setup();
+			do_action( 'comment_post', 7, 1, array() );
+			$c = get_comment( 7 );
+			if ( $c ) {
+				do_action( 'transition_comment_status', 'approved', 'unapproved', $c );
+			}
+			check_same( array(), $GLOBALS['t']['remote_posts'], "$what: no request" );
+			remove_all_filters( 'presence_counter_post_key' );
+			remove_all_filters( 'presence_counter_comment_event_data' );
+		}
+	}
+);
+
+run(
+	'events: filter',
+	function () {
+		t_events();
+		$seen = null;
+		add_filter(
+			'presence_counter_comment_event_data',
+			function ( $data, $comment ) use ( &$seen ) {
+				$seen = $comment;
+				unset( $data['url'] );
+				$data['avatar'] = 'https://www.example.org/a.png';
+				return $data;
+			},
+			10,
+			2
+		);
+		do_action( 'comment_post', 7, 1, array() );
+		remove_all_filters( 'presence_counter_comment_event_data' );
+		check_same( '7', $seen->comment_ID ?? null, 'filter gets the comment' );
+		check_same(
+			array(
+				'id'      => 7,
+				'author'  => 'Ana',
+				'excerpt' => 'Nice post!',
+				'avatar'  => 'https://www.example.org/a.png',
+			),
+			t_sent_body()['data'] ?? null,
+			'changed data sent'
+		);
+	}
+);
+
+run(
+	'events: text is plain data',
+	function () {
+		$author = 'Ana "<b>Bold</b>" O\'Brien </script><script>alert(1)</script> \\ é';
+		t_events();
+		t_comment(
+			array(
+				'comment_author'  => $author,
+				'comment_content' => '<p>Hi <a href="https://x.example/">there</a> & "friends"</p><script>alert(1)</script>',
+			)
+		);
+		do_action( 'comment_post', 7, 1, array() );
+		$body = $GLOBALS['t']['remote_posts'][0]['args']['body'] ?? '';
+		$json = json_decode( $body, true );
+		check( JSON_ERROR_NONE === json_last_error() && is_array( $json ), 'valid JSON', $body );
+		check_same( array( 'name', 'data' ), array_keys( (array) $json ), 'only name and data' );
+		check_same( array( 'id', 'author', 'excerpt', 'url' ), array_keys( (array) ( $json['data'] ?? array() ) ), 'data fields' );
+		check_same( 'Ana "Bold" O\'Brien \\ é', $json['data']['author'] ?? null, 'author: tags stripped, quotes kept as text' );
+		check_same( 'Hi there & "friends"', $json['data']['excerpt'] ?? null, 'excerpt: plain text' );
+		check( false === strpos( $body, '<b>' ) && false === strpos( $body, '<script' ), 'no markup in the body', $body );
+		check( false !== strpos( $body, '\\"friends\\"' ), 'quotes escaped by json_encode', $body );
+
+		// WordPress stores names and comment text HTML-escaped; the event carries text.
+		t_events();
+		t_comment(
+			array(
+				'comment_author'  => 'Tom &amp; Jerry &lt;3',
+				'comment_content' => 'a &lt; b &amp;&amp; c &#8220;quoted&#8221;',
+			)
+		);
+		do_action( 'comment_post', 7, 1, array() );
+		check_same( 'Tom & Jerry <3', t_sent_body()['data']['author'] ?? null, 'author entities decoded' );
+		check_same( "a < b && c \u{201C}quoted\u{201D}", t_sent_body()['data']['excerpt'] ?? null, 'excerpt entities decoded' );
+
+		t_events();
+		t_comment( array( 'comment_author' => '' ) );
+		do_action( 'comment_post', 7, 1, array() );
+		check_same( 'Anonymous', t_sent_body()['data']['author'] ?? null, 'empty author is what WordPress shows' );
+	}
+);
+
+run(
+	'events: excerpt length',
+	function () {
+		t_events();
+		$long = '<p>' . str_repeat( 'abcdefghi ', 10 ) . '</p>' . "\n\n<p>" . str_repeat( 'x', 200 ) . '</p>';
+		t_comment( array( 'comment_content' => $long ) );
+		do_action( 'comment_post', 7, 1, array() );
+		$excerpt = t_sent_body()['data']['excerpt'] ?? '';
+		check_same( str_repeat( 'abcdefghi ', 10 ) . str_repeat( 'x', 40 ), $excerpt, 'first 140 characters, breaks collapsed' );
+
+		t_events();
+		t_comment( array( 'comment_content' => str_repeat( 'ü€😀', 100 ) ) );
+		do_action( 'comment_post', 7, 1, array() );
+		$excerpt = t_sent_body()['data']['excerpt'] ?? '';
+		check_same( 140, preg_match_all( '/./us', $excerpt ), '140 characters, not bytes' );
+		check( (bool) preg_match( '//u', $excerpt ), 'still valid UTF-8' );
+	}
+);
+
+run(
+	'events: presence_counter_publish()',
+	function () {
+		t_events();
+		$data = array(
+			'title'    => 'Hello <world>',
+			'modified' => '2026-01-02T03:04:05+00:00',
+		);
+		check_same( true, presence_counter_publish( 42, 'update', $data ), 'returns true' );
+		check_same( T_SERVER . '/v1/posts/42/events', $GLOBALS['t']['remote_posts'][0]['url'] ?? null, 'URL' );
+		check_same( array( 'name' => 'update', 'data' => $data ), t_sent_body(), 'body' );
+		check_same( false, $GLOBALS['t']['remote_posts'][0]['args']['blocking'] ?? null, 'non-blocking' );
+
+		t_events();
+		check_same( true, presence_counter_publish( '42', 'a.b:c_d-e', null ), 'numeric string id, any valid name, null data' );
+		check_same( '{"name":"a.b:c_d-e","data":null}', $GLOBALS['t']['remote_posts'][0]['args']['body'] ?? null, 'null data sent as null' );
+
+		$refused = array(
+			'bad name'        => array( 42, 'a b', 1 ),
+			'empty name'      => array( 42, '', 1 ),
+			'long name'       => array( 42, str_repeat( 'n', 65 ), 1 ),
+			'non-string name' => array( 42, 7, 1 ),
+			'post 0'          => array( 0, 'update', 1 ),
+			'no post'         => array( null, 'update', 1 ),
+			'post object'     => array( (object) array( 'ID' => 42 ), 'update', 1 ),
+			'over 16 KiB'     => array( 42, 'update', str_repeat( 'x', 16384 ) ),
+			'not encodable'   => array( 42, 'update', "\xff\xfe" ),
+		);
+		foreach ( $refused as $what => $a ) {
+			t_events();
+			check_same( false, presence_counter_publish( $a[0], $a[1], $a[2] ), "$what: returns false" );
+			check_same( array(), $GLOBALS['t']['remote_posts'], "$what: no request" );
+		}
+
+		t_events();
+		check_same( true, presence_counter_publish( 42, 'update', str_repeat( 'x', 16384 - strlen( '{"name":"update","data":""}' ) ) ), 'exactly 16 KiB is sent' );
+
+		t_events();
+		delete_option( 'presence_counter_publish_key' );
+		check_same( false, presence_counter_publish( 42, 'update', 1 ), 'not configured: false' );
+		check_same( array(), $GLOBALS['t']['remote_posts'], 'not configured: no request' );
+
+		t_events();
+		$GLOBALS['t']['remote_return'] = new WP_Error( 'http_request_failed', 'refused' );
+		check_same( false, presence_counter_publish( 42, 'update', 1 ), 'HTTP API error: false' );
+	}
+);
+
 run(
 	'uninstall',
 	function () use ( $plugin_dir ) {
@@ -888,14 +1456,15 @@ run(
 			array(
 				'options' => array(
 					1 => array(
-						'presence_counter_server_url' => T_SERVER,
-						'blogname'                    => 'Site',
+						'presence_counter_server_url'  => T_SERVER,
+						'presence_counter_publish_key' => T_KEY,
+						'blogname'                     => 'Site',
 					),
 				),
 			)
 		);
 		include $plugin_dir . '/uninstall.php';
-		check_same( array( 'blogname' => 'Site' ), $GLOBALS['t']['options'][1], 'option deleted' );
+		check_same( array( 'blogname' => 'Site' ), $GLOBALS['t']['options'][1], 'options deleted' );
 
 		t_reset(
 			array(
@@ -904,10 +1473,13 @@ run(
 				'sites'     => array( 1, 2, 3 ),
 				'options'   => array(
 					1 => array( 'presence_counter_server_url' => T_SERVER ),
-					2 => array( 'presence_counter_server_url' => T_SERVER ),
+					2 => array(
+						'presence_counter_server_url'  => T_SERVER,
+						'presence_counter_publish_key' => T_KEY,
+					),
 					3 => array(
-						'presence_counter_server_url' => T_SERVER,
-						'blogname'                    => 'Three',
+						'presence_counter_publish_key' => T_KEY,
+						'blogname'                     => 'Three',
 					),
 				),
 			)
@@ -920,7 +1492,7 @@ run(
 				3 => array( 'blogname' => 'Three' ),
 			),
 			$GLOBALS['t']['options'],
-			'option deleted on every site'
+			'options deleted on every site'
 		);
 		check_same( 2, $GLOBALS['t']['blog_id'], 'current site restored' );
 	}
