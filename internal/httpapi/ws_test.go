@@ -11,6 +11,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/presence/presence/internal/presence"
+	"github.com/presence/presence/internal/redistest"
 )
 
 func TestWS_HelloFirst(t *testing.T) {
@@ -353,4 +354,41 @@ func TestWS_LostSessionIsReregistered(t *testing.T) {
 	if got := metricValue(t, a, "presence_reregistrations_total"); got != 1 {
 		t.Errorf("presence_reregistrations_total=%v, want 1", got)
 	}
+}
+
+// TestWS_RedisLosesEverything is a Redis restart without persistence: every
+// key is gone and the subscriber reconnects. Counts must follow the new
+// state, although the app server saw higher seqs before.
+func TestWS_RedisLosesEverything(t *testing.T) {
+	r := redistest.Start(t)
+	a := newApp(t, appOpts{rdb: r.Client(t)})
+	w := dial(t, a, nil)
+	w.send(`{"type":"watch","posts":["r"]}`)
+	w.waitCount("r", 0)
+	v := dial(t, a, nil)
+	v.send(`{"type":"view","post":"r"}`)
+	w.waitCount("r", 1)
+	for range 20 { // push seq well past where a fresh counter would start
+		x := dial(t, a, nil)
+		x.send(`{"type":"view","post":"other"}`)
+		x.waitCount("other", 1)
+		x.conn.CloseNow()
+	}
+
+	ctx := context.Background()
+	if err := a.rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The re-read after resubscribing shows what Redis has now...
+	w.waitCount("r", 0)
+	// ...the next refresh registers the live session again...
+	a.hub.Refresh(ctx)
+	w.waitCount("r", 1)
+	// ...and new changes keep flowing.
+	v2 := dial(t, a, nil)
+	v2.send(`{"type":"view","post":"r"}`)
+	w.waitCount("r", 2)
 }

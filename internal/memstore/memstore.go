@@ -82,6 +82,9 @@ func (s *Store) View(_ context.Context, sid presence.SessionID, post presence.Po
 	// A session past its deadline but not yet pruned is taken over as it
 	// is, as the Redis script overwrites a stale viewers entry.
 	ss := s.sessions[sid]
+	// A session's first view of a post never finds it on that post: a
+	// retried view does, and must not count twice (as in view.lua).
+	countView = countView && (ss == nil || ss.post != post)
 	added := false
 	if ss == nil {
 		ss = &session{id: sid, post: post, deadline: now.Add(s.ttl)}

@@ -9,25 +9,21 @@ import (
 //go:embed lua/*.lua
 var luaFS embed.FS
 
-// The scripts that change a post's count share common.lua's helpers, which
-// are prepended at load time because Redis scripts cannot include files.
+// Every script gets common.lua's helpers prepended at load time, because
+// Redis scripts cannot include files.
 var (
-	viewScript    = newScript("view.lua", true)
-	leaveScript   = newScript("leave.lua", true)
-	pruneScript   = newScript("prune.lua", true)
-	refreshScript = newScript("refresh.lua", false)
-	dueScript     = newScript("due.lua", false)
-	countsScript  = newScript("counts.lua", false)
+	viewScript    = newScript("view.lua")
+	leaveScript   = newScript("leave.lua")
+	pruneScript   = newScript("prune.lua")
+	refreshScript = newScript("refresh.lua")
+	dueScript     = newScript("due.lua")
+	countsScript  = newScript("counts.lua")
 )
 
 var allScripts = []*redis.Script{viewScript, leaveScript, pruneScript, refreshScript, dueScript, countsScript}
 
-func newScript(name string, common bool) *redis.Script {
-	src := mustRead(name)
-	if common {
-		src = mustRead("common.lua") + "\n" + src
-	}
-	return redis.NewScript(src)
+func newScript(name string) *redis.Script {
+	return redis.NewScript(mustRead("common.lua") + "\n" + mustRead(name))
 }
 
 func mustRead(name string) string {

@@ -175,7 +175,7 @@ func (s *Store) Counts(ctx context.Context, posts []presence.PostID) ([]presence
 	for _, p := range posts {
 		args = append(args, string(p))
 	}
-	res, err := countsScript.Run(ctx, s.rdb, []string{s.keys.seq()}, args...).Int64Slice()
+	res, err := countsScript.Run(ctx, s.rdb, s.countKeys(), args...).Int64Slice()
 	if err != nil {
 		return nil, s.fail("counts", err)
 	}

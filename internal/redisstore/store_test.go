@@ -270,3 +270,31 @@ func BenchmarkStore_Refresh500(b *testing.B) {
 		}
 	}
 }
+
+// TestStore_SeqSurvivesFlush: Redis restarted without persistence starts
+// seq from its clock, after every seq handed out before.
+func TestStore_SeqSurvivesFlush(t *testing.T) {
+	r := redistest.Start(t)
+	rdb := r.Client(t)
+	s := New(rdb, Config{TTL: time.Minute}, zaptest.NewLogger(t))
+	ctx := context.Background()
+	var last int64
+	for i := range 50 {
+		c, err := s.View(ctx, presence.SessionID(fmt.Sprint(i)), "p", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = c.Seq
+	}
+	if err := rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	counts, err := s.Counts(ctx, []presence.PostID{"p"})
+	if err != nil || counts[0].Seq <= last || counts[0].Viewers != 0 {
+		t.Fatalf("Counts after FLUSHALL = %+v, %v; want 0 viewers and Seq > %d", counts, err, last)
+	}
+	c, err := s.View(ctx, "new", "p", true)
+	if err != nil || c.Seq <= counts[0].Seq {
+		t.Fatalf("View after FLUSHALL = %+v, %v; want Seq > %d", c, err, counts[0].Seq)
+	}
+}

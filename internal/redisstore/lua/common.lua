@@ -1,6 +1,6 @@
--- common: helpers prepended to every script that changes a post's count.
--- Expects KEYS[1] to be the viewers hash, KEYS[3] the seq counter and
--- ARGV[1] the key prefix.
+-- common: helpers prepended to every script. Those that touch posts expect
+-- KEYS[1] to be the viewers hash, KEYS[3] the seq counter and ARGV[1] the
+-- key prefix; now_ms needs nothing.
 local prefix = ARGV[1]
 
 local function now_ms()
@@ -8,25 +8,44 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- read returns {viewers, views, seq} of a post without changing anything.
+-- ensure_seq starts a missing seq counter at Redis's clock in microseconds.
+-- After a restart without persistence, or a FLUSHALL, app servers still hold
+-- the old seq of every post they show; starting from the clock keeps new
+-- counts ordered after those, because INCR never runs faster than once a
+-- microsecond. (2^53, where Lua's numbers stop being exact, is in 2255.)
+local function ensure_seq()
+  if redis.call('EXISTS', KEYS[3]) == 0 then
+    local t = redis.call('TIME')
+    redis.call('SET', KEYS[3], t[1] .. string.format('%06d', tonumber(t[2])))
+  end
+end
+
+-- seq returns the current seq.
+local function seq()
+  ensure_seq()
+  return tonumber(redis.call('GET', KEYS[3]))
+end
+
+-- read returns {viewers, views, seq} of a post without changing it.
 local function read(post)
   local viewers = redis.call('SCARD', prefix .. 'viewers:' .. post)
   local views = tonumber(redis.call('GET', prefix .. 'views:' .. post) or '0')
-  local seq = tonumber(redis.call('GET', KEYS[3]) or '0')
-  return {viewers, views, seq}
+  return {viewers, views, seq()}
 end
 
 -- publish gives the post's change the next seq and tells every app server
 -- that listens for the post; the payload is the wire protocol's count frame
 -- plus seq, so PHP code and app servers share one format.
 local function publish(post)
-  local seq = redis.call('INCR', KEYS[3])
+  ensure_seq()
+  local n = redis.call('INCR', KEYS[3])
   local viewers = redis.call('SCARD', prefix .. 'viewers:' .. post)
   local views = redis.call('GET', prefix .. 'views:' .. post) or '0'
+  -- %d, because Lua would print a number this large as 1.79e+15.
   redis.call('PUBLISH', prefix .. 'presence:post:' .. post,
     '{"type":"count","post":"' .. post .. '","viewers":' .. viewers ..
-    ',"views":' .. views .. ',"seq":' .. seq .. '}')
-  return {viewers, tonumber(views), seq}
+    ',"views":' .. views .. ',"seq":' .. string.format('%d', n) .. '}')
+  return {viewers, tonumber(views), n}
 end
 
 -- forget removes a session from the viewers hash and its post's set, notes

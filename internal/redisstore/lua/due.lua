@@ -2,8 +2,7 @@
 -- KEYS[1] - deadlines sorted set
 -- ARGV[1] - at most this many session ids
 -- Returns {ms until the next deadline or -1 if none, sid, sid, ...}.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local out = {-1}
 if #due == 0 then

@@ -6,9 +6,8 @@
 -- Returns the session ids whose key is gone or names another post; the app
 -- server registers those again with view, which also repairs a move whose
 -- reply was lost.
-local prefix, ttl = ARGV[1], tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+local now = now_ms()
 local missing = {}
 for i = 3, #ARGV, 2 do
   local sid, post = ARGV[i], ARGV[i + 1]

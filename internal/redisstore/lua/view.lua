@@ -21,7 +21,9 @@ redis.call('SET', prefix .. 'session:' .. sid, post, 'PX', ttl)
 redis.call('HSET', KEYS[1], sid, post)
 redis.call('ZADD', KEYS[2], now + ttl, sid)
 local added = redis.call('SADD', prefix .. 'viewers:' .. post, sid)
-local counted = ARGV[5] == '1'
+-- A session's first view of a post never finds it on that post already; a
+-- view retried after a lost reply does, and must not count twice.
+local counted = ARGV[5] == '1' and old ~= post
 if counted then
   redis.call('INCR', prefix .. 'views:' .. post)
 end
