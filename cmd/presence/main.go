@@ -89,7 +89,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return fmt.Errorf("PRESENCE_ADDR: %w", err)
 	}
-	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(log.Named("http"))}
+	// Hijacked WebSockets drop these deadlines; they bound plain HTTP, so no
+	// client can hold a file descriptor with an idle or trickling request.
+	srv := &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
 	log.Info("listening", zap.String("addr", ln.Addr().String()))
 
 	// Run until a signal or the first failure, then shut down in order.

@@ -88,7 +88,9 @@ func Load(name string, args []string, getenv func(string) string, out io.Writer)
 		d, err := time.ParseDuration(*vals[flagName])
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: not a duration (use Go syntax such as 90s or 250ms): %q", env, *vals[flagName]))
-			return
+			// Validate then checks the default instead, so the error
+			// above is the only one about this setting.
+			d, _ = time.ParseDuration(defaultOf(flagName))
 		}
 		*dst = d
 	}
@@ -96,10 +98,22 @@ func Load(name string, args []string, getenv func(string) string, out io.Writer)
 	dur("coalesce", "PRESENCE_COALESCE", &c.Coalesce)
 	dur("gc-poll", "PRESENCE_GC_POLL", &c.GCPoll)
 	dur("sweep-interval", "PRESENCE_SWEEP_INTERVAL", &c.SweepInterval)
+	if err := c.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		return Config{}, errors.Join(errs...)
 	}
-	return c, c.Validate()
+	return c, nil
+}
+
+func defaultOf(flagName string) string {
+	for _, s := range settings {
+		if s.flag == flagName {
+			return s.def
+		}
+	}
+	return ""
 }
 
 // lookup treats a variable set to the empty string as unset, as shells and

@@ -73,10 +73,17 @@ func TestLoad_Errors(t *testing.T) {
 			t.Errorf("env %v args %v: err=%v, want it to contain %q", tc.env, tc.args, err, tc.want)
 		}
 	}
-	// Several problems are reported together.
-	_, err := Load("presence", nil, env(map[string]string{"PRESENCE_SESSION_TTL": "0s", "PRESENCE_LOG_LEVEL": "x"}), &bytes.Buffer{})
-	if err == nil || !strings.Contains(err.Error(), "PRESENCE_SESSION_TTL") || !strings.Contains(err.Error(), "PRESENCE_LOG_LEVEL") {
-		t.Errorf("err=%v, want both problems named", err)
+	// Several problems are reported together, unparsable durations too.
+	_, err := Load("presence", nil, env(map[string]string{
+		"PRESENCE_SESSION_TTL": "90", "PRESENCE_LOG_LEVEL": "x", "PRESENCE_ADDR": "8080",
+	}), &bytes.Buffer{})
+	for _, want := range []string{"PRESENCE_SESSION_TTL: not a duration", "PRESENCE_LOG_LEVEL", "PRESENCE_ADDR"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("err=%v, want it to name %s", err, want)
+		}
+	}
+	if n := strings.Count(err.Error(), "PRESENCE_SESSION_TTL"); n != 1 {
+		t.Errorf("PRESENCE_SESSION_TTL named %d times in %v, want once", n, err)
 	}
 }
 

@@ -36,8 +36,8 @@ func (h *Handler) Healthz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// readyTimeout bounds every check, so /readyz answers even when a dependency
-// hangs.
+// readyTimeout bounds all checks of one request together, so /readyz
+// answers even when a dependency hangs.
 const readyTimeout = 2 * time.Second
 
 // Readyz answers 200 when every check passes and 503 with the failures

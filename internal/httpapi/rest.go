@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"go.uber.org/zap"
@@ -78,7 +79,12 @@ func (s *Server) reject(w http.ResponseWriter, err error) {
 // storeError logs a store failure once, here at the edge, and answers with
 // a message that does not leak internals.
 func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
-	s.log.Warn("store call failed", zap.String("path", r.URL.Path), zap.Error(err))
+	if r.Context().Err() != nil {
+		return // the client went away; nobody reads an answer
+	}
+	if ok, skipped := s.storeWarn.allow(time.Now()); ok {
+		s.log.Warn("store call failed", zap.String("path", r.URL.Path), zap.Error(err), zap.Int("similar_since_last", skipped))
+	}
 	writeError(w, err)
 }
 

@@ -39,6 +39,13 @@ type Config struct {
 	// WriteTimeout bounds every frame write; a client that takes longer is
 	// closed. Default: 10s.
 	WriteTimeout time.Duration
+	// FrameRate is how many frames a second a client may send on average,
+	// and FrameBurst how many at once; a client over the limit is closed
+	// with 1008. Defaults: 10 and 40. A widget sends two or three.
+	FrameRate  float64
+	FrameBurst int
+	// StoreTimeout bounds the store calls of one client frame. Default: 2s.
+	StoreTimeout time.Duration
 	// PublishKeys are the bearer keys POST /v1/posts/{post}/events accepts;
 	// several allow rotation. Default: none, and publishing is off.
 	PublishKeys []string
@@ -67,6 +74,8 @@ type Server struct {
 	closing bool
 	wg      sync.WaitGroup
 
+	storeWarn throttle
+
 	sent      prometheus.Counter
 	rejected  *prometheus.CounterVec
 	published prometheus.Counter
@@ -86,6 +95,15 @@ func New(h *hub.Hub, store presence.Store, pub Publisher, hh *health.Handler, cf
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 10 * time.Second
 	}
+	if cfg.FrameRate <= 0 {
+		cfg.FrameRate = 10
+	}
+	if cfg.FrameBurst <= 0 {
+		cfg.FrameBurst = 40
+	}
+	if cfg.StoreTimeout <= 0 {
+		cfg.StoreTimeout = 2 * time.Second
+	}
 	base, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		hub:        h,
@@ -97,11 +115,12 @@ func New(h *hub.Hub, store presence.Store, pub Publisher, hh *health.Handler, cf
 		base:       base,
 		cancelBase: cancel,
 		conns:      make(map[*websocket.Conn]struct{}),
+		storeWarn:  throttle{every: 10 * time.Second},
 		sent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "presence_frames_sent_total", Help: "WebSocket frames written to clients.",
 		}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "presence_client_errors_total", Help: "Bad frames and requests from clients, by error code.",
+			Name: "presence_client_errors_total", Help: "Error frames sent and REST requests refused for bad input, by error code.",
 		}, []string{"code"}),
 		published: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "presence_events_published_total", Help: "Events accepted by the publish API.",
@@ -146,7 +165,8 @@ func (s *Server) routes() chi.Router {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
 
 // Shutdown closes every WebSocket with 1001 "going away" and waits for their
-// handlers to finish, until ctx ends; then it drops whatever is left.
+// handlers to finish. When ctx ends first it cancels every connection's
+// context, which ends the handlers at once, and waits for that.
 // http.Server.Shutdown does not do this: WebSockets are hijacked connections.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()

@@ -22,6 +22,11 @@ import (
 // in CloseEvent.code; the widget reconnects.
 const CloseSlow = websocket.StatusPolicyViolation
 
+// CloseTooManyFrames is the close code of a client that sends frames faster
+// than Config.FrameRate allows: 1008, policy violation, reason "too many
+// frames".
+const CloseTooManyFrames = websocket.StatusPolicyViolation
+
 // leaveTimeout bounds the store call that removes a closed connection's
 // session; if it fails the session expires after one TTL instead.
 const leaveTimeout = 5 * time.Second
@@ -47,8 +52,10 @@ type errorFrame struct {
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	opts := &websocket.AcceptOptions{
-		OriginPatterns:  s.cfg.AllowedOrigins,
-		CompressionMode: websocket.CompressionDisabled, // frames are <200 B
+		OriginPatterns: s.cfg.AllowedOrigins,
+		// Count frames are under 100 B and events at most 16 KiB, sent once
+		// each: per-connection deflate state would cost more than it saves.
+		CompressionMode: websocket.CompressionDisabled,
 	}
 	if slices.Contains(s.cfg.AllowedOrigins, "*") {
 		opts.InsecureSkipVerify = true
@@ -99,23 +106,76 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) readLoop(ctx context.Context, conn *websocket.Conn, c *hub.Client, log *zap.Logger) error {
+	limit := bucket{tokens: float64(s.cfg.FrameBurst), last: time.Now()}
 	for {
 		typ, data, err := conn.Read(ctx)
 		if err != nil {
 			return err
 		}
+		if !limit.take(time.Now(), s.cfg.FrameRate, s.cfg.FrameBurst) {
+			s.rejected.WithLabelValues("too_many_frames").Inc()
+			conn.Close(CloseTooManyFrames, "too many frames")
+			return errTooManyFrames
+		}
 		if typ != websocket.MessageText {
 			s.sendError(c, presence.Errorf(presence.CodeBadRequest, "binary frames are not supported; send JSON text frames"))
 			continue
 		}
-		if err := s.handle(ctx, c, data); err != nil {
+		// Each frame's store calls get their own deadline: a hung Redis
+		// must not stall this loop, which also reads the client's pongs.
+		fctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+		err = s.handle(fctx, c, data)
+		cancel()
+		if err != nil {
 			code := presence.ErrorCode(err)
-			if code == presence.CodeInternal || code == presence.CodeUnavailable {
-				log.Warn("store call failed", zap.Error(err))
+			if (code == presence.CodeInternal || code == presence.CodeUnavailable) && ctx.Err() == nil {
+				if ok, skipped := s.storeWarn.allow(time.Now()); ok {
+					log.Warn("store call failed", zap.Error(err), zap.Int("similar_since_last", skipped))
+				}
 			}
 			s.sendError(c, err)
 		}
 	}
+}
+
+var errTooManyFrames = errors.New("client sent frames faster than allowed")
+
+// bucket is a token bucket: rate tokens a second, at most burst saved up.
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func (b *bucket) take(now time.Time, rate float64, burst int) bool {
+	b.tokens = min(float64(burst), b.tokens+now.Sub(b.last).Seconds()*rate)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// throttle lets one log line through per interval and counts the rest, so a
+// Redis outage seen by every frame of every client logs a line, not a flood.
+type throttle struct {
+	mu      sync.Mutex
+	every   time.Duration
+	next    time.Time
+	skipped int
+}
+
+func (t *throttle) allow(now time.Time) (bool, int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if now.Before(t.next) {
+		t.skipped++
+		return false, 0
+	}
+	t.next = now.Add(t.every)
+	n := t.skipped
+	t.skipped = 0
+	return true, n
 }
 
 // handle applies one client frame. Bad input is rejected whole before

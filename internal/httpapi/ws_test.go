@@ -37,8 +37,7 @@ func TestWS_ViewMoveUnview(t *testing.T) {
 		a := newApp(t, o)
 		w := dial(t, a, nil)
 		w.send(`{"type":"watch","posts":["a","b"]}`)
-		w.waitCount("a", 0)
-		w.waitCount("b", 0)
+		w.waitCounts(map[string]int{"a": 0, "b": 0})
 
 		v := dial(t, a, nil)
 		v.send(`{"type":"view","post":"a"}`)
@@ -94,8 +93,7 @@ func TestWS_UnwatchStopsFrames(t *testing.T) {
 		a := newApp(t, o)
 		w := dial(t, a, nil)
 		w.send(`{"type":"watch","posts":["x","y"]}`)
-		w.waitCount("x", 0)
-		w.waitCount("y", 0)
+		w.waitCounts(map[string]int{"x": 0, "y": 0})
 		w.send(`{"type":"unwatch","posts":["x","never-watched"]}`)
 		v := dial(t, a, nil)
 		// The unwatch frame is handled before this client's view, but on another
@@ -391,4 +389,25 @@ func TestWS_RedisLosesEverything(t *testing.T) {
 	v2 := dial(t, a, nil)
 	v2.send(`{"type":"view","post":"r"}`)
 	w.waitCount("r", 2)
+}
+
+func TestWS_FrameFloodIsClosed(t *testing.T) {
+	a := newApp(t, appOpts{})
+	calm := dial(t, a, nil)
+	calm.send(`{"type":"view","post":"f"}`)
+	calm.waitCount("f", 1)
+	flood := dial(t, a, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := range 200 {
+		if err := flood.conn.Write(ctx, websocket.MessageText, []byte(fmt.Sprintf(`{"type":"view","post":"x%d"}`, i))); err != nil {
+			break // closed by the server meanwhile
+		}
+	}
+	if err := flood.closed(); websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+		t.Fatalf("flooding client closed with %v, want 1008", err)
+	}
+	// The calm client still works.
+	calm.send(`{"type":"watch","posts":["g"]}`)
+	calm.waitCount("g", 0)
 }

@@ -10,6 +10,9 @@ import (
 	"github.com/presence/presence/internal/presence"
 )
 
+// maxSeen bounds the posts a session remembers having viewed.
+const maxSeen = 64
+
 // ErrSlow is the reason a client is closed when its send queue is full.
 var ErrSlow = errors.New("send queue full: the client does not read fast enough")
 
@@ -70,7 +73,10 @@ func (c *Client) View(ctx context.Context, post presence.PostID) error {
 	h.mu.Unlock()
 
 	_, seen := c.seen[post]
-	if c.seen == nil {
+	if c.seen == nil || len(c.seen) >= maxSeen {
+		// A tab views one post, and a few if a page moves it around; a
+		// client cycling through thousands must not grow this forever, and
+		// counting its views again is the cheaper failure.
 		c.seen = make(map[presence.PostID]struct{}, 1)
 	}
 	// Marked before the call: if the reply is lost the view may have been
@@ -181,11 +187,11 @@ func (c *Client) Leave(ctx context.Context) error {
 	c.opMu.Lock()
 	h := c.hub
 	inStore := !c.left && (c.view != "" || c.dirty)
+	if !c.left && c.view != "" {
+		h.m.leaves.Inc() // Shutdown counted the others already
+	}
 	c.left = true
 	h.mu.Lock()
-	if c.view != "" {
-		h.m.leaves.Inc()
-	}
 	posts := make([]presence.PostID, 0, len(c.watch)+1)
 	if c.view != "" {
 		posts = append(posts, c.view)

@@ -37,8 +37,6 @@ type Config struct {
 	// closed. Count frames replace an unsent count of the same post, so only
 	// events and errors can fill it. Default: 256.
 	QueueSize int
-	// RefreshBatch is how many sessions one refresh call carries. Default: 500.
-	RefreshBatch int
 	// Registerer receives the hub's metrics. Default: none.
 	Registerer prometheus.Registerer
 }
@@ -92,9 +90,6 @@ func New(store presence.Store, bus Bus, cfg Config, log *zap.Logger) *Hub {
 	}
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = 256
-	}
-	if cfg.RefreshBatch <= 0 {
-		cfg.RefreshBatch = 500
 	}
 	h := &Hub{
 		store:    store,
@@ -301,22 +296,19 @@ func (h *Hub) Refresh(ctx context.Context) {
 		}
 	}
 	h.mu.Unlock()
-	for len(sessions) > 0 {
-		n := min(len(sessions), h.cfg.RefreshBatch)
-		missing, err := h.store.Refresh(ctx, sessions[:n])
-		if err != nil {
-			h.m.errors.Inc()
-			h.log.Warn("refresh failed; sessions may expire unless the next refresh works", zap.Int("sessions", n), zap.Error(err))
+	// The store batches the calls; missing sessions come back together.
+	missing, err := h.store.Refresh(ctx, sessions)
+	if err != nil {
+		h.m.errors.Inc()
+		h.log.Warn("refresh failed; sessions may expire unless the next refresh works", zap.Int("sessions", len(sessions)), zap.Error(err))
+	}
+	for _, sid := range missing {
+		h.mu.Lock()
+		c := h.sessions[sid]
+		h.mu.Unlock()
+		if c != nil {
+			c.reregister(ctx)
 		}
-		for _, sid := range missing {
-			h.mu.Lock()
-			c := h.sessions[sid]
-			h.mu.Unlock()
-			if c != nil {
-				c.reregister(ctx)
-			}
-		}
-		sessions = sessions[n:]
 	}
 }
 
@@ -336,6 +328,9 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		c.opMu.Lock()
 		if !c.left {
 			c.left = true
+			if c.view != "" {
+				h.m.leaves.Inc()
+			}
 			if c.view != "" || c.dirty {
 				sids = append(sids, c.ID)
 			}
@@ -345,7 +340,6 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	if len(sids) == 0 {
 		return nil
 	}
-	h.m.leaves.Add(float64(len(sids)))
 	if err := h.store.Leave(ctx, sids...); err != nil {
 		h.m.errors.Inc()
 		return errors.Join(errors.New("remove sessions at shutdown; they expire after one TTL"), err)

@@ -1,14 +1,19 @@
 package hub_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/presence/presence/internal/hub"
+	"github.com/presence/presence/internal/memstore"
+	"github.com/presence/presence/internal/presence"
 	"github.com/presence/presence/internal/redisstore"
 )
 
@@ -81,4 +86,58 @@ func TestClient_FramesKeepOrder(t *testing.T) {
 	if fmt.Sprintf("%s", got) != "[0 1 2 3 4]" {
 		t.Errorf("Take=%s, want [0 1 2 3 4]", got)
 	}
+}
+
+func TestHub_ShutdownCountsEachLeaveOnce(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	store := memstore.New(memstore.Config{})
+	h := hub.New(store, store, hub.Config{Registerer: reg}, zaptest.NewLogger(t))
+	ctx := context.Background()
+	var clients []*hub.Client
+	for i := range 3 {
+		c, err := h.Join()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i < 2 { // the third only connects
+			if err := c.View(ctx, "p"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		clients = append(clients, c)
+	}
+	if err := h.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The transport then ends every connection.
+	for _, c := range clients {
+		if err := c.Leave(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := gathered(t, reg, "presence_leaves_total"); got != 2 {
+		t.Errorf("presence_leaves_total=%v, want 2", got)
+	}
+	if c, _ := store.Counts(ctx, []presence.PostID{"p"}); c[0].Viewers != 0 {
+		t.Errorf("viewers after shutdown=%d, want 0", c[0].Viewers)
+	}
+	if _, err := h.Join(); err == nil {
+		t.Error("Join after Shutdown succeeded")
+	}
+}
+
+// gathered reads a counter's value from a registry.
+func gathered(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.Metric[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("%s not registered", name)
+	return 0
 }

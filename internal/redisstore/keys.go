@@ -2,8 +2,10 @@ package redisstore
 
 import "github.com/presence/presence/internal/presence"
 
-// keys builds every Redis key and channel name the service uses; no other
-// file spells one. With an empty prefix the names are the seed's schema.
+// keys builds every Redis key and channel name the Go code uses; no other Go
+// file spells one. The Lua scripts build post and session keys from the
+// prefix in the same way (common.lua and the scripts), so a change of the
+// schema changes both. With an empty prefix the names are the seed's schema.
 // The scripts build post and session keys from the prefix themselves, so
 // Redis Cluster would need every key in one slot (a hash-tag prefix such as
 // "{presence}:"); the client is a single-node one, and Cluster is not

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -115,21 +114,15 @@ func (b *Bus) Run(ctx context.Context, deliver func(presence.Message)) error {
 	}
 
 	confirmed := make(map[string]bool)
-	retry := time.NewTimer(time.Hour)
-	retry.Stop()
-	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-b.kick:
 			if err := b.sync(ctx, ps); err != nil {
-				b.log.Warn("cannot update post subscriptions; retrying", zap.Error(err))
-				retry.Reset(time.Second)
-			}
-		case <-retry.C:
-			if err := b.sync(ctx, ps); err != nil {
-				retry.Reset(time.Second)
+				// go-redis keeps the channels and subscribes them when its
+				// connection is back, and the re-read follows then.
+				b.log.Warn("cannot update post subscriptions now; they follow on reconnect", zap.Error(err))
 			}
 		case m, ok := <-ch:
 			if !ok {
@@ -143,7 +136,9 @@ func (b *Bus) Run(ctx context.Context, deliver func(presence.Message)) error {
 				}
 				switch m.Kind {
 				case "subscribe":
-					if confirmed[m.Channel] {
+					// go-redis replays every subscription in one command on a
+					// new connection, so the replay starts again at count 1.
+					if m.Count == 1 && confirmed[m.Channel] {
 						b.reconnects.Inc()
 					}
 					confirmed[m.Channel] = true
@@ -165,8 +160,8 @@ func (b *Bus) Run(ctx context.Context, deliver func(presence.Message)) error {
 }
 
 // sync sends the SUBSCRIBE and UNSUBSCRIBE commands the recorded wishes call
-// for. go-redis remembers channels even when the write fails and replays
-// them on reconnect, so a failed sync is only retried to keep the log true.
+// for. go-redis records the channels even when the write fails and replays
+// them on reconnect, so a failed sync needs no retry of its own.
 func (b *Bus) sync(ctx context.Context, ps *redis.PubSub) error {
 	b.mu.Lock()
 	var sub, unsub []string
@@ -228,6 +223,11 @@ func (b *Bus) post(channel string) (presence.PostID, bool) {
 	return p, err == nil
 }
 
+// MaxMessage bounds a message on a post's channel. The publish API takes
+// bodies up to 16 KiB; anyone else publishing on Redis gets the same room,
+// plus the envelope, rather than a way to push megabytes to every client.
+const MaxMessage = 20 << 10
+
 // wireMessage is what travels on a post's channel: the wire protocol's count
 // or event frame. PHP code publishes events in the same format.
 type wireMessage struct {
@@ -243,6 +243,9 @@ type wireMessage struct {
 // parse checks a channel message as carefully as a browser frame: anything
 // on Redis could come from any client of it.
 func (b *Bus) parse(channel, payload string) (presence.Message, error) {
+	if len(payload) > MaxMessage {
+		return presence.Message{}, fmt.Errorf("message of %d bytes, at most %d allowed", len(payload), MaxMessage)
+	}
 	post, ok := b.post(channel)
 	if !ok {
 		return presence.Message{}, fmt.Errorf("not a post channel")

@@ -148,6 +148,7 @@ const batchSize = 500
 // Refresh implements presence.Store.
 func (s *Store) Refresh(ctx context.Context, sessions []presence.Session) ([]presence.SessionID, error) {
 	var missing []presence.SessionID
+	var errs []error
 	for batch := range slices.Chunk(sessions, batchSize) {
 		args := make([]any, 0, 2*len(batch)+2)
 		args = append(args, s.keys.prefix, s.ttl.Milliseconds())
@@ -156,13 +157,17 @@ func (s *Store) Refresh(ctx context.Context, sessions []presence.Session) ([]pre
 		}
 		res, err := refreshScript.Run(ctx, s.rdb, []string{s.keys.deadlines()}, args...).StringSlice()
 		if err != nil {
-			return missing, s.fail("refresh", err)
+			errs = append(errs, s.fail("refresh", err))
+			if isUnavailable(err) {
+				break // the rest would wait out the same timeout, batch by batch
+			}
+			continue // a script error in one batch says nothing of the others
 		}
 		for _, sid := range res {
 			missing = append(missing, presence.SessionID(sid))
 		}
 	}
-	return missing, nil
+	return missing, errors.Join(errs...)
 }
 
 // Counts implements presence.Store in one round trip.
@@ -292,6 +297,11 @@ func (s *Store) countKeys() []string {
 // timed out, closed) also wrap presence.ErrUnavailable so the edge answers
 // 503 and "unavailable" rather than "internal".
 func (s *Store) fail(op string, err error) error {
+	if errors.Is(err, context.Canceled) {
+		// The caller gave up (a client went away, shutdown): not Redis's
+		// fault, so neither counted nor reported as unavailable.
+		return fmt.Errorf("%s: %w", op, err)
+	}
 	s.errors.WithLabelValues(op).Inc()
 	if isUnavailable(err) {
 		return fmt.Errorf("%s: %w: %w", op, presence.ErrUnavailable, err)
@@ -309,9 +319,10 @@ func isUnavailable(err error) bool {
 		return true
 	}
 	// Redis answers these while it cannot serve: loading a dump, a replica
-	// cut off from its master, or a cluster/failover in progress.
+	// cut off from its master or written to after a failover, a script
+	// running too long, or a cluster/failover in progress.
 	msg := err.Error()
-	for _, p := range []string{"LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "connection refused", "EOF"} {
+	for _, p := range []string{"LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "BUSY", "connection refused", "EOF"} {
 		if strings.Contains(msg, p) {
 			return true
 		}

@@ -29,19 +29,19 @@
     if (ws && ws.readyState === 1) ws.send(JSON.stringify(o));
   }
 
-  // Watch lists go in chunks: the server takes at most 100 posts per frame.
+  // Watch lists go in chunks of 100, the most one frame may hold; the server
+  // also refuses more than 100 watched posts in all.
   function sendWatch(posts) {
     for (var i = 0; i < posts.length; i += 100) send({ type: "watch", posts: posts.slice(i, i + 100) });
   }
 
+  // Post ids are [A-Za-z0-9_-], safe inside a quoted attribute selector.
   function render(post) {
     var c = counts[post];
     if (!c) return;
     ["viewers", "views"].forEach(function (k) {
-      var els = d.querySelectorAll("[data-presence-" + k + "]");
-      for (var i = 0; i < els.length; i++) {
-        if (els[i].getAttribute("data-presence-" + k) === post) els[i].textContent = String(c[k]);
-      }
+      var els = d.querySelectorAll("[data-presence-" + k + '="' + post + '"]');
+      for (var i = 0; i < els.length; i++) els[i].textContent = String(c[k]);
     });
   }
 
