@@ -469,7 +469,8 @@ func TestE2E_SigtermRemovesSessions(t *testing.T) {
 		t.Errorf("app1 exit code %d after SIGTERM, want 0", code)
 	}
 	t.Logf("app1 exited %s after SIGTERM", time.Since(stopped).Round(time.Millisecond))
-	// TTL 2s with no gc: without the leave at shutdown this never comes.
+	// TTL 2s with no gc: if the session stayed in Redis (neither the batch
+	// leave at shutdown nor the connection's own leave ran), this never comes.
 	w.waitViewers(t, 5*time.Second, "term", 0)
 	app1.waitLog(t, time.Second, `{"msg":"stopped"}`, func(l map[string]any) bool { return l["msg"] == "stopped" })
 }
