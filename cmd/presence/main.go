@@ -182,5 +182,5 @@ func openStore(ctx context.Context, cfg config.Config, reg *prometheus.Registry,
 		log.Error("Redis is unreachable; serving anyway, /readyz answers 503 until it is back",
 			zap.String("redis", rdb.Options().Addr), zap.Error(err))
 	}
-	return storeParts{name: "redis", store: store, pub: store, bus: redisstore.NewBus(store, reg), close: func() { rdb.Close() }}, nil
+	return storeParts{name: "redis", store: store, pub: store, bus: redisstore.NewBus(store, redisstore.BusConfig{Registerer: reg}), close: func() { rdb.Close() }}, nil
 }

@@ -48,7 +48,8 @@ type appOpts struct {
 	prefix   string
 	ttl      time.Duration
 	coalesce time.Duration
-	queue    int // hub.Config.QueueSize
+	queue    int           // hub.Config.QueueSize
+	probe    time.Duration // the bus's probe interval and timeout
 	origins  []string
 	api      httpapi.Config
 	rdb      *redis.Client
@@ -82,7 +83,7 @@ func newApp(t *testing.T, o appOpts) *app {
 			rdb = redisSrv.Client(t)
 		}
 		rstore = redisstore.New(rdb, redisstore.Config{Prefix: o.prefix, TTL: o.ttl, Registerer: reg}, log)
-		store, bus, pub = rstore, redisstore.NewBus(rstore, reg), rstore
+		store, bus, pub = rstore, redisstore.NewBus(rstore, redisstore.BusConfig{Registerer: reg, ProbeInterval: o.probe, ProbeTimeout: o.probe}), rstore
 	}
 	h := hub.New(store, bus, hub.Config{Coalesce: o.coalesce, QueueSize: o.queue, Registerer: reg}, log)
 	hh := health.New(map[string]health.Check{"store": store.Ping}, reg)

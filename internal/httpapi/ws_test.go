@@ -3,12 +3,16 @@ package httpapi_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/presence/presence/internal/presence"
 	"github.com/presence/presence/internal/redistest"
@@ -410,4 +414,106 @@ func TestWS_FrameFloodIsClosed(t *testing.T) {
 	// The calm client still works.
 	calm.send(`{"type":"watch","posts":["g"]}`)
 	calm.waitCount("g", 0)
+}
+
+// blackhole is a TCP proxy whose connections can be made to swallow
+// everything silently, as a broken network path does: writes succeed,
+// nothing arrives, no error is seen. New connections work normally.
+type blackhole struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	holes []*atomic.Bool
+	wg    sync.WaitGroup
+}
+
+func newBlackhole(t *testing.T, target string) *blackhole {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &blackhole{ln: ln}
+	var conns []net.Conn
+	var cmu sync.Mutex
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			cmu.Lock()
+			conns = append(conns, c, u)
+			cmu.Unlock()
+			dead := &atomic.Bool{}
+			p.mu.Lock()
+			p.holes = append(p.holes, dead)
+			p.mu.Unlock()
+			for _, pair := range [][2]net.Conn{{c, u}, {u, c}} {
+				p.wg.Add(1)
+				go func() {
+					defer p.wg.Done()
+					buf := make([]byte, 32<<10)
+					for {
+						n, err := pair[0].Read(buf)
+						if err != nil {
+							pair[1].Close()
+							return
+						}
+						if !dead.Load() {
+							pair[1].Write(buf[:n])
+						}
+					}
+				}()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		cmu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		cmu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+// swallow makes every connection open now go silent.
+func (p *blackhole) swallow() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, d := range p.holes {
+		d.Store(true)
+	}
+}
+
+func TestWS_SilentSubscriptionIsReplaced(t *testing.T) {
+	hole := newBlackhole(t, redisSrv.Addr)
+	rdb := redis.NewClient(&redis.Options{Addr: hole.ln.Addr().String(), ReadTimeout: time.Second, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { rdb.Close() })
+	prefix := redistest.Prefix()
+	a := newApp(t, appOpts{rdb: rdb, prefix: prefix, probe: 200 * time.Millisecond})
+	b := newApp(t, appOpts{prefix: prefix})
+
+	w := dial(t, a, nil)
+	w.send(`{"type":"watch","posts":["s"]}`)
+	w.waitCount("s", 0)
+	hole.swallow()
+	v := dial(t, b, nil)
+	v.send(`{"type":"view","post":"s"}`)
+	v.waitCount("s", 1)
+	// The message of that change went into the hole; the probe notices,
+	// and the new subscription's re-read brings the count.
+	w.waitCount("s", 1)
+	if n := metricValue(t, a, "presence_pubsub_stale_total"); n < 1 {
+		t.Errorf("presence_pubsub_stale_total=%v, want >= 1", n)
+	}
 }

@@ -24,7 +24,7 @@ func newHub(t *testing.T, cfg hub.Config) *hub.Hub {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	t.Cleanup(func() { rdb.Close() })
 	store := redisstore.New(rdb, redisstore.Config{}, zaptest.NewLogger(t))
-	return hub.New(store, redisstore.NewBus(store, nil), cfg, zaptest.NewLogger(t))
+	return hub.New(store, redisstore.NewBus(store, redisstore.BusConfig{}), cfg, zaptest.NewLogger(t))
 }
 
 func TestClient_SlowConsumerIsClosed(t *testing.T) {

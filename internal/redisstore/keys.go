@@ -27,5 +27,9 @@ func (k keys) channelPrefix() string { return k.prefix + "presence:post:" }
 
 func (k keys) channel(p presence.PostID) string { return k.channelPrefix() + string(p) }
 
+// probeChannel is an app server's own channel for proving that its
+// subscription still delivers.
+func (k keys) probeChannel(id string) string { return k.prefix + "presence:probe:" + id }
+
 // sessionPrefix starts every session key; expiry events carry the key name.
 func (k keys) sessionPrefix() string { return k.prefix + "session:" }

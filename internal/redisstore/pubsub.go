@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -29,36 +30,68 @@ type Bus struct {
 	rdb   *redis.Client
 	store *Store
 	keys  keys
+	cfg   BusConfig
 	log   *zap.Logger
 
 	mu   sync.Mutex
 	want map[presence.PostID]bool // posts to be subscribed (true) or dropped (false), not yet sent
 	kick chan struct{}
 
+	// channel holds the post channels asked for, owned by Run's goroutine:
+	// a subscription made anew starts with all of them.
+	channel map[string]bool
+	probe   string // this Bus's own probe channel
+
 	reconnects prometheus.Counter
+	stale      prometheus.Counter
 	bad        prometheus.Counter
 }
 
+// BusConfig configures a Bus. The zero value is usable.
+type BusConfig struct {
+	// ProbeInterval is how often the Bus publishes a probe to itself to
+	// prove its subscription still delivers. Default: 5s.
+	ProbeInterval time.Duration
+	// ProbeTimeout is how long a probe may take to come back before the
+	// subscription is dropped and made anew. Default: 3s.
+	ProbeTimeout time.Duration
+	// Registerer receives the bus's metrics. Default: none.
+	Registerer prometheus.Registerer
+}
+
 // NewBus returns a Bus for the posts of store's key prefix.
-func NewBus(store *Store, reg prometheus.Registerer) *Bus {
+func NewBus(store *Store, cfg BusConfig) *Bus {
+	if cfg.ProbeInterval <= 0 {
+		cfg.ProbeInterval = 5 * time.Second
+	}
+	if cfg.ProbeTimeout <= 0 {
+		cfg.ProbeTimeout = 3 * time.Second
+	}
 	b := &Bus{
-		rdb:   store.rdb,
-		store: store,
-		keys:  store.keys,
-		log:   store.log.Named("bus"),
-		want:  make(map[presence.PostID]bool),
-		kick:  make(chan struct{}, 1),
+		rdb:     store.rdb,
+		store:   store,
+		keys:    store.keys,
+		cfg:     cfg,
+		log:     store.log.Named("bus"),
+		want:    make(map[presence.PostID]bool),
+		kick:    make(chan struct{}, 1),
+		channel: make(map[string]bool),
+		probe:   store.keys.probeChannel(string(presence.NewSessionID())),
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "presence_pubsub_reconnects_total",
 			Help: "Times the post channels' pub/sub connection was re-established.",
+		}),
+		stale: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "presence_pubsub_stale_total",
+			Help: "Times the post channels' subscription stopped delivering (a probe did not come back) and was made anew.",
 		}),
 		bad: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "presence_pubsub_bad_messages_total",
 			Help: "Messages on post channels that were not valid count or event frames and were dropped.",
 		}),
 	}
-	if reg != nil {
-		reg.MustRegister(b.reconnects, b.bad)
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(b.reconnects, b.stale, b.bad)
 	}
 	return b
 }
@@ -83,11 +116,15 @@ func (b *Bus) set(posts []presence.PostID, on bool) {
 
 // Run delivers every message of the subscribed channels to deliver until ctx
 // ends. deliver must not block for long: it runs on the receive loop.
+//
+// go-redis reconnects a subscription whose connection fails, but it cannot
+// see a path that silently stops delivering (its health check only writes):
+// measured, a blackholed subscriber lost every message for 31 s without an
+// error. So the Bus publishes a probe to a channel of its own every
+// ProbeInterval; when one does not come back within ProbeTimeout, it drops
+// the subscription and makes a new one, whose confirmations re-read every
+// post.
 func (b *Bus) Run(ctx context.Context, deliver func(presence.Message)) error {
-	ps := b.rdb.Subscribe(ctx)
-	defer ps.Close()
-	ch := ps.ChannelWithSubscriptions(redis.WithChannelSize(4096))
-
 	// Re-reads run on their own goroutine so that a slow Redis never stops
 	// the receive loop; the loop only collects which posts need one.
 	var (
@@ -112,7 +149,35 @@ func (b *Bus) Run(ctx context.Context, deliver func(presence.Message)) error {
 		default:
 		}
 	}
+	for {
+		err := b.subscription(ctx, deliver, queueReread)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !errors.Is(err, errStale) {
+			return err
+		}
+		b.stale.Inc()
+		b.reconnects.Inc()
+		b.log.Warn("the post channels' subscription stopped delivering; subscribing anew")
+	}
+}
 
+var errStale = errors.New("subscription stopped delivering")
+
+// subscription runs one pub/sub connection until ctx ends, its channel
+// closes, or a probe does not come back (errStale).
+func (b *Bus) subscription(ctx context.Context, deliver func(presence.Message), queueReread func(presence.PostID)) error {
+	chans := []string{b.probe}
+	for c := range b.channel {
+		chans = append(chans, c)
+	}
+	ps := b.rdb.Subscribe(ctx, chans...)
+	defer ps.Close()
+	ch := ps.ChannelWithSubscriptions(redis.WithChannelSize(4096))
+	tick := time.NewTicker(b.cfg.ProbeInterval)
+	defer tick.Stop()
+	var probeDue <-chan time.Time // set while a probe is out
 	confirmed := make(map[string]bool)
 	for {
 		select {
@@ -124,6 +189,17 @@ func (b *Bus) Run(ctx context.Context, deliver func(presence.Message)) error {
 				// connection is back, and the re-read follows then.
 				b.log.Warn("cannot update post subscriptions now; they follow on reconnect", zap.Error(err))
 			}
+		case <-tick.C:
+			if probeDue != nil {
+				continue
+			}
+			// A failed PUBLISH means Redis is away, which go-redis's own
+			// reconnect handles; only a probe that went out proves a dead path.
+			if err := b.rdb.Publish(ctx, b.probe, "probe").Err(); err == nil {
+				probeDue = time.After(b.cfg.ProbeTimeout)
+			}
+		case <-probeDue:
+			return errStale
 		case m, ok := <-ch:
 			if !ok {
 				return errors.New("pub/sub channel closed")
@@ -147,6 +223,10 @@ func (b *Bus) Run(ctx context.Context, deliver func(presence.Message)) error {
 					delete(confirmed, m.Channel)
 				}
 			case *redis.Message:
+				if m.Channel == b.probe {
+					probeDue = nil
+					continue
+				}
 				msg, err := b.parse(m.Channel, m.Payload)
 				if err != nil {
 					b.bad.Inc()
@@ -166,10 +246,13 @@ func (b *Bus) sync(ctx context.Context, ps *redis.PubSub) error {
 	b.mu.Lock()
 	var sub, unsub []string
 	for p, on := range b.want {
+		c := b.keys.channel(p)
 		if on {
-			sub = append(sub, b.keys.channel(p))
+			sub = append(sub, c)
+			b.channel[c] = true
 		} else {
-			unsub = append(unsub, b.keys.channel(p))
+			unsub = append(unsub, c)
+			delete(b.channel, c)
 		}
 	}
 	clear(b.want)

@@ -15,7 +15,7 @@ import (
 
 func runBus(t *testing.T, s *Store) (*Bus, <-chan presence.Message) {
 	t.Helper()
-	b := NewBus(s, prometheus.NewRegistry())
+	b := NewBus(s, BusConfig{Registerer: prometheus.NewRegistry()})
 	out := make(chan presence.Message, 100)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

@@ -44,7 +44,7 @@ func feed(t *testing.T, s *Store, rdb *redis.Client, posts ...presence.PostID) <
 			t.Fatalf("subscribe: %v", err)
 		}
 	}
-	b := NewBus(s, nil)
+	b := NewBus(s, BusConfig{})
 	out := make(chan presence.Message, 100)
 	go func() {
 		for m := range ps.Channel() {
