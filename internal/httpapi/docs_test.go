@@ -42,9 +42,7 @@ func keys(m map[string]any) string {
 func TestProtocolDoc_Examples(t *testing.T) {
 	a := newApp(t, appOpts{})
 	c := dial(t, a, nil)
-	w := dial(t, a, nil)
-	w.send(`{"type":"watch","posts":["13"]}`)
-	w.waitCount("13", 0)
+	w := watcher(t, a, "13", 0)
 
 	examples := jsonExamples(t, "../../api/protocol.md")
 	if len(examples) < 8 {

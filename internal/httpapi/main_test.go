@@ -233,6 +233,24 @@ func (c *client) waitCount(post string, viewers int) map[string]any {
 	})
 }
 
+// watcher dials a client that watches post and has received its count.
+func watcher(t *testing.T, a *app, post string, viewers int) *client {
+	t.Helper()
+	c := dial(t, a, nil)
+	c.send(`{"type":"watch","posts":["` + post + `"]}`)
+	c.waitCount(post, viewers)
+	return c
+}
+
+// viewer dials a client that views post and has received its count.
+func viewer(t *testing.T, a *app, post string, viewers int) *client {
+	t.Helper()
+	c := dial(t, a, nil)
+	c.send(`{"type":"view","post":"` + post + `"}`)
+	c.waitCount(post, viewers)
+	return c
+}
+
 // waitCounts waits until the latest count frame of each post shows the
 // given viewers, whatever order the posts' frames come in.
 func (c *client) waitCounts(want map[string]int) {

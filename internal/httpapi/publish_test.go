@@ -114,15 +114,9 @@ func TestPublish_Errors(t *testing.T) {
 func TestPublish_ReachesViewersAndWatchers(t *testing.T) {
 	bothStores(t, func(t *testing.T, o appOpts) {
 		a := newApp(t, withKeys(o))
-		v := dial(t, a, nil)
-		v.send(`{"type":"view","post":"13"}`)
-		v.waitCount("13", 1)
-		w := dial(t, a, nil)
-		w.send(`{"type":"watch","posts":["13"]}`)
-		w.waitCount("13", 1)
-		other := dial(t, a, nil)
-		other.send(`{"type":"view","post":"14"}`)
-		other.waitCount("14", 1)
+		v := viewer(t, a, "13", 1)
+		w := watcher(t, a, "13", 1)
+		other := viewer(t, a, "14", 1)
 
 		reply := publishEvent(t, a, "13", `{"name":"comment","data":{"id":7,"author":"Ana"}}`)
 		if reply["servers"] != float64(1) {
@@ -155,9 +149,7 @@ func TestPublish_OrderAcrossServers(t *testing.T) {
 	two := newApp(t, withKeys(appOpts{prefix: prefix}))
 	c1 := dial(t, one, nil)
 	c1.send(`{"type":"view","post":"live"}`)
-	c2 := dial(t, two, nil)
-	c2.send(`{"type":"watch","posts":["live"]}`)
-	c2.waitCount("live", 1)
+	c2 := watcher(t, two, "live", 1)
 	// Both servers are subscribed once the publish reaches both.
 	deadline := time.Now().Add(5 * time.Second)
 	for publishEvent(t, one, "live", `{"name":"probe"}`)["servers"] != float64(2) {
@@ -189,9 +181,7 @@ func TestPublish_OrderAcrossServers(t *testing.T) {
 // client does not read: it is closed with 1008, the others get everything.
 func TestPublish_SlowConsumerIsClosed(t *testing.T) {
 	a := newApp(t, withKeys(appOpts{queue: 16}))
-	fast := dial(t, a, nil)
-	fast.send(`{"type":"view","post":"flood"}`)
-	fast.waitCount("flood", 1)
+	fast := viewer(t, a, "flood", 1)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -247,9 +237,7 @@ func TestPublish_SlowConsumerIsClosed(t *testing.T) {
 // the post's channel, here by redis-cli itself.
 func TestPublish_FromRedisCLI(t *testing.T) {
 	a := newApp(t, appOpts{})
-	c := dial(t, a, nil)
-	c.send(`{"type":"view","post":"42"}`)
-	c.waitCount("42", 1)
+	c := viewer(t, a, "42", 1)
 	msg := `{"type":"event","post":"42","name":"comment","data":{"id":9}}`
 	host, port, _ := strings.Cut(redisSrv.Addr, ":")
 	deadline := time.Now().Add(5 * time.Second)

@@ -43,12 +43,8 @@ func get(t *testing.T, rawURL string, hdr http.Header) (int, http.Header, map[st
 
 func TestREST_Counts(t *testing.T) {
 	a := newApp(t, appOpts{})
-	v := dial(t, a, nil)
-	v.send(`{"type":"view","post":"13"}`)
-	v.waitCount("13", 1)
-	v2 := dial(t, a, nil)
-	v2.send(`{"type":"view","post":"13"}`)
-	v2.waitCount("13", 2)
+	viewer(t, a, "13", 1)
+	viewer(t, a, "13", 2)
 
 	status, _, body := get(t, a.URL+"/v1/posts/13", nil)
 	if status != 200 || body["post"] != "13" || body["viewers"] != float64(2) || body["views"] != float64(2) {
@@ -124,9 +120,7 @@ func TestREST_HealthAndReadiness(t *testing.T) {
 	if status, _, body := get(t, a.URL+"/healthz", nil); status != 200 || body["status"] != "ok" {
 		t.Errorf("/healthz = %d %v, want 200 ok", status, body)
 	}
-	v := dial(t, a, nil)
-	v.send(`{"type":"view","post":"m"}`)
-	v.waitCount("m", 1)
+	v := viewer(t, a, "m", 1)
 
 	r.Kill()
 	status, _, body := get(t, a.URL+"/readyz", nil)

@@ -75,9 +75,7 @@ func TestWS_ViewMoveUnview(t *testing.T) {
 func TestWS_DisconnectDropsCount(t *testing.T) {
 	bothStores(t, func(t *testing.T, o appOpts) {
 		a := newApp(t, o)
-		w := dial(t, a, nil)
-		w.send(`{"type":"watch","posts":["13"]}`)
-		w.waitCount("13", 0)
+		w := watcher(t, a, "13", 0)
 		v := dial(t, a, nil)
 		v.send(`{"type":"view","post":"13"}`)
 		w.waitCount("13", 1)
@@ -213,9 +211,7 @@ func TestWS_BadInput(t *testing.T) {
 func TestWS_OversizeFrameCloses1009(t *testing.T) {
 	bothStores(t, func(t *testing.T, o appOpts) {
 		a := newApp(t, o)
-		w := dial(t, a, nil)
-		w.send(`{"type":"watch","posts":["big"]}`)
-		w.waitCount("big", 0)
+		w := watcher(t, a, "big", 0)
 		c := dial(t, a, nil)
 		c.send(`{"type":"view","post":"big"}`)
 		w.waitCount("big", 1)
@@ -258,9 +254,7 @@ func TestWS_UnansweredPingsLeave(t *testing.T) {
 	bothStores(t, func(t *testing.T, o appOpts) {
 		o.api = httpapiConfig(50*time.Millisecond, 100*time.Millisecond)
 		a := newApp(t, o)
-		w := dial(t, a, nil)
-		w.send(`{"type":"watch","posts":["p"]}`)
-		w.waitCount("p", 0)
+		w := watcher(t, a, "p", 0)
 
 		// A raw client that never reads never answers pings.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -282,9 +276,7 @@ func TestWS_TwoServersShareCounts(t *testing.T) {
 	prefix := "two:" + fmt.Sprint(time.Now().UnixNano()) + ":"
 	one := newApp(t, appOpts{prefix: prefix, coalesce: 100 * time.Millisecond})
 	two := newApp(t, appOpts{prefix: prefix, coalesce: 100 * time.Millisecond})
-	w := dial(t, two, nil)
-	w.send(`{"type":"watch","posts":["shared"]}`)
-	w.waitCount("shared", 0)
+	w := watcher(t, two, "shared", 0)
 	// The watcher's server subscribes asynchronously; a viewer that joins
 	// right away must still be seen, thanks to the re-read after subscribing.
 	v1 := dial(t, one, nil)
@@ -303,9 +295,7 @@ func TestWS_CoalescesBursts(t *testing.T) {
 	bothStores(t, func(t *testing.T, o appOpts) {
 		o.coalesce = 300 * time.Millisecond
 		a := newApp(t, o)
-		w := dial(t, a, nil)
-		w.send(`{"type":"watch","posts":["hot"]}`)
-		w.waitCount("hot", 0)
+		w := watcher(t, a, "hot", 0)
 		const n = 20
 		for range n {
 			v := dial(t, a, nil)
@@ -327,9 +317,7 @@ func TestWS_CoalescesBursts(t *testing.T) {
 
 func TestWS_LostSessionIsReregistered(t *testing.T) {
 	a := newApp(t, appOpts{})
-	w := dial(t, a, nil)
-	w.send(`{"type":"watch","posts":["r"]}`)
-	w.waitCount("r", 0)
+	w := watcher(t, a, "r", 0)
 	v := dial(t, a, nil)
 	v.send(`{"type":"view","post":"r"}`)
 	w.waitCount("r", 1)
@@ -364,16 +352,12 @@ func TestWS_LostSessionIsReregistered(t *testing.T) {
 func TestWS_RedisLosesEverything(t *testing.T) {
 	r := redistest.Start(t)
 	a := newApp(t, appOpts{rdb: r.Client(t)})
-	w := dial(t, a, nil)
-	w.send(`{"type":"watch","posts":["r"]}`)
-	w.waitCount("r", 0)
+	w := watcher(t, a, "r", 0)
 	v := dial(t, a, nil)
 	v.send(`{"type":"view","post":"r"}`)
 	w.waitCount("r", 1)
 	for range 20 { // push seq well past where a fresh counter would start
-		x := dial(t, a, nil)
-		x.send(`{"type":"view","post":"other"}`)
-		x.waitCount("other", 1)
+		x := viewer(t, a, "other", 1)
 		x.conn.CloseNow()
 	}
 
@@ -397,9 +381,7 @@ func TestWS_RedisLosesEverything(t *testing.T) {
 
 func TestWS_FrameFloodIsClosed(t *testing.T) {
 	a := newApp(t, appOpts{})
-	calm := dial(t, a, nil)
-	calm.send(`{"type":"view","post":"f"}`)
-	calm.waitCount("f", 1)
+	calm := viewer(t, a, "f", 1)
 	flood := dial(t, a, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -503,13 +485,9 @@ func TestWS_SilentSubscriptionIsReplaced(t *testing.T) {
 	a := newApp(t, appOpts{rdb: rdb, prefix: prefix, probe: 200 * time.Millisecond})
 	b := newApp(t, appOpts{prefix: prefix})
 
-	w := dial(t, a, nil)
-	w.send(`{"type":"watch","posts":["s"]}`)
-	w.waitCount("s", 0)
+	w := watcher(t, a, "s", 0)
 	hole.swallow()
-	v := dial(t, b, nil)
-	v.send(`{"type":"view","post":"s"}`)
-	v.waitCount("s", 1)
+	viewer(t, b, "s", 1)
 	// The message of that change went into the hole; the probe notices,
 	// and the new subscription's re-read brings the count.
 	w.waitCount("s", 1)
