@@ -206,19 +206,18 @@ func (b *Bus) subscription(ctx context.Context, deliver func(presence.Message), 
 			}
 			switch m := m.(type) {
 			case *redis.Subscription:
-				post, ok := b.post(m.Channel)
-				if !ok {
-					continue
-				}
 				switch m.Kind {
 				case "subscribe":
 					// go-redis replays every subscription in one command on a
-					// new connection, so the replay starts again at count 1.
+					// new connection, so the replay starts again at count 1,
+					// with any channel first, the probe's too.
 					if m.Count == 1 && confirmed[m.Channel] {
 						b.reconnects.Inc()
 					}
 					confirmed[m.Channel] = true
-					queueReread(post)
+					if post, ok := b.post(m.Channel); ok {
+						queueReread(post)
+					}
 				case "unsubscribe":
 					delete(confirmed, m.Channel)
 				}
