@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -333,8 +334,8 @@ func (c *client) waitViewers(t *testing.T, limit time.Duration, post string, n i
 	return c.waitFor(t, limit, what, ok)
 }
 
-// getJSON GETs url and decodes the body into v, returning the status.
-func getJSON(t *testing.T, url string, v any) int {
+// get GETs url and returns the status and body.
+func get(t *testing.T, url string) (int, []byte) {
 	t.Helper()
 	hc := &http.Client{Timeout: 5 * time.Second}
 	resp, err := hc.Get(url)
@@ -342,28 +343,30 @@ func getJSON(t *testing.T, url string, v any) int {
 		t.Fatalf("GET %s: %v", url, err)
 	}
 	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return resp.StatusCode, body
+}
+
+// getJSON GETs url and decodes the body into v, returning the status.
+func getJSON(t *testing.T, url string, v any) int {
+	t.Helper()
+	status, body := get(t, url)
 	if v != nil {
-		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-			t.Fatalf("GET %s: decode body: %v", url, err)
+		if err := json.Unmarshal(body, v); err != nil {
+			t.Fatalf("GET %s: decode body %q: %v", url, body, err)
 		}
 	}
-	return resp.StatusCode
+	return status
 }
 
 // metric reads one unlabelled sample from a Prometheus text endpoint.
 func metric(t *testing.T, url, name string) float64 {
 	t.Helper()
-	hc := &http.Client{Timeout: 5 * time.Second}
-	resp, err := hc.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	var body bytes.Buffer
-	if _, err := body.ReadFrom(resp.Body); err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	for _, line := range strings.Split(body.String(), "\n") {
+	_, body := get(t, url)
+	for _, line := range strings.Split(string(body), "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err != nil {
