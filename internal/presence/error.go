@@ -7,16 +7,18 @@ import (
 
 // Error codes sent to clients in error frames and HTTP error bodies.
 const (
-	CodeBadRequest   = "bad_request"  // malformed JSON, missing fields, unknown type
-	CodeInvalidPost  = "invalid_post" // a post id outside the allowed charset or length
-	CodeTooMany      = "too_many"     // a list over its limit
-	CodeNotFound     = "not_found"    // no such route or resource
-	CodeUnavailable  = "unavailable"  // the store cannot be reached
-	CodeInternal     = "internal"     // anything else; details are logged, not sent
-	CodeUnauthorized = "unauthorized" // no or malformed credentials
-	CodeForbidden    = "forbidden"    // credentials present but not accepted
-	CodeTooLarge     = "too_large"    // a body over its limit
-	CodeUnsupported  = "unsupported"  // a content type the endpoint does not take
+	CodeBadRequest   = "bad_request"   // malformed JSON, missing fields, unknown type
+	CodeInvalidPost  = "invalid_post"  // a post id outside the allowed charset or length
+	CodeTooMany      = "too_many"      // a list over its limit
+	CodeNotFound     = "not_found"     // no such route or resource
+	CodeUnavailable  = "unavailable"   // the store cannot be reached
+	CodeInternal     = "internal"      // anything else; details are logged, not sent
+	CodeUnauthorized = "unauthorized"  // no or malformed credentials
+	CodeForbidden    = "forbidden"     // credentials present but not accepted
+	CodeTooLarge     = "too_large"     // a body over its limit
+	CodeUnsupported  = "unsupported"   // a content type the endpoint does not take
+	CodeInvalidToken = "invalid_token" // a post token missing, malformed or not signed by the site
+	CodeTokenExpired = "token_expired" // a post token past its expiry
 )
 
 // Error is an error meant for the client: its Code is stable and its Message
