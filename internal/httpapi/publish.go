@@ -84,6 +84,11 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, err)
 		return
 	}
+	// The limit that matters is the frame's: what is accepted is delivered.
+	if n := len(ev.Frame()); n > presence.MaxEventFrame {
+		s.reject(w, presence.Errorf(presence.CodeTooLarge, "the event frame would be %d bytes, at most %d allowed", n, presence.MaxEventFrame))
+		return
+	}
 	n, err := s.pub.Publish(r.Context(), ev)
 	if err != nil {
 		s.storeError(w, r, err)

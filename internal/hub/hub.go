@@ -199,10 +199,7 @@ func (h *Hub) flushLocked(r *room, now time.Time) {
 // event sends an event to every local client of its post, in the order the
 // hub receives events; events are never coalesced.
 func (h *Hub) event(ev presence.Event) {
-	frame, err := json.Marshal(eventWire{Type: "event", Post: ev.Post, Name: ev.Name, Data: ev.Data})
-	if err != nil {
-		return // NewEvent checked Data; nothing else can fail
-	}
+	frame := ev.Frame()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	r := h.rooms[ev.Post]
@@ -219,13 +216,6 @@ type countWire struct {
 	Post    presence.PostID `json:"post"`
 	Viewers int64           `json:"viewers"`
 	Views   int64           `json:"views"`
-}
-
-type eventWire struct {
-	Type string          `json:"type"`
-	Post presence.PostID `json:"post"`
-	Name string          `json:"name"`
-	Data json.RawMessage `json:"data"`
 }
 
 func countFrame(c presence.Count) []byte {

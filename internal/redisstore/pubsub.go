@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/presence/presence/internal/logging"
 	"github.com/presence/presence/internal/presence"
 )
 
@@ -45,6 +46,7 @@ type Bus struct {
 	reconnects prometheus.Counter
 	stale      prometheus.Counter
 	bad        prometheus.Counter
+	badWarn    logging.Throttle
 }
 
 // BusConfig configures a Bus. The zero value is usable.
@@ -77,6 +79,7 @@ func NewBus(store *Store, cfg BusConfig) *Bus {
 		kick:    make(chan struct{}, 1),
 		channel: make(map[string]bool),
 		probe:   store.keys.probeChannel(string(presence.NewSessionID())),
+		badWarn: logging.Throttle{Every: 10 * time.Second},
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "presence_pubsub_reconnects_total",
 			Help: "Times the post channels' pub/sub connection was re-established.",
@@ -228,8 +231,13 @@ func (b *Bus) subscription(ctx context.Context, deliver func(presence.Message), 
 				}
 				msg, err := b.parse(m.Channel, m.Payload)
 				if err != nil {
+					// Whoever published it is not told; the log line and the
+					// metric are how they find out.
 					b.bad.Inc()
-					b.log.Debug("dropped bad message", zap.String("channel", m.Channel), zap.Error(err))
+					if ok, skipped := b.badWarn.Allow(time.Now()); ok {
+						b.log.Warn("dropped a message on a post channel", zap.String("channel", m.Channel),
+							zap.Error(err), zap.Int("similar_since_last", skipped))
+					}
 					continue
 				}
 				deliver(msg)
@@ -305,10 +313,11 @@ func (b *Bus) post(channel string) (presence.PostID, bool) {
 	return p, err == nil
 }
 
-// MaxMessage bounds a message on a post's channel. The publish API takes
-// bodies up to 16 KiB; anyone else publishing on Redis gets the same room,
-// plus the envelope, rather than a way to push megabytes to every client.
-const MaxMessage = 20 << 10
+// MaxMessage bounds a message on a post's channel: the largest event frame.
+// The publish API takes bodies up to 16 KiB, whose frames stay under it;
+// anyone else publishing on Redis gets the same room rather than a way to
+// push megabytes to every client.
+const MaxMessage = presence.MaxEventFrame
 
 // wireMessage is what travels on a post's channel: the wire protocol's count
 // or event frame. PHP code publishes events in the same format.

@@ -7,7 +7,6 @@ package redisstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -199,11 +198,7 @@ func (s *Store) Counts(ctx context.Context, posts []presence.PostID) ([]presence
 // subscribers, and each app server holds one subscription per post it has
 // clients on.
 func (s *Store) Publish(ctx context.Context, ev presence.Event) (int, error) {
-	payload, err := json.Marshal(wireMessage{Type: "event", Post: string(ev.Post), Name: ev.Name, Data: ev.Data})
-	if err != nil {
-		return 0, fmt.Errorf("publish: %w", err)
-	}
-	n, err := s.rdb.Publish(ctx, s.keys.channel(ev.Post), payload).Result()
+	n, err := s.rdb.Publish(ctx, s.keys.channel(ev.Post), ev.Frame()).Result()
 	if err != nil {
 		return 0, s.fail("publish", err)
 	}
