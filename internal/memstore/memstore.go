@@ -7,6 +7,7 @@ package memstore
 
 import (
 	"container/heap"
+	"container/list"
 	"context"
 	"sync"
 	"time"
@@ -18,6 +19,9 @@ import (
 type Config struct {
 	// TTL is how long a session lives without a refresh. Default: 90s.
 	TTL time.Duration
+	// ViewsTTL is how long a post's views total is kept after its last
+	// view. Default: presence.DefaultViewsTTL; negative: forever.
+	ViewsTTL time.Duration
 }
 
 // DefaultTTL is the session TTL when Config.TTL is zero.
@@ -27,13 +31,15 @@ const DefaultTTL = 90 * time.Second
 // change goes to every sink; the hub ignores posts it has no room for) and
 // gc.Collector as its Source.
 type Store struct {
-	ttl time.Duration
+	ttl      time.Duration
+	viewsTTL time.Duration // 0: forever
 
 	mu        sync.Mutex
 	seq       int64
 	sessions  map[presence.SessionID]*session
 	viewers   map[presence.PostID]map[presence.SessionID]struct{} // emptied sets are deleted
-	views     map[presence.PostID]int64
+	views     map[presence.PostID]*list.Element                   // of *views, in viewsLRU
+	viewsLRU  *list.List                                          // least recently viewed first
 	deadlines deadlineHeap
 	sinks     map[int]func(presence.Message)
 	nextSink  int
@@ -42,6 +48,13 @@ type Store struct {
 	// lock, and sinks take the hub's lock while mu is held.
 	imu      sync.Mutex
 	interest map[presence.PostID]bool // posts the hub subscribed to
+}
+
+// views is a post's views total and when it expires.
+type views struct {
+	post    presence.PostID
+	n       int64
+	expires time.Time
 }
 
 type session struct {
@@ -58,11 +71,19 @@ func New(cfg Config) *Store {
 	if cfg.TTL <= 0 {
 		cfg.TTL = DefaultTTL
 	}
+	switch {
+	case cfg.ViewsTTL == 0:
+		cfg.ViewsTTL = presence.DefaultViewsTTL
+	case cfg.ViewsTTL < 0:
+		cfg.ViewsTTL = 0
+	}
 	return &Store{
 		ttl:      cfg.TTL,
+		viewsTTL: cfg.ViewsTTL,
 		sessions: make(map[presence.SessionID]*session),
 		viewers:  make(map[presence.PostID]map[presence.SessionID]struct{}),
-		views:    make(map[presence.PostID]int64),
+		views:    make(map[presence.PostID]*list.Element),
+		viewsLRU: list.New(),
 		sinks:    make(map[int]func(presence.Message)),
 		interest: make(map[presence.PostID]bool),
 	}
@@ -103,8 +124,11 @@ func (s *Store) View(_ context.Context, sid presence.SessionID, post presence.Po
 		ss.deadline = now.Add(s.ttl)
 		heap.Fix(&s.deadlines, ss.index)
 	}
+	s.expireViews(now)
 	if countView {
-		s.views[post]++
+		s.countView(post, now)
+	} else {
+		s.touchViews(post, now)
 	}
 	if added || countView {
 		return s.publish(post), nil
@@ -150,6 +174,7 @@ func (s *Store) Refresh(_ context.Context, sessions []presence.Session) ([]prese
 func (s *Store) Counts(_ context.Context, posts []presence.PostID) ([]presence.Count, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.expireViews(time.Now())
 	out := make([]presence.Count, len(posts))
 	for i, p := range posts {
 		out[i] = s.count(p)
@@ -163,6 +188,9 @@ func (s *Store) Due(_ context.Context, limit int) ([]presence.SessionID, time.Du
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
+	// The collector polls at least every PRESENCE_GC_POLL, which makes this
+	// the memory store's sweep of expired totals too.
+	s.expireViews(now)
 	if len(s.deadlines) == 0 {
 		return nil, -1, nil
 	}
@@ -304,7 +332,67 @@ func (s *Store) removeViewer(post presence.PostID, sid presence.SessionID) bool 
 }
 
 func (s *Store) count(post presence.PostID) presence.Count {
-	return presence.Count{Post: post, Viewers: int64(len(s.viewers[post])), Views: s.views[post], Seq: s.seq}
+	var n int64
+	if e := s.views[post]; e != nil {
+		n = e.Value.(*views).n
+	}
+	return presence.Count{Post: post, Viewers: int64(len(s.viewers[post])), Views: n, Seq: s.seq}
+}
+
+// countView adds a view to the post's total and pushes its expiry out.
+// Callers hold mu.
+func (s *Store) countView(post presence.PostID, now time.Time) {
+	e := s.views[post]
+	if e == nil {
+		e = s.viewsLRU.PushBack(&views{post: post})
+		s.views[post] = e
+	}
+	e.Value.(*views).n++
+	s.touchViews(post, now)
+}
+
+// touchViews pushes the expiry of the post's total out, as view.lua does
+// on every view. Every expiry is now plus the same TTL, so the list stays
+// ordered by expiry when the touched entry moves to its back. Callers hold
+// mu.
+func (s *Store) touchViews(post presence.PostID, now time.Time) {
+	e := s.views[post]
+	if e == nil {
+		return
+	}
+	e.Value.(*views).expires = now.Add(s.viewsTTL)
+	s.viewsLRU.MoveToBack(e)
+}
+
+// expireViews drops the totals whose expiry has passed, oldest first, so
+// the cost is what expires. Callers hold mu.
+func (s *Store) expireViews(now time.Time) {
+	if s.viewsTTL == 0 {
+		return
+	}
+	for e := s.viewsLRU.Front(); e != nil; e = s.viewsLRU.Front() {
+		v := e.Value.(*views)
+		if v.expires.After(now) {
+			return
+		}
+		s.viewsLRU.Remove(e)
+		delete(s.views, v.post)
+	}
+}
+
+// Posts returns how many posts the store keeps anything of: a views total
+// or viewers. It says whether memory follows live and recent posts only.
+func (s *Store) Posts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expireViews(time.Now())
+	n := len(s.views)
+	for p := range s.viewers {
+		if s.views[p] == nil {
+			n++
+		}
+	}
+	return n
 }
 
 // publish gives a change the next seq and delivers the new count. Callers

@@ -13,8 +13,8 @@ import (
 )
 
 func TestStore_Conformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T, ttl time.Duration) storetest.Harness {
-		s := New(Config{TTL: ttl})
+	storetest.Run(t, func(t *testing.T, ttl, viewsTTL time.Duration) storetest.Harness {
+		s := New(Config{TTL: ttl, ViewsTTL: viewsTTL})
 		return storetest.Harness{
 			Store:  s,
 			Source: s,

@@ -80,6 +80,12 @@ type Count struct {
 	Seq int64
 }
 
+// DefaultViewsTTL is how long a post's views total is kept after its last
+// view unless configured otherwise. Every view of a new id makes a counter;
+// without an expiry, clients naming made-up ids would fill the store. A
+// month keeps the total of every post people still read.
+const DefaultViewsTTL = 30 * 24 * time.Hour
+
 // Event is a message pushed to everybody viewing or watching a post.
 type Event struct {
 	Post PostID

@@ -27,6 +27,9 @@ type Config struct {
 	Prefix string
 	// TTL is how long a session lives without a refresh. Default: 90s.
 	TTL time.Duration
+	// ViewsTTL is how long a post's views counter lives after its last view.
+	// Default: presence.DefaultViewsTTL; negative: forever.
+	ViewsTTL time.Duration
 	// Registerer receives the store's metrics. Default: none registered.
 	Registerer prometheus.Registerer
 }
@@ -37,11 +40,12 @@ const DefaultTTL = 90 * time.Second
 // Store is the Redis implementation of presence.Store. It also serves the
 // garbage collector (Due, Prune, Sweep).
 type Store struct {
-	rdb    *redis.Client
-	keys   keys
-	ttl    time.Duration
-	log    *zap.Logger
-	errors *prometheus.CounterVec
+	rdb      *redis.Client
+	keys     keys
+	ttl      time.Duration
+	viewsTTL time.Duration // 0: forever
+	log      *zap.Logger
+	errors   *prometheus.CounterVec
 }
 
 var _ presence.Store = (*Store)(nil)
@@ -52,11 +56,18 @@ func New(rdb *redis.Client, cfg Config, log *zap.Logger) *Store {
 	if cfg.TTL <= 0 {
 		cfg.TTL = DefaultTTL
 	}
+	switch {
+	case cfg.ViewsTTL == 0:
+		cfg.ViewsTTL = presence.DefaultViewsTTL
+	case cfg.ViewsTTL < 0:
+		cfg.ViewsTTL = 0
+	}
 	s := &Store{
-		rdb:  rdb,
-		keys: keys{prefix: cfg.Prefix},
-		ttl:  cfg.TTL,
-		log:  log.Named("redis"),
+		rdb:      rdb,
+		keys:     keys{prefix: cfg.Prefix},
+		ttl:      cfg.TTL,
+		viewsTTL: cfg.ViewsTTL,
+		log:      log.Named("redis"),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "presence_redis_errors_total",
 			Help: "Redis commands that failed, by operation.",
@@ -120,7 +131,7 @@ func (s *Store) View(ctx context.Context, sid presence.SessionID, post presence.
 		count = "1"
 	}
 	res, err := viewScript.Run(ctx, s.rdb, s.countKeys(),
-		s.keys.prefix, string(sid), string(post), s.ttl.Milliseconds(), count).Int64Slice()
+		s.keys.prefix, string(sid), string(post), s.ttl.Milliseconds(), count, s.viewsTTL.Milliseconds()).Int64Slice()
 	if err != nil {
 		return presence.Count{}, s.fail("view", err)
 	}

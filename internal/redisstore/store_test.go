@@ -24,8 +24,14 @@ func TestMain(m *testing.M) { redistest.Main(m, &srv) }
 
 func newStore(t *testing.T, ttl time.Duration) (*Store, *redis.Client) {
 	t.Helper()
+	return newStoreConfig(t, Config{TTL: ttl})
+}
+
+func newStoreConfig(t *testing.T, cfg Config) (*Store, *redis.Client) {
+	t.Helper()
 	rdb := srv.Client(t)
-	return New(rdb, Config{Prefix: redistest.Prefix(), TTL: ttl}, zaptest.NewLogger(t)), rdb
+	cfg.Prefix = redistest.Prefix()
+	return New(rdb, cfg, zaptest.NewLogger(t)), rdb
 }
 
 // feed subscribes to the posts' channels and waits for Redis to confirm, so
@@ -60,8 +66,8 @@ func feed(t *testing.T, s *Store, rdb *redis.Client, posts ...presence.PostID) <
 }
 
 func TestStore_Conformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T, ttl time.Duration) storetest.Harness {
-		s, rdb := newStore(t, ttl)
+	storetest.Run(t, func(t *testing.T, ttl, viewsTTL time.Duration) storetest.Harness {
+		s, rdb := newStoreConfig(t, Config{TTL: ttl, ViewsTTL: viewsTTL})
 		return storetest.Harness{
 			Store:  s,
 			Source: s,

@@ -29,8 +29,9 @@ type Harness struct {
 	Feed func(t *testing.T, posts ...presence.PostID) <-chan presence.Message
 }
 
-// Factory makes a fresh Harness whose sessions live for ttl.
-type Factory func(t *testing.T, ttl time.Duration) Harness
+// Factory makes a fresh Harness whose sessions live for ttl and whose views
+// totals live for viewsTTL after their last view (0: the store's default).
+type Factory func(t *testing.T, ttl, viewsTTL time.Duration) Harness
 
 // Run runs the suite.
 func Run(t *testing.T, newHarness Factory) {
@@ -49,7 +50,7 @@ var cases = []struct {
 	run  func(t *testing.T, f Factory)
 }{
 	{"view counts a viewer and a view", func(t *testing.T, f Factory) {
-		h := f(t, longTTL)
+		h := f(t, longTTL, 0)
 		got := view(t, h.Store, "s1", "13", true)
 		wantCount(t, got, 1, 1)
 		if got.Seq <= 0 {
@@ -58,7 +59,7 @@ var cases = []struct {
 		wantCount(t, counts(t, h.Store, "13")[0], 1, 1)
 	}},
 	{"second viewer and uncounted view", func(t *testing.T, f Factory) {
-		h := f(t, longTTL)
+		h := f(t, longTTL, 0)
 		view(t, h.Store, "s1", "13", true)
 		wantCount(t, view(t, h.Store, "s2", "13", true), 2, 2)
 		wantCount(t, view(t, h.Store, "s2", "13", false), 2, 2)
@@ -66,12 +67,12 @@ var cases = []struct {
 	{"a counted view repeated on the same post counts once", func(t *testing.T, f Factory) {
 		// A view retried after its reply was lost arrives again with
 		// countView set; the session is already on the post, so no count.
-		h := f(t, longTTL)
+		h := f(t, longTTL, 0)
 		view(t, h.Store, "s1", "13", true)
 		wantCount(t, view(t, h.Store, "s1", "13", true), 1, 1)
 	}},
 	{"move leaves the old post", func(t *testing.T, f Factory) {
-		h := f(t, longTTL)
+		h := f(t, longTTL, 0)
 		view(t, h.Store, "s1", "a", true)
 		wantCount(t, view(t, h.Store, "s1", "b", true), 1, 1)
 		c := counts(t, h.Store, "a", "b")
@@ -79,7 +80,7 @@ var cases = []struct {
 		wantCount(t, c[1], 1, 1)
 	}},
 	{"leave twice and unknown session", func(t *testing.T, f Factory) {
-		h := f(t, longTTL)
+		h := f(t, longTTL, 0)
 		view(t, h.Store, "s1", "13", true)
 		for i := range 2 {
 			if err := h.Store.Leave(context.Background(), "s1"); err != nil {
@@ -92,13 +93,13 @@ var cases = []struct {
 		wantCount(t, counts(t, h.Store, "13")[0], 0, 1)
 	}},
 	{"counts of unknown posts are zero", func(t *testing.T, f Factory) {
-		h := f(t, longTTL)
+		h := f(t, longTTL, 0)
 		for _, c := range counts(t, h.Store, "x", "y") {
 			wantCount(t, c, 0, 0)
 		}
 	}},
 	{"seq grows with every change", func(t *testing.T, f Factory) {
-		h := f(t, longTTL)
+		h := f(t, longTTL, 0)
 		a := view(t, h.Store, "s1", "a", true)
 		b := view(t, h.Store, "s2", "b", true)
 		if b.Seq <= a.Seq {
@@ -109,7 +110,7 @@ var cases = []struct {
 		}
 	}},
 	{"refresh keeps live sessions and reports lost ones", func(t *testing.T, f Factory) {
-		h := f(t, longTTL)
+		h := f(t, longTTL, 0)
 		view(t, h.Store, "s1", "13", true)
 		missing, err := h.Store.Refresh(context.Background(), []presence.Session{
 			{ID: "s1", Post: "13"}, {ID: "gone", Post: "13"}, {ID: "s1x", Post: "14"},
@@ -127,7 +128,7 @@ var cases = []struct {
 		}
 	}},
 	{"expired session is pruned and re-registers without a second view", func(t *testing.T, f Factory) {
-		h := f(t, time.Second)
+		h := f(t, time.Second, 0)
 		ctx := context.Background()
 		view(t, h.Store, "dead", "13", true)
 		view(t, h.Store, "live", "13", true)
@@ -161,7 +162,7 @@ var cases = []struct {
 		wantCount(t, view(t, h.Store, "dead", "13", false), 2, 2)
 	}},
 	{"prune leaves live sessions alone", func(t *testing.T, f Factory) {
-		h := f(t, longTTL)
+		h := f(t, longTTL, 0)
 		view(t, h.Store, "s1", "13", true)
 		lags, err := h.Source.Prune(context.Background(), []presence.SessionID{"s1", "unknown"})
 		if err != nil || len(lags) != 0 {
@@ -174,7 +175,7 @@ var cases = []struct {
 		}
 	}},
 	{"changes are published in order", func(t *testing.T, f Factory) {
-		h := f(t, longTTL)
+		h := f(t, longTTL, 0)
 		feed := h.Feed(t, "a", "b")
 		view(t, h.Store, "s1", "a", true)
 		view(t, h.Store, "s2", "a", true)
@@ -200,7 +201,7 @@ var cases = []struct {
 		}
 	}},
 	{"concurrent views, moves and leaves keep counts exact", func(t *testing.T, f Factory) {
-		h := f(t, longTTL)
+		h := f(t, longTTL, 0)
 		posts := []presence.PostID{"p0", "p1", "p2", "p3"}
 		const workers, ops = 16, 60
 		final := make([]presence.PostID, workers) // "" = not viewing
@@ -241,6 +242,52 @@ var cases = []struct {
 			}
 		}
 	}},
+	{"views totals expire unless viewed", func(t *testing.T, f Factory) {
+		const viewsTTL = 500 * time.Millisecond
+		h := f(t, longTTL, viewsTTL)
+		// Made-up posts viewed once, by sessions that leave at once.
+		made := make([]presence.PostID, 50)
+		for i := range made {
+			made[i] = presence.PostID(fmt.Sprintf("made-up-%d", i))
+			sid := presence.SessionID(fmt.Sprintf("m%d", i))
+			view(t, h.Store, sid, made[i], true)
+			if err := h.Store.Leave(context.Background(), sid); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A real post viewed again and again outlives the TTL many times.
+		start := time.Now()
+		wantCount(t, view(t, h.Store, "reader-0", "read", true), 1, 1)
+		for i := 1; time.Since(start) < 4*viewsTTL; i++ {
+			time.Sleep(viewsTTL / 5) // the passing of time is what is tested
+			view(t, h.Store, presence.SessionID(fmt.Sprintf("reader-%d", i)), "read", false)
+		}
+		if c := counts(t, h.Store, "read")[0]; c.Views != 1 {
+			t.Errorf("views of a post viewed every %s = %d, want 1 (kept)", viewsTTL/5, c.Views)
+		}
+		waitViews(t, h.Store, made, 0)
+	}},
+}
+
+// waitViews waits, with a deadline, until every post's views total is n.
+func waitViews(t *testing.T, s presence.Store, posts []presence.PostID, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		left := 0
+		for _, c := range counts(t, s, posts...) {
+			if c.Views != n {
+				left++
+			}
+		}
+		if left == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d posts do not have %d views after 10s", left, len(posts), n)
+		}
+		time.Sleep(50 * time.Millisecond) // expiry sends no event to await
+	}
 }
 
 func view(t *testing.T, s presence.Store, sid presence.SessionID, post presence.PostID, countView bool) presence.Count {

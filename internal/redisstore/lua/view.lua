@@ -7,8 +7,11 @@
 -- ARGV[3] - post id
 -- ARGV[4] - session TTL in milliseconds
 -- ARGV[5] - "1" to count a view of the post, "0" not to
+-- ARGV[6] - lifetime of the post's views counter after this view, in ms; 0
+--           keeps it forever
 -- Returns {viewers, views, seq} of the post.
 local sid, post, ttl = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local views_ttl = tonumber(ARGV[6])
 local now = now_ms()
 
 local old = redis.call('HGET', KEYS[1], sid)
@@ -26,6 +29,11 @@ local added = redis.call('SADD', prefix .. 'viewers:' .. post, sid)
 local counted = ARGV[5] == '1' and old ~= post
 if counted then
   redis.call('INCR', prefix .. 'views:' .. post)
+end
+-- Every view pushes the counter's expiry out, so only the totals of posts
+-- nobody views any more go; a counter per made-up id cannot pile up.
+if views_ttl > 0 then
+  redis.call('PEXPIRE', prefix .. 'views:' .. post, views_ttl)
 end
 if added == 1 or counted then
   return publish(post)
