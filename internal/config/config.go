@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -27,6 +29,24 @@ type Config struct {
 	AllowedOrigins []string
 	PublishKeys    []string
 	LogLevel       string
+	// PostSecrets are the secrets post tokens are signed with; empty accepts
+	// any post id.
+	PostSecrets []string
+	// ViewsTTL is how long a post's views total lives after its last view;
+	// 0 keeps it forever (allowed only with PostSecrets).
+	ViewsTTL time.Duration
+	// MaxConns is the most WebSockets the app server holds; 0 is no limit.
+	// MaxConnsAuto says it was derived from the open-files limit, NoFile.
+	MaxConns     int
+	MaxConnsAuto bool
+	NoFile       uint64
+	// MaxConnsPerIP is the most WebSockets one client address holds; 0 is
+	// no limit.
+	MaxConnsPerIP int
+	// TrustedProxies are the peers whose X-Forwarded-For names the client.
+	TrustedProxies []netip.Prefix
+	// AdminAddr, when set, serves /metrics and the detailed /readyz.
+	AdminAddr string
 }
 
 // setting is one variable: its flag, environment name, default and help.
@@ -46,6 +66,12 @@ var settings = []setting{
 	{"allowed-origins", "PRESENCE_ALLOWED_ORIGINS", "", "comma-separated WebSocket/CORS origin patterns (host or scheme://host, path.Match globs); empty: same host only; * allows any"},
 	{"publish-keys", "PRESENCE_PUBLISH_KEYS", "", "comma-separated bearer keys for the publish API; empty turns publishing off"},
 	{"log-level", "PRESENCE_LOG_LEVEL", "info", "log level: debug, info, warn or error"},
+	{"post-secret", "PRESENCE_POST_SECRET", "", "secret (at least 32 characters; several comma separated while rotating) that signs post tokens; empty accepts any post id"},
+	{"views-ttl", "PRESENCE_VIEWS_TTL", "720h", "how long a post's views total is kept after its last view; 0 keeps it forever (needs PRESENCE_POST_SECRET)"},
+	{"max-conns", "PRESENCE_MAX_CONNS", "auto", "most WebSockets this app server holds; auto: the open-files limit less headroom for Redis and HTTP; 0: no limit"},
+	{"max-conns-per-ip", "PRESENCE_MAX_CONNS_PER_IP", "64", "most WebSockets one client IP (IPv6: one /64) holds; 0: no limit"},
+	{"trusted-proxies", "PRESENCE_TRUSTED_PROXIES", "", "comma-separated CIDRs or IPs of proxies whose X-Forwarded-For header names the client"},
+	{"admin-addr", "PRESENCE_ADMIN_ADDR", "", "internal listen address for /metrics, the detailed /readyz and /healthz; empty: /metrics stays on PRESENCE_ADDR"},
 }
 
 // Load parses args (without the program name) over the environment read by
@@ -82,6 +108,8 @@ func Load(name string, args []string, getenv func(string) string, out io.Writer)
 		AllowedOrigins: splitList(*vals["allowed-origins"]),
 		PublishKeys:    splitList(*vals["publish-keys"]),
 		LogLevel:       strings.ToLower(strings.TrimSpace(*vals["log-level"])),
+		PostSecrets:    splitList(*vals["post-secret"]),
+		AdminAddr:      strings.TrimSpace(*vals["admin-addr"]),
 	}
 	var errs []error
 	dur := func(flagName, env string, dst *time.Duration) {
@@ -98,6 +126,30 @@ func Load(name string, args []string, getenv func(string) string, out io.Writer)
 	dur("coalesce", "PRESENCE_COALESCE", &c.Coalesce)
 	dur("gc-poll", "PRESENCE_GC_POLL", &c.GCPoll)
 	dur("sweep-interval", "PRESENCE_SWEEP_INTERVAL", &c.SweepInterval)
+	dur("views-ttl", "PRESENCE_VIEWS_TTL", &c.ViewsTTL)
+	count := func(env, v string, dst *int) {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 0 {
+			errs = append(errs, fmt.Errorf("%s: want a whole number, 0 for no limit, got %q", env, v))
+			return
+		}
+		*dst = n
+	}
+	c.NoFile = openFilesLimit()
+	if v := strings.TrimSpace(*vals["max-conns"]); strings.EqualFold(v, "auto") {
+		c.MaxConns, c.MaxConnsAuto = DefaultMaxConns(c.NoFile), true
+	} else {
+		count("PRESENCE_MAX_CONNS", v, &c.MaxConns)
+	}
+	count("PRESENCE_MAX_CONNS_PER_IP", *vals["max-conns-per-ip"], &c.MaxConnsPerIP)
+	for _, p := range splitList(*vals["trusted-proxies"]) {
+		prefix, err := parsePrefix(p)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("PRESENCE_TRUSTED_PROXIES: %q is neither a CIDR (10.0.0.0/8) nor an IP address", p))
+			continue
+		}
+		c.TrustedProxies = append(c.TrustedProxies, prefix)
+	}
 	if err := c.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -105,6 +157,35 @@ func Load(name string, args []string, getenv func(string) string, out io.Writer)
 		return Config{}, errors.Join(errs...)
 	}
 	return c, nil
+}
+
+// parsePrefix reads a CIDR, or a single address as the prefix of its own.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+// DefaultMaxConns is the WebSocket limit derived from the open-files limit:
+// each WebSocket holds one file, and the rest keeps a tenth (at least 64, at
+// most 1,000) for Redis connections, HTTP requests and the admin listener,
+// so /healthz and REST still answer when the limit is reached. 0 (unknown
+// limit) means no limit.
+func DefaultMaxConns(nofile uint64) int {
+	if nofile == 0 {
+		return 0
+	}
+	headroom := min(max(nofile/10, 64), 1000)
+	if nofile <= headroom {
+		return 1
+	}
+	return int(nofile - headroom)
 }
 
 func defaultOf(flagName string) string {
@@ -181,6 +262,29 @@ func (c Config) Validate() error {
 	default:
 		bad("PRESENCE_LOG_LEVEL: must be debug, info, warn or error, got %q", c.LogLevel)
 	}
+	for i, k := range c.PostSecrets {
+		if len(k) < 32 {
+			bad("PRESENCE_POST_SECRET: secret %d is %d characters long; use at least 32 random characters (e.g. openssl rand -hex 32)", i+1, len(k))
+		}
+	}
+	switch {
+	case c.ViewsTTL < 0:
+		bad("PRESENCE_VIEWS_TTL: must not be negative, got %s", c.ViewsTTL)
+	case c.ViewsTTL == 0 && len(c.PostSecrets) == 0:
+		bad("PRESENCE_VIEWS_TTL: 0 keeps every post's views forever, and without PRESENCE_POST_SECRET any client can name new posts; set PRESENCE_POST_SECRET or a TTL")
+	case c.ViewsTTL > 0 && c.ViewsTTL < time.Second:
+		bad("PRESENCE_VIEWS_TTL: must be 0 or at least 1s, got %s", c.ViewsTTL)
+	}
+	if c.MaxConns < 0 || c.MaxConnsPerIP < 0 {
+		bad("PRESENCE_MAX_CONNS and PRESENCE_MAX_CONNS_PER_IP must not be negative")
+	}
+	if c.AdminAddr != "" {
+		if _, port, err := net.SplitHostPort(c.AdminAddr); err != nil {
+			bad("PRESENCE_ADMIN_ADDR: want host:port or :port, got %q", c.AdminAddr)
+		} else if c.AdminAddr == c.Addr && port != "0" {
+			bad("PRESENCE_ADMIN_ADDR: must differ from PRESENCE_ADDR (%s), or /metrics would be public again", c.Addr)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -194,18 +298,36 @@ func (c Config) Fields() map[string]any {
 	for i := range keys {
 		keys[i] = "***"
 	}
+	secrets := make([]string, len(c.PostSecrets))
+	for i := range secrets {
+		secrets[i] = "***"
+	}
+	maxConns := strconv.Itoa(c.MaxConns)
+	if c.MaxConnsAuto {
+		maxConns += fmt.Sprintf(" (auto: open-files limit %d less headroom)", c.NoFile)
+	}
+	trusted := make([]string, len(c.TrustedProxies))
+	for i, p := range c.TrustedProxies {
+		trusted[i] = p.String()
+	}
 	return map[string]any{
-		"addr":            c.Addr,
-		"gc_addr":         c.GCAddr,
-		"redis_url":       mask(c.RedisURL),
-		"key_prefix":      c.KeyPrefix,
-		"session_ttl":     c.SessionTTL.String(),
-		"coalesce":        c.Coalesce.String(),
-		"gc_poll":         c.GCPoll.String(),
-		"sweep_interval":  c.SweepInterval.String(),
-		"allowed_origins": c.AllowedOrigins,
-		"publish_keys":    keys,
-		"log_level":       c.LogLevel,
+		"addr":             c.Addr,
+		"gc_addr":          c.GCAddr,
+		"redis_url":        mask(c.RedisURL),
+		"key_prefix":       c.KeyPrefix,
+		"session_ttl":      c.SessionTTL.String(),
+		"coalesce":         c.Coalesce.String(),
+		"gc_poll":          c.GCPoll.String(),
+		"sweep_interval":   c.SweepInterval.String(),
+		"allowed_origins":  c.AllowedOrigins,
+		"publish_keys":     keys,
+		"log_level":        c.LogLevel,
+		"post_secret":      secrets,
+		"views_ttl":        c.ViewsTTL.String(),
+		"max_conns":        maxConns,
+		"max_conns_per_ip": c.MaxConnsPerIP,
+		"trusted_proxies":  trusted,
+		"admin_addr":       c.AdminAddr,
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -103,5 +104,84 @@ func TestLoad_HelpDocumentsEverySetting(t *testing.T) {
 func TestMaskHidesRedisPassword(t *testing.T) {
 	if got := mask("redis://user:secret@host:6379/0"); strings.Contains(got, "secret") {
 		t.Errorf("mask=%q still shows the password", got)
+	}
+}
+
+func TestLoad_PublicEdgeSettings(t *testing.T) {
+	c, err := Load("presence", nil, env(nil), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ViewsTTL != 720*time.Hour || c.MaxConnsPerIP != 64 || !c.MaxConnsAuto || c.MaxConns != DefaultMaxConns(c.NoFile) ||
+		len(c.PostSecrets) != 0 || len(c.TrustedProxies) != 0 || c.AdminAddr != "" {
+		t.Errorf("defaults = %+v", c)
+	}
+	secret := strings.Repeat("s", 32)
+	c, err = Load("presence", nil, env(map[string]string{
+		"PRESENCE_POST_SECRET":      secret + "," + strings.Repeat("t", 40),
+		"PRESENCE_VIEWS_TTL":        "0",
+		"PRESENCE_MAX_CONNS":        "0",
+		"PRESENCE_MAX_CONNS_PER_IP": "0",
+		"PRESENCE_TRUSTED_PROXIES":  "10.0.0.0/8, 192.168.1.7 ,fd00::/8,10.1.2.3/8",
+		"PRESENCE_ADMIN_ADDR":       "127.0.0.1:9090",
+	}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var proxies []string
+	for _, p := range c.TrustedProxies {
+		proxies = append(proxies, p.String())
+	}
+	if len(c.PostSecrets) != 2 || c.ViewsTTL != 0 || c.MaxConns != 0 || c.MaxConnsAuto || c.MaxConnsPerIP != 0 ||
+		strings.Join(proxies, " ") != "10.0.0.0/8 192.168.1.7/32 fd00::/8 10.0.0.0/8" || c.AdminAddr != "127.0.0.1:9090" {
+		t.Errorf("parsed %+v, proxies %v", c, proxies)
+	}
+	if f := c.Fields(); strings.Contains(fmt.Sprint(f), secret) {
+		t.Errorf("Fields shows the post secret: %v", f["post_secret"])
+	}
+}
+
+func TestLoad_PublicEdgeErrors(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"PRESENCE_POST_SECRET": "short"}, "PRESENCE_POST_SECRET: secret 1 is 5 characters long"},
+		{map[string]string{"PRESENCE_VIEWS_TTL": "0"}, "PRESENCE_VIEWS_TTL: 0 keeps every post's views forever"},
+		{map[string]string{"PRESENCE_VIEWS_TTL": "-1h"}, "PRESENCE_VIEWS_TTL: must not be negative"},
+		{map[string]string{"PRESENCE_VIEWS_TTL": "a month"}, "PRESENCE_VIEWS_TTL: not a duration"},
+		{map[string]string{"PRESENCE_MAX_CONNS": "lots"}, "PRESENCE_MAX_CONNS: want a whole number"},
+		{map[string]string{"PRESENCE_MAX_CONNS_PER_IP": "-1"}, "PRESENCE_MAX_CONNS_PER_IP: want a whole number"},
+		{map[string]string{"PRESENCE_TRUSTED_PROXIES": "10.0.0.0/33"}, `PRESENCE_TRUSTED_PROXIES: "10.0.0.0/33"`},
+		{map[string]string{"PRESENCE_TRUSTED_PROXIES": "proxy.local"}, `PRESENCE_TRUSTED_PROXIES: "proxy.local"`},
+		{map[string]string{"PRESENCE_ADMIN_ADDR": "9090"}, "PRESENCE_ADMIN_ADDR: want host:port"},
+		{map[string]string{"PRESENCE_ADMIN_ADDR": ":8080"}, "PRESENCE_ADMIN_ADDR: must differ from PRESENCE_ADDR"},
+	} {
+		_, err := Load("presence", nil, env(tc.env), &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("env %v: err=%v, want it to contain %q", tc.env, err, tc.want)
+		}
+	}
+	// Ephemeral ports may be asked for on both.
+	if _, err := Load("presence", nil, env(map[string]string{"PRESENCE_ADDR": "127.0.0.1:0", "PRESENCE_ADMIN_ADDR": "127.0.0.1:0"}), &bytes.Buffer{}); err != nil {
+		t.Errorf("both on port 0: %v", err)
+	}
+}
+
+func TestDefaultMaxConns(t *testing.T) {
+	for _, tc := range []struct {
+		nofile uint64
+		want   int
+	}{
+		{0, 0},         // unknown: no limit
+		{20000, 19000}, // a tenth kept, at most 1,000
+		{1024, 922},    // a tenth kept
+		{256, 192},     // at least 64 kept
+		{50, 1},        // nothing sensible left; one socket still works
+		{1 << 20, 1047576},
+	} {
+		if got := DefaultMaxConns(tc.nofile); got != tc.want {
+			t.Errorf("DefaultMaxConns(%d) = %d, want %d", tc.nofile, got, tc.want)
+		}
 	}
 }
