@@ -41,9 +41,30 @@ func (h *Handler) Healthz(w http.ResponseWriter, r *http.Request) {
 const readyTimeout = 2 * time.Second
 
 // Readyz answers 200 when every check passes and 503 with the failures
-// otherwise.
+// otherwise. The failures name addresses and error text: serve it only where
+// operators alone can reach it.
 func (h *Handler) Readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+	failed := h.run(r.Context())
+	if len(failed) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "failed": failed})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// Ready is Readyz for a public listener: 200 {"status":"ready"} or 503
+// {"status":"unavailable"}, and nothing about why.
+func (h *Handler) Ready(w http.ResponseWriter, r *http.Request) {
+	if len(h.run(r.Context())) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// run runs every check and returns the failures by name.
+func (h *Handler) run(ctx context.Context) map[string]string {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	names := make([]string, 0, len(h.checks))
 	for name := range h.checks {
@@ -56,24 +77,38 @@ func (h *Handler) Readyz(w http.ResponseWriter, r *http.Request) {
 			failed[name] = err.Error()
 		}
 	}
-	if len(failed) > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "failed": failed})
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return failed
 }
 
 // Metrics serves the Prometheus text format.
 func (h *Handler) Metrics(w http.ResponseWriter, r *http.Request) { h.metrics.ServeHTTP(w, r) }
 
-// ServeMux returns a mux with the three endpoints, for processes that serve
-// nothing else (cmd/gc).
+// ServeMux returns a mux with the three endpoints, for listeners that serve
+// nothing else: gc's, and the app server's admin listener. Every other
+// request gets a JSON error, as on the app server's public listener.
 func (h *Handler) ServeMux() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", h.Healthz)
-	mux.HandleFunc("GET /readyz", h.Readyz)
-	mux.HandleFunc("GET /metrics", h.Metrics)
+	routes := map[string]http.HandlerFunc{"/healthz": h.Healthz, "/readyz": h.Readyz, "/metrics": h.Metrics}
+	for path, fn := range routes {
+		// GET patterns take HEAD too.
+		mux.HandleFunc("GET "+path, fn)
+	}
+	// The catch-all also sees other methods on the three paths: ServeMux
+	// answers 405 itself only when no pattern matches at all.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := routes[r.URL.Path]; ok {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path)
+			return
+		}
+		writeError(w, http.StatusNotFound, "not_found", "no route for "+r.Method+" "+r.URL.Path+"; this listener serves /healthz, /readyz and /metrics")
+	})
 	return mux
+}
+
+// writeError writes the error body of the app server's API.
+func writeError(w http.ResponseWriter, status int, code, message string) {
+	writeJSON(w, status, map[string]map[string]string{"error": {"code": code, "message": message}})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
