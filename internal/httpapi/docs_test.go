@@ -11,6 +11,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/presence/presence/internal/presence"
 )
 
 // jsonExamples returns every ```json block of a Markdown file, decoded.
@@ -43,6 +46,10 @@ func TestProtocolDoc_Examples(t *testing.T) {
 	a := newApp(t, appOpts{})
 	c := dial(t, a, nil)
 	w := watcher(t, a, "13", 0)
+	signedApp := newApp(t, signed(appOpts{memory: true}))
+	// The examples' tokens, checked before they expire.
+	docSigner := presence.NewSigner([]string{"0123456789abcdef0123456789abcdef"})
+	docTime := time.Unix(1767225600-1, 0)
 
 	examples := jsonExamples(t, "../../api/protocol.md")
 	if len(examples) < 8 {
@@ -55,6 +62,20 @@ func TestProtocolDoc_Examples(t *testing.T) {
 		switch {
 		case typ == "view" || typ == "unview" || typ == "watch" || typ == "unwatch":
 			seen["client "+typ] = true
+			if tok, ok := ex["token"].(string); ok {
+				seen["client view with token"] = true
+				if err := docSigner.Check(presence.PostID(ex["post"].(string)), tok, docTime); err != nil {
+					t.Errorf("documented token of %s: %v", raw, err)
+				}
+			}
+			if toks, ok := ex["tokens"].([]any); ok {
+				seen["client watch with tokens"] = true
+				for i, p := range ex["posts"].([]any) {
+					if err := docSigner.Check(presence.PostID(p.(string)), toks[i].(string), docTime); err != nil {
+						t.Errorf("documented token of %s: %v", raw, err)
+					}
+				}
+			}
 			c.send(string(raw))
 			// A watch of a sentinel post answers after the example was
 			// handled; any error frame before it is the example's.
@@ -106,6 +127,12 @@ func TestProtocolDoc_Examples(t *testing.T) {
 				e.send(`{"type":"view"}`)
 			case "invalid_post":
 				e.send(`{"type":"view","post":"a b"}`)
+			case "invalid_token":
+				e = dial(t, signedApp, nil)
+				e.send(`{"type":"view","post":"13"}`)
+			case "token_expired":
+				e = dial(t, signedApp, nil)
+				e.send(`{"type":"view","post":"13","token":"` + testSigner.Token("13", time.Unix(1764547200, 0)) + `"}`)
 			case "too_many":
 				posts := make([]string, 110)
 				for i := range posts {
@@ -139,7 +166,7 @@ func TestProtocolDoc_Examples(t *testing.T) {
 			t.Errorf("example %s has a type this test does not know", raw)
 		}
 	}
-	for _, want := range []string{"client view", "client unview", "client watch", "client unwatch", "hello", "count", "error", "event", "count message"} {
+	for _, want := range []string{"client view", "client unview", "client watch", "client unwatch", "client view with token", "client watch with tokens", "hello", "count", "error", "event", "count message"} {
 		if !seen[want] {
 			t.Errorf("api/protocol.md has no JSON example of %s", want)
 		}

@@ -19,6 +19,8 @@ var statusOf = map[string]int{
 	presence.CodeUnsupported:  http.StatusUnsupportedMediaType,
 	presence.CodeUnavailable:  http.StatusServiceUnavailable,
 	presence.CodeInternal:     http.StatusInternalServerError,
+	presence.CodeInvalidToken: http.StatusForbidden,
+	presence.CodeTokenExpired: http.StatusForbidden,
 }
 
 type errorBody struct {

@@ -38,6 +38,7 @@ type app struct {
 	prefix string
 	store  presence.Store
 	redis  *redisstore.Store // nil for the memory store
+	memory *memstore.Store   // nil for the Redis store
 	rdb    *redis.Client     // nil for the memory store
 	hub    *hub.Hub
 	reg    *prometheus.Registry
@@ -47,6 +48,7 @@ type appOpts struct {
 	memory   bool // the embedded store instead of Redis
 	prefix   string
 	ttl      time.Duration
+	viewsTTL time.Duration // the stores' views TTL; 0: their default
 	coalesce time.Duration
 	queue    int           // hub.Config.QueueSize
 	probe    time.Duration // the bus's probe interval and timeout
@@ -70,19 +72,20 @@ func newApp(t *testing.T, o appOpts) *app {
 		bus     feed
 		pub     httpapi.Publisher
 		rstore  *redisstore.Store
+		mstore  *memstore.Store
 		rdb     *redis.Client
 		runners []func(context.Context) error
 	)
 	if o.memory {
-		ms := memstore.New(memstore.Config{TTL: o.ttl})
-		store, bus, pub = ms, ms, ms
+		ms := memstore.New(memstore.Config{TTL: o.ttl, ViewsTTL: o.viewsTTL})
+		store, bus, pub, mstore = ms, ms, ms, ms
 		runners = append(runners, gc.New(ms, gc.Config{Poll: 100 * time.Millisecond}, log).Run)
 	} else {
 		rdb = o.rdb
 		if rdb == nil {
 			rdb = redisSrv.Client(t)
 		}
-		rstore = redisstore.New(rdb, redisstore.Config{Prefix: o.prefix, TTL: o.ttl, Registerer: reg}, log)
+		rstore = redisstore.New(rdb, redisstore.Config{Prefix: o.prefix, TTL: o.ttl, ViewsTTL: o.viewsTTL, Registerer: reg}, log)
 		store, bus, pub = rstore, redisstore.NewBus(rstore, redisstore.BusConfig{Registerer: reg, ProbeInterval: o.probe, ProbeTimeout: o.probe}), rstore
 	}
 	h := hub.New(store, bus, hub.Config{Coalesce: o.coalesce, QueueSize: o.queue, Registerer: reg}, log)
@@ -90,7 +93,10 @@ func newApp(t *testing.T, o appOpts) *app {
 	o.api.AllowedOrigins = o.origins
 	o.api.Registerer = reg
 	api := httpapi.New(h, store, pub, hh, o.api, log)
-	srv := httptest.NewServer(api)
+	// The server cmd/presence runs, with its timeouts.
+	srv := httptest.NewUnstartedServer(api)
+	srv.Config = api.HTTPServer()
+	srv.Start()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -108,7 +114,7 @@ func newApp(t *testing.T, o appOpts) *app {
 		cancel()
 		wg.Wait()
 	})
-	return &app{URL: srv.URL, prefix: o.prefix, store: store, redis: rstore, rdb: rdb, hub: h, reg: reg}
+	return &app{URL: srv.URL, prefix: o.prefix, store: store, redis: rstore, memory: mstore, rdb: rdb, hub: h, reg: reg}
 }
 
 // feed is a hub.Bus that delivers changes: the Redis bus or the memory store.

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/presence/presence/internal/httpapi"
 	"github.com/presence/presence/internal/redistest"
 )
 
@@ -48,6 +49,11 @@ func TestOpenAPI_EveryDocumentedStatus(t *testing.T) {
 
 	up := newApp(t, withKeys(appOpts{}))
 	off := newApp(t, appOpts{})
+	signedApp := newApp(t, signed(appOpts{memory: true}))
+	full := newApp(t, appOpts{memory: true, api: httpapi.Config{MaxConns: 1}})
+	dial(t, full, nil)
+	crowded := newApp(t, appOpts{memory: true, api: httpapi.Config{MaxConnsPerIP: 1}})
+	dial(t, crowded, nil)
 	// A key of the wrong type makes the counts script fail inside Redis:
 	// a real internal error, not a mock.
 	if err := up.rdb.Set(context.Background(), up.prefix+"viewers:broken", "x", 0).Err(); err != nil {
@@ -98,6 +104,11 @@ func TestOpenAPI_EveryDocumentedStatus(t *testing.T) {
 		"POST /v1/posts/{post}/events 503": publish(down, events, "Bearer "+key1, "application/json", `{"name":"x"}`),
 		"GET /v1/posts/{post} 200":         get(up, "/v1/posts/13", nil),
 		"GET /v1/posts/{post} 400":         get(up, "/v1/posts/bad!", nil),
+		"GET /v1/posts/{post} 403":         get(signedApp, "/v1/posts/13", nil),
+		"GET /v1/viewers 403":              get(signedApp, "/v1/viewers?post=13", nil),
+		"GET /widget.js 206":               get(up, "/widget.js", http.Header{"Range": {"bytes=0-9"}}),
+		"GET /v1/ws 429":                   get(crowded, "/v1/ws", foreign),
+		"GET /v1/ws 503":                   get(full, "/v1/ws", foreign),
 		"GET /v1/posts/{post} 500":         get(up, "/v1/posts/broken", nil),
 		"GET /v1/posts/{post} 503":         get(down, "/v1/posts/13", nil),
 		"GET /v1/viewers 200":              get(up, "/v1/viewers?post=1&post=2", nil),

@@ -28,6 +28,10 @@ func (s *Server) getPost(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, err)
 		return
 	}
+	if err := s.cfg.Signer.Check(post, r.URL.Query().Get("token"), time.Now()); err != nil {
+		s.reject(w, err)
+		return
+	}
 	counts, err := s.store.Counts(r.Context(), []presence.PostID{post})
 	if err != nil {
 		s.storeError(w, r, err)
@@ -46,13 +50,26 @@ func (s *Server) getViewers(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, presence.Errorf(presence.CodeTooMany, "%d posts asked for, at most %d per request", len(raw), MaxBatch))
 		return
 	}
+	// Tokens pair with posts by position: ?post=1&token=a&post=2&token=b.
+	tokens := r.URL.Query()["token"]
+	if s.cfg.Signer != nil && len(tokens) != len(raw) {
+		s.reject(w, presence.Errorf(presence.CodeInvalidToken, "%d posts and %d tokens asked for; send one token per post, in the same order: /v1/viewers?post=1&token=..&post=2&token=..", len(raw), len(tokens)))
+		return
+	}
 	posts := make([]presence.PostID, 0, len(raw))
 	seen := make(map[presence.PostID]bool, len(raw))
-	for _, v := range raw {
+	now := time.Now()
+	for i, v := range raw {
 		p, err := presence.ParsePostID(v)
 		if err != nil {
 			s.reject(w, err)
 			return
+		}
+		if s.cfg.Signer != nil {
+			if err := s.cfg.Signer.Check(p, tokens[i], now); err != nil {
+				s.reject(w, err)
+				return
+			}
 		}
 		if !seen[p] {
 			seen[p] = true
@@ -82,7 +99,7 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 	if r.Context().Err() != nil {
 		return // the client went away; nobody reads an answer
 	}
-	if ok, skipped := s.storeWarn.allow(time.Now()); ok {
+	if ok, skipped := s.storeWarn.Allow(time.Now()); ok {
 		s.log.Warn("store call failed", zap.String("path", r.URL.Path), zap.Error(err), zap.Int("similar_since_last", skipped))
 	}
 	writeError(w, err)

@@ -6,16 +6,19 @@ import (
 	"context"
 	"crypto/sha256"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/presence/presence/internal/health"
 	"github.com/presence/presence/internal/hub"
+	"github.com/presence/presence/internal/logging"
 	"github.com/presence/presence/internal/presence"
 	"github.com/presence/presence/internal/widget"
 )
@@ -28,7 +31,8 @@ type Config struct {
 	// with path.Match. Default: the server's own host only. "*" allows any.
 	AllowedOrigins []string
 	// ReadLimit is the largest frame a client may send, in bytes; a larger
-	// one closes the connection with 1009. Default: 4096.
+	// one closes the connection with 1009. Default: MaxFrame, which holds
+	// the protocol's largest legal frame.
 	ReadLimit int64
 	// PingInterval is the time between pings to each client. Default: 25s,
 	// under the 60s after which common proxies drop a silent connection.
@@ -49,6 +53,26 @@ type Config struct {
 	// PublishKeys are the bearer keys POST /v1/posts/{post}/events accepts;
 	// several allow rotation. Default: none, and publishing is off.
 	PublishKeys []string
+	// Signer checks the post tokens of view, watch and the REST counts.
+	// Default: nil, which accepts any well-formed post id.
+	Signer *presence.Signer
+	// MaxConns is the most WebSockets this server holds at once; a handshake
+	// over it gets 503. Default: 0, no limit.
+	MaxConns int
+	// MaxConnsPerIP is the most WebSockets one client address holds (IPv6
+	// addresses by their /64); a handshake over it gets 429. Default: 0, no
+	// limit.
+	MaxConnsPerIP int
+	// TrustedProxies are the peers whose X-Forwarded-For header names the
+	// client. Default: none; the client is the socket's peer.
+	TrustedProxies []netip.Prefix
+	// HandshakeTimeout bounds the reading of a request's headers, so a
+	// handshake that does not complete soon is dropped with its file
+	// descriptor. Default: 5s.
+	HandshakeTimeout time.Duration
+	// HideMetrics leaves /metrics out, for a server whose metrics an admin
+	// listener serves.
+	HideMetrics bool
 	// Registerer receives the server's metrics. Default: none.
 	Registerer prometheus.Registerer
 }
@@ -74,17 +98,22 @@ type Server struct {
 	closing bool
 	wg      sync.WaitGroup
 
-	storeWarn throttle
+	storeWarn logging.Throttle
+	limits    *limiter
 
 	sent      prometheus.Counter
 	rejected  *prometheus.CounterVec
+	refused   *prometheus.CounterVec
 	published prometheus.Counter
 }
 
 // New returns a Server. pub carries published events; both stores are one.
 func New(h *hub.Hub, store presence.Store, pub Publisher, hh *health.Handler, cfg Config, log *zap.Logger) *Server {
 	if cfg.ReadLimit <= 0 {
-		cfg.ReadLimit = 4096
+		cfg.ReadLimit = MaxFrame
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 5 * time.Second
 	}
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = 25 * time.Second
@@ -115,22 +144,31 @@ func New(h *hub.Hub, store presence.Store, pub Publisher, hh *health.Handler, cf
 		base:       base,
 		cancelBase: cancel,
 		conns:      make(map[*websocket.Conn]struct{}),
-		storeWarn:  throttle{every: 10 * time.Second},
+		storeWarn:  logging.Throttle{Every: 10 * time.Second},
+		limits:     newLimiter(cfg.MaxConns, cfg.MaxConnsPerIP, cfg.TrustedProxies, log.Named("http")),
 		sent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "presence_frames_sent_total", Help: "WebSocket frames written to clients.",
 		}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "presence_client_errors_total", Help: "Error frames sent and REST requests refused for bad input, by error code.",
 		}, []string{"code"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "presence_connections_refused_total", Help: "WebSocket handshakes refused, by cause.",
+		}, []string{"cause"}),
 		published: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "presence_events_published_total", Help: "Events accepted by the publish API.",
 		}),
+	}
+	// Every cause shows from the start, so a dashboard can tell "none yet"
+	// from "not measured".
+	for _, cause := range refusalCauses {
+		s.refused.WithLabelValues(cause)
 	}
 	for _, k := range cfg.PublishKeys {
 		s.keys = append(s.keys, sha256.Sum256([]byte(k)))
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(s.sent, s.rejected, s.published)
+		cfg.Registerer.MustRegister(s.sent, s.rejected, s.refused, s.published)
 	}
 	s.logPublishConfig()
 	s.router = s.routes()
@@ -139,6 +177,8 @@ func New(h *hub.Hub, store presence.Store, pub Publisher, hh *health.Handler, cf
 
 func (s *Server) routes() chi.Router {
 	r := chi.NewRouter()
+	// HEAD works wherever GET does: monitors and caches use it.
+	r.Use(middleware.GetHead)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, presence.Errorf(presence.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
 	})
@@ -146,8 +186,12 @@ func (s *Server) routes() chi.Router {
 		writeErrorStatus(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path)
 	})
 	r.Get("/healthz", s.health.Healthz)
-	r.Get("/readyz", s.health.Readyz)
-	r.Get("/metrics", s.health.Metrics)
+	// Anyone can reach this listener: /readyz says ready or not, and the
+	// failures (addresses, error text) are for the admin listener and logs.
+	r.Get("/readyz", s.health.Ready)
+	if !s.cfg.HideMetrics {
+		r.Get("/metrics", s.health.Metrics)
+	}
 	r.Get("/v1/ws", s.serveWS)
 	r.Get("/widget.js", widget.Script)
 	r.Get("/", widget.Demo)
@@ -163,6 +207,21 @@ func (s *Server) routes() chi.Router {
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+
+// HTTPServer returns an http.Server for s with the timeouts a public
+// listener needs. Hijacked WebSockets drop these deadlines; they bound plain
+// HTTP, so no client can hold a file descriptor with an idle, half-sent or
+// trickling request.
+func (s *Server) HTTPServer() *http.Server {
+	return &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: s.cfg.HandshakeTimeout,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       time.Minute,
+		ErrorLog:          zap.NewStdLog(s.log),
+	}
+}
 
 // Shutdown closes every WebSocket with 1001 "going away" and waits for their
 // handlers to finish. When ctx ends first it cancels every connection's
@@ -192,6 +251,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 		return ctx.Err()
 	}
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
 }
 
 func (s *Server) track(c *websocket.Conn) bool {

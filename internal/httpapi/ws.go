@@ -31,11 +31,25 @@ const CloseTooManyFrames = websocket.StatusPolicyViolation
 // session; if it fails the session expires after one TTL instead.
 const leaveTimeout = 5 * time.Second
 
-// inFrame is any client frame; fields a type does not use are ignored.
+// inFrame is any client frame as it arrives; fields a type does not use are
+// ignored.
 type inFrame struct {
-	Type  string   `json:"type"`
-	Post  *string  `json:"post"`
-	Posts []string `json:"posts"`
+	Type   string   `json:"type"`
+	Post   *string  `json:"post"`
+	Posts  []string `json:"posts"`
+	Token  *string  `json:"token"`
+	Tokens []string `json:"tokens"`
+}
+
+// clientFrame is a client frame whose syntax has been checked: ids are valid
+// and every list is within its limit. Tokens are checked against the secret
+// separately, because that needs the server's clock.
+type clientFrame struct {
+	Type   string
+	Post   presence.PostID   // view
+	Posts  []presence.PostID // watch, unwatch
+	Token  string            // view
+	Tokens []string          // watch: one per post, or none
 }
 
 type helloFrame struct {
@@ -51,6 +65,17 @@ type errorFrame struct {
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	if s.isClosing() {
+		s.refuse(w, causeShutdown)
+		return
+	}
+	// Limits first, before the library or the hub makes any state.
+	release, cause := s.limits.acquire(s.limits.clientIP(r))
+	if cause != "" {
+		s.refuse(w, cause)
+		return
+	}
+	defer release()
 	opts := &websocket.AcceptOptions{
 		OriginPatterns: s.cfg.AllowedOrigins,
 		// Count frames are under 100 B and events at most 16 KiB, sent once
@@ -60,10 +85,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if slices.Contains(s.cfg.AllowedOrigins, "*") {
 		opts.InsecureSkipVerify = true
 	}
-	conn, err := websocket.Accept(w, r, opts)
+	hw := &handshakeWriter{ResponseWriter: w}
+	conn, err := websocket.Accept(hw, r, opts)
 	if err != nil {
-		// Accept has answered (403 for a foreign origin, 426 for a plain GET).
-		s.rejected.WithLabelValues("handshake").Inc()
+		// The library refused (403 for a foreign origin, 426 for a plain
+		// GET, 400 for a bad upgrade) in plain text; answer in JSON.
+		s.refused.WithLabelValues(hw.flush()).Inc()
 		return
 	}
 	conn.SetReadLimit(s.cfg.ReadLimit)
@@ -129,7 +156,7 @@ func (s *Server) readLoop(ctx context.Context, conn *websocket.Conn, c *hub.Clie
 		if err != nil {
 			code := presence.ErrorCode(err)
 			if (code == presence.CodeInternal || code == presence.CodeUnavailable) && ctx.Err() == nil {
-				if ok, skipped := s.storeWarn.allow(time.Now()); ok {
+				if ok, skipped := s.storeWarn.Allow(time.Now()); ok {
 					log.Warn("store call failed", zap.Error(err), zap.Int("similar_since_last", skipped))
 				}
 			}
@@ -156,66 +183,96 @@ func (b *bucket) take(now time.Time, rate float64, burst int) bool {
 	return true
 }
 
-// throttle lets one log line through per interval and counts the rest, so a
-// Redis outage seen by every frame of every client logs a line, not a flood.
-type throttle struct {
-	mu      sync.Mutex
-	every   time.Duration
-	next    time.Time
-	skipped int
-}
-
-func (t *throttle) allow(now time.Time) (bool, int) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if now.Before(t.next) {
-		t.skipped++
-		return false, 0
-	}
-	t.next = now.Add(t.every)
-	n := t.skipped
-	t.skipped = 0
-	return true, n
-}
-
-// handle applies one client frame. Bad input is rejected whole before
+// parseFrame reads a client frame and checks everything about it that does
+// not need the store or the clock, so bad input is rejected whole before
 // anything changes.
+func parseFrame(data []byte) (clientFrame, error) {
+	var in inFrame
+	if err := json.Unmarshal(data, &in); err != nil {
+		return clientFrame{}, presence.Errorf(presence.CodeBadRequest, "%s", describeJSONError(err))
+	}
+	f := clientFrame{Type: in.Type}
+	switch in.Type {
+	case "view":
+		if in.Post == nil {
+			return clientFrame{}, presence.Errorf(presence.CodeBadRequest, `view needs a post: {"type":"view","post":"13"}`)
+		}
+		post, err := presence.ParsePostID(*in.Post)
+		if err != nil {
+			return clientFrame{}, err
+		}
+		f.Post = post
+		if in.Token != nil {
+			f.Token = *in.Token
+		}
+	case "unview":
+	case "watch", "unwatch":
+		posts, err := parsePosts(in.Type, in.Posts)
+		if err != nil {
+			return clientFrame{}, err
+		}
+		f.Posts = posts
+		if in.Type == "watch" && len(in.Tokens) > 0 {
+			if len(in.Tokens) != len(posts) {
+				return clientFrame{}, presence.Errorf(presence.CodeBadRequest, "watch has %d posts and %d tokens; send one token per post, in the same order", len(posts), len(in.Tokens))
+			}
+			f.Tokens = in.Tokens
+		}
+	case "":
+		return clientFrame{}, presence.Errorf(presence.CodeBadRequest, `frame has no type; expected view, unview, watch or unwatch`)
+	default:
+		return clientFrame{}, presence.Errorf(presence.CodeBadRequest, "unknown type %q; expected view, unview, watch or unwatch", truncate(in.Type, 32))
+	}
+	return f, nil
+}
+
+// handle applies one client frame. Bad input, a bad token among them, is
+// rejected whole before anything changes.
 func (s *Server) handle(ctx context.Context, c *hub.Client, data []byte) error {
-	var f inFrame
-	if err := json.Unmarshal(data, &f); err != nil {
-		return presence.Errorf(presence.CodeBadRequest, "%s", describeJSONError(err))
+	f, err := parseFrame(data)
+	if err != nil {
+		return err
 	}
 	switch f.Type {
 	case "view":
-		if f.Post == nil {
-			return presence.Errorf(presence.CodeBadRequest, `view needs a post: {"type":"view","post":"13"}`)
-		}
-		post, err := presence.ParsePostID(*f.Post)
-		if err != nil {
+		if err := s.cfg.Signer.Check(f.Post, f.Token, time.Now()); err != nil {
 			return err
 		}
-		return c.View(ctx, post)
+		return c.View(ctx, f.Post)
 	case "unview":
 		return c.Unview(ctx)
-	case "watch", "unwatch":
-		posts, err := parsePosts(f.Type, f.Posts)
-		if err != nil {
+	case "watch":
+		if err := s.checkTokens(f.Posts, f.Tokens); err != nil {
 			return err
 		}
-		if f.Type == "unwatch" {
-			c.Unwatch(posts)
-			return nil
-		}
-		return c.Watch(ctx, posts)
-	case "":
-		return presence.Errorf(presence.CodeBadRequest, `frame has no type; expected view, unview, watch or unwatch`)
-	default:
-		return presence.Errorf(presence.CodeBadRequest, "unknown type %q; expected view, unview, watch or unwatch", truncate(f.Type, 32))
+		return c.Watch(ctx, f.Posts)
+	default: // unwatch: parseFrame knows no other type
+		c.Unwatch(f.Posts)
+		return nil
 	}
 }
 
+// checkTokens checks one token per post, in order; with no tokens at all,
+// every post is checked against a missing token.
+func (s *Server) checkTokens(posts []presence.PostID, tokens []string) error {
+	if s.cfg.Signer == nil {
+		return nil
+	}
+	now := time.Now()
+	for i, p := range posts {
+		tok := ""
+		if i < len(tokens) {
+			tok = tokens[i]
+		}
+		if err := s.cfg.Signer.Check(p, tok, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // fieldTypes names what each known field must hold, for error messages.
-var fieldTypes = map[string]string{"type": "a string", "post": "a string", "posts": "a list of strings"}
+var fieldTypes = map[string]string{"type": "a string", "post": "a string", "posts": "a list of strings", "token": "a string", "tokens": "a list of strings"}
 
 // describeJSONError says what is wrong with a frame in the protocol's
 // terms; encoding/json's own messages name Go types.

@@ -14,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/presence/presence/internal/httpapi"
 	"github.com/presence/presence/internal/presence"
 	"github.com/presence/presence/internal/redistest"
 )
@@ -215,7 +216,7 @@ func TestWS_OversizeFrameCloses1009(t *testing.T) {
 		c := dial(t, a, nil)
 		c.send(`{"type":"view","post":"big"}`)
 		w.waitCount("big", 1)
-		c.send(`{"type":"view","post":"big","pad":"` + strings.Repeat("x", 5000) + `"}`)
+		c.send(`{"type":"view","post":"big","pad":"` + strings.Repeat("x", httpapi.MaxFrame) + `"}`)
 		if err := c.closed(); websocket.CloseStatus(err) != websocket.StatusMessageTooBig {
 			t.Fatalf("close = %v, want 1009", err)
 		}
