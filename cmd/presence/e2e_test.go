@@ -210,6 +210,14 @@ func (p *proc) addr(t *testing.T) string {
 	return addr
 }
 
+// adminAddr waits for the process's admin listener line and returns its
+// address.
+func (p *proc) adminAddr(t *testing.T) string {
+	t.Helper()
+	line := p.waitLog(t, 10*time.Second, "the admin listener line", func(l map[string]any) bool { return l["admin_addr"] != nil })
+	return line["admin_addr"].(string)
+}
+
 // exited waits for the process to exit and returns its exit code.
 func (p *proc) exited(t *testing.T, limit time.Duration) int {
 	t.Helper()
@@ -503,26 +511,45 @@ func TestE2E_UnreachableRedis(t *testing.T) {
 	t.Parallel()
 	p := startProc(t, "app", presenceBin,
 		"PRESENCE_ADDR=127.0.0.1:0",
+		"PRESENCE_ADMIN_ADDR=127.0.0.1:0",
 		"PRESENCE_REDIS_URL=redis://127.0.0.1:1/0",
 	)
-	addr := p.addr(t)
+	addr, admin := p.addr(t), p.adminAddr(t)
 	p.waitLog(t, 5*time.Second, "an error mentioning Redis", func(l map[string]any) bool {
 		msg, _ := l["msg"].(string)
 		return l["level"] == "error" && strings.Contains(msg, "Redis")
 	})
 
-	var ready struct {
+	type readiness struct {
 		Status string            `json:"status"`
 		Failed map[string]string `json:"failed"`
 	}
-	if st := getJSON(t, "http://"+addr+"/readyz", &ready); st != http.StatusServiceUnavailable {
-		t.Errorf("/readyz status %d, want 503", st)
+	// The admin listener says what failed; the public one only that
+	// something did, never the Redis address or the error text.
+	var detailed, public readiness
+	if st := getJSON(t, "http://"+admin+"/readyz", &detailed); st != http.StatusServiceUnavailable {
+		t.Errorf("admin /readyz status %d, want 503", st)
 	}
-	if ready.Status != "unavailable" || len(ready.Failed) == 0 {
-		t.Errorf("/readyz body %+v, want status unavailable and the failed check", ready)
+	if detailed.Status != "unavailable" || !strings.Contains(detailed.Failed["redis"], "127.0.0.1:1") {
+		t.Errorf("admin /readyz body %+v, want status unavailable and the failed check", detailed)
 	}
-	if st := getJSON(t, "http://"+addr+"/healthz", nil); st != http.StatusOK {
-		t.Errorf("/healthz status %d, want 200", st)
+	if st := getJSON(t, "http://"+addr+"/readyz", &public); st != http.StatusServiceUnavailable {
+		t.Errorf("public /readyz status %d, want 503", st)
+	}
+	if st, body := get(t, "http://"+addr+"/readyz"); st != http.StatusServiceUnavailable || strings.TrimSpace(string(body)) != `{"status":"unavailable"}` {
+		t.Errorf("public /readyz = %d %s, want 503 {\"status\":\"unavailable\"} and nothing else", st, body)
+	}
+	// Metrics moved to the admin listener with it.
+	if st, _ := get(t, "http://"+addr+"/metrics"); st != http.StatusNotFound {
+		t.Errorf("public /metrics = %d, want 404 with PRESENCE_ADMIN_ADDR set", st)
+	}
+	if st, body := get(t, "http://"+admin+"/metrics"); st != http.StatusOK || !strings.Contains(string(body), "presence_connections_open") {
+		t.Errorf("admin /metrics = %d, want 200 with presence metrics", st)
+	}
+	for _, a := range []string{addr, admin} {
+		if st := getJSON(t, "http://"+a+"/healthz", nil); st != http.StatusOK {
+			t.Errorf("%s/healthz status %d, want 200", a, st)
+		}
 	}
 	// go-redis's own complaints about the refused dials are JSON lines too,
 	// so log collectors can parse every line.

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/presence/presence/internal/presence"
 )
 
 // TestE2E_EmbeddedMode runs the binary as a new user does, with no Redis
@@ -16,7 +18,7 @@ func TestE2E_EmbeddedMode(t *testing.T) {
 
 	first := p.logs.String()
 	first = first[:strings.IndexByte(first, '\n')]
-	for _, want := range []string{`"mode":"embedded"`, "not shared", "PRESENCE_REDIS_URL"} {
+	for _, want := range []string{`"mode":"embedded"`, "not shared", "PRESENCE_REDIS_URL", "any post id is accepted"} {
 		if !strings.Contains(first, want) {
 			t.Errorf("first log line %s does not say %q", first, want)
 		}
@@ -36,4 +38,25 @@ func TestE2E_EmbeddedMode(t *testing.T) {
 	if status := getJSON(t, "http://"+addr+"/readyz", &ready); status != http.StatusOK {
 		t.Errorf("/readyz in embedded mode = %d %v, want 200", status, ready)
 	}
+}
+
+// TestE2E_SignedPosts runs the binary with PRESENCE_POST_SECRET: the first
+// log line says so, made-up posts are refused and a token made the way
+// README's PHP makes one is accepted.
+func TestE2E_SignedPosts(t *testing.T) {
+	const secret = "0123456789abcdef0123456789abcdef"
+	p := startProc(t, "signed", presenceBin, "PRESENCE_ADDR=127.0.0.1:0", "PRESENCE_POST_SECRET="+secret)
+	addr := p.addr(t)
+	first := p.logs.String()
+	if first = first[:strings.IndexByte(first, '\n')]; !strings.Contains(first, "only posts with a token") || strings.Contains(first, secret) {
+		t.Errorf("first log line %s does not say that posts are signed, or shows the secret", first)
+	}
+	a := dial(t, "a", addr)
+	a.send(t, map[string]any{"type": "view", "post": "made-up"})
+	if f := a.read(t, 5*time.Second); f.Type != "error" || f.Code != "invalid_token" {
+		t.Errorf("view of a made-up post = %+v, want error invalid_token", f)
+	}
+	tok := presence.NewSigner([]string{secret}).Token("13", time.Now().Add(time.Hour))
+	a.send(t, map[string]any{"type": "view", "post": "13", "token": tok})
+	a.waitViewers(t, 5*time.Second, "13", 1)
 }

@@ -81,6 +81,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	api := httpapi.New(h, store, st.pub, hh, httpapi.Config{
 		AllowedOrigins: cfg.AllowedOrigins,
 		PublishKeys:    cfg.PublishKeys,
+		Signer:         presence.NewSigner(cfg.PostSecrets),
+		MaxConns:       cfg.MaxConns,
+		MaxConnsPerIP:  cfg.MaxConnsPerIP,
+		TrustedProxies: cfg.TrustedProxies,
+		HideMetrics:    cfg.AdminAddr != "",
 		Registerer:     reg,
 	}, log)
 
@@ -89,17 +94,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return fmt.Errorf("PRESENCE_ADDR: %w", err)
 	}
-	// Hijacked WebSockets drop these deadlines; they bound plain HTTP, so no
-	// client can hold a file descriptor with an idle or trickling request.
-	srv := &http.Server{
-		Handler:           api,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          zap.NewStdLog(log.Named("http")),
-	}
+	srv := api.HTTPServer()
+	servers := []*http.Server{srv}
+	listeners := []net.Listener{ln}
 	log.Info("listening", zap.String("addr", ln.Addr().String()))
+	if cfg.AdminAddr != "" {
+		aln, err := net.Listen("tcp", cfg.AdminAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("PRESENCE_ADMIN_ADDR: %w", err)
+		}
+		servers = append(servers, &http.Server{
+			Handler:           hh.ServeMux(),
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          zap.NewStdLog(log.Named("admin")),
+		})
+		listeners = append(listeners, aln)
+		log.Info("admin listener: /metrics, /readyz with details, /healthz", zap.String("admin_addr", aln.Addr().String()))
+	}
 
 	// Run until a signal or the first failure, then shut down in order.
 	g, gctx := errgroup.WithContext(ctx)
@@ -108,12 +123,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	for _, r := range st.runners {
 		g.Go(func() error { return r(gctx) })
 	}
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("serve: %w", err)
-		}
-		return nil
-	})
+	for i, srv := range servers {
+		g.Go(func() error {
+			if err := srv.Serve(listeners[i]); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serve: %w", err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		log.Info("shutting down")
@@ -130,11 +147,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		if err := api.Shutdown(sctx); err != nil {
 			log.Warn("WebSocket close at shutdown", zap.Error(err))
 		}
+		// The admin listener last: /metrics and /readyz answer while the
+		// app server drains.
+		for _, srv := range servers[1:] {
+			if err := srv.Shutdown(sctx); err != nil {
+				log.Warn("admin HTTP shutdown", zap.Error(err))
+			}
+		}
 		return nil
 	})
 	err = g.Wait()
 	log.Info("stopped")
 	return err
+}
+
+// posts ends the first log line with what the server accepts as a post, so
+// that a public server that takes any id is noticed.
+func posts(cfg config.Config) string {
+	if len(cfg.PostSecrets) == 0 {
+		return "; PRESENCE_POST_SECRET is not set, so any post id is accepted: set it before serving a public site"
+	}
+	return "; only posts with a token signed by PRESENCE_POST_SECRET are accepted"
 }
 
 // storeParts is what run needs of a store: the store, the feed of changes
@@ -157,23 +190,27 @@ type feed interface {
 // openStore picks the store: memory without a Redis URL, Redis with one. The
 // first log line says which, so nobody runs embedded mode by accident.
 func openStore(ctx context.Context, cfg config.Config, reg *prometheus.Registry, log *zap.Logger) (storeParts, error) {
+	viewsTTL := cfg.ViewsTTL
+	if viewsTTL == 0 {
+		viewsTTL = -1 // stores: zero means their default, negative means forever
+	}
 	if cfg.Embedded() {
 		log.Info("starting presence in embedded mode: counts live in this process only and are not shared "+
-			"with other processes; set PRESENCE_REDIS_URL (e.g. redis://127.0.0.1:6379/0) and run cmd/gc to use Redis",
+			"with other processes; set PRESENCE_REDIS_URL (e.g. redis://127.0.0.1:6379/0) and run cmd/gc to use Redis"+posts(cfg),
 			zap.String("mode", "embedded"), zap.Any("config", cfg.Fields()))
-		ms := memstore.New(memstore.Config{TTL: cfg.SessionTTL})
+		ms := memstore.New(memstore.Config{TTL: cfg.SessionTTL, ViewsTTL: viewsTTL})
 		// The same collector cmd/gc runs against Redis, in-process; with no
 		// expiry events it sleeps until the next deadline.
 		col := gc.New(ms, gc.Config{Poll: cfg.GCPoll, Registerer: reg}, log)
 		return storeParts{name: "memory", store: ms, pub: ms, bus: ms, runners: []func(context.Context) error{col.Run}, close: func() {}}, nil
 	}
 
-	log.Info("starting presence with Redis", zap.String("mode", "redis"), zap.Any("config", cfg.Fields()))
+	log.Info("starting presence with Redis"+posts(cfg), zap.String("mode", "redis"), zap.Any("config", cfg.Fields()))
 	rdb, err := redisstore.Dial(cfg.RedisURL, log)
 	if err != nil {
 		return storeParts{}, fmt.Errorf("PRESENCE_REDIS_URL: %w", err)
 	}
-	store := redisstore.New(rdb, redisstore.Config{Prefix: cfg.KeyPrefix, TTL: cfg.SessionTTL, Registerer: reg}, log)
+	store := redisstore.New(rdb, redisstore.Config{Prefix: cfg.KeyPrefix, TTL: cfg.SessionTTL, ViewsTTL: viewsTTL, Registerer: reg}, log)
 	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := store.LoadScripts(lctx); err != nil {
