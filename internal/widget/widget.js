@@ -1,8 +1,8 @@
 /*! Presence widget: live "N people are viewing this" counters. No dependencies.
- * <script src="https://presence.example.com/widget.js" data-post="13" async></script>
- * <span data-presence-viewers="13"></span> <span data-presence-views="13"></span>
+ * <script src="https://presence.example.com/widget.js" data-post="13" data-token="..." async></script>
+ * <span data-presence-viewers="13" data-presence-token="..."></span> <span data-presence-views="13"></span>
  * API: Presence.on('count'|'event'|'status'|'error', fn), Presence.off(...), Presence.get(post),
- *      Presence.view(post), Presence.unview(), Presence.watch([posts]), Presence.scan()
+ *      Presence.view(post, token), Presence.unview(), Presence.watch([posts], {post: token}), Presence.scan()
  */
 (function (w, d) {
   "use strict";
@@ -11,11 +11,25 @@
   var me = d.currentScript || d.querySelector('script[src*="widget.js"]');
   var base = new URL(me ? me.src : "/widget.js", location.href);
   var url = (base.protocol === "https:" ? "wss://" : "ws://") + base.host + "/v1/ws";
-  var viewing = me && me.getAttribute("data-post") || null;
-  var watched = {};   // post -> true
-  var counts = {};    // post -> {viewers, views}: kept while reconnecting
-  var handlers = {};  // type -> [fn]
-  var ws = null, tries = 0, timer = null, status = "connecting";
+  // Maps without a prototype: any legal id, "constructor" or "__proto__"
+  // too, is a plain key.
+  function map() { return Object.create(null); }
+  var watched = map();  // post -> true
+  var counts = map();   // post -> {viewers, views}: kept while reconnecting
+  var tokens = map();   // post -> token signed by the site, if it signs posts
+  var handlers = map(); // type -> [fn]
+  var viewing = null, signed = false;
+  var ws = null, tries = 0, timer = null, stable = null, status = "connecting";
+
+  // The server's charset: an id it would refuse must not spoil a whole watch.
+  function valid(p) { return /^[A-Za-z0-9_-]{1,64}$/.test(p); }
+
+  function setToken(post, token) { if (token) { tokens[post] = String(token); signed = true; } }
+
+  if (me && valid(me.getAttribute("data-post") || "")) {
+    viewing = me.getAttribute("data-post");
+    setToken(viewing, me.getAttribute("data-token"));
+  }
 
   function setStatus(s) { status = s; emit("status", s); }
 
@@ -29,10 +43,23 @@
     if (ws && ws.readyState === 1) ws.send(JSON.stringify(o));
   }
 
+  function sendView() {
+    var f = { type: "view", post: viewing };
+    if (tokens[viewing]) f.token = tokens[viewing];
+    send(f);
+  }
+
   // Watch lists go in chunks of 100, the most one frame may hold; the server
-  // also refuses more than 100 watched posts in all.
+  // also refuses more than 100 watched posts in all. Tokens pair with posts.
+  // On a page that signs its posts, a post without a token would make the
+  // server refuse its whole chunk, so it is left out.
   function sendWatch(posts) {
-    for (var i = 0; i < posts.length; i += 100) send({ type: "watch", posts: posts.slice(i, i + 100) });
+    if (signed) posts = posts.filter(function (p) { return tokens[p]; });
+    for (var i = 0; i < posts.length; i += 100) {
+      var chunk = posts.slice(i, i + 100), f = { type: "watch", posts: chunk };
+      if (signed) f.tokens = chunk.map(function (p) { return tokens[p]; });
+      send(f);
+    }
   }
 
   // Post ids are [A-Za-z0-9_-], safe inside a quoted attribute selector.
@@ -49,8 +76,10 @@
     var els = d.querySelectorAll("[data-presence-viewers],[data-presence-views]"), add = [];
     for (var i = 0; i < els.length; i++) {
       var p = els[i].getAttribute("data-presence-viewers") || els[i].getAttribute("data-presence-views");
-      if (p && p !== viewing && !watched[p]) { watched[p] = true; add.push(p); }
-      if (p && counts[p]) render(p);
+      if (!valid(p || "")) continue;
+      setToken(p, els[i].getAttribute("data-presence-token"));
+      if (p !== viewing && !watched[p]) { watched[p] = true; add.push(p); }
+      if (counts[p]) render(p);
     }
     sendWatch(add);
   }
@@ -62,9 +91,11 @@
       var m;
       try { m = JSON.parse(e.data); } catch (err) { return; }
       if (m.type === "hello") {
-        tries = 0;
+        // The backoff starts over only once a connection has stayed up: a
+        // server that closes each one at once must not be hit every 0.5 s.
+        stable = setTimeout(function () { tries = 0; }, 10000);
         setStatus("connected");
-        if (viewing) send({ type: "view", post: viewing });
+        if (viewing) sendView();
         sendWatch(Object.keys(watched));
       } else if (m.type === "count") {
         counts[m.post] = { viewers: m.viewers, views: m.views };
@@ -78,6 +109,7 @@
     };
     ws.onclose = function () {
       ws = null;
+      clearTimeout(stable);
       setStatus("disconnected");
       retry();
     };
@@ -105,11 +137,20 @@
       return this;
     },
     get: function (post) { return counts[post] || null; },
-    view: function (post) { viewing = String(post); send({ type: "view", post: viewing }); },
+    view: function (post, token) {
+      viewing = String(post);
+      setToken(viewing, token);
+      sendView();
+    },
     unview: function () { viewing = null; send({ type: "unview" }); },
-    watch: function (posts) {
+    // toks maps posts to their tokens, where the site signs posts.
+    watch: function (posts, toks) {
       var add = [];
-      posts.forEach(function (p) { p = String(p); if (!watched[p]) { watched[p] = true; add.push(p); } });
+      posts.forEach(function (p) {
+        p = String(p);
+        if (toks) setToken(p, toks[p]);
+        if (valid(p) && !watched[p]) { watched[p] = true; add.push(p); }
+      });
       sendWatch(add);
     },
     scan: scan
