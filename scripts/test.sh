@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check CI runs: installs what the tests need where it is missing
 # (redis-server, Chromium, php-cli), then gofmt, go vet, the race-enabled Go
-# tests and the WordPress plugin's PHP tests.
+# tests, a short run of each fuzz target and the WordPress plugin's PHP tests.
+# FUZZTIME sets the fuzz runs' length (default 5s; docs/benchmarks.md records
+# a long run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,4 +32,8 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 go test -race -count=1 -timeout 15m ./... "$@"
+# go test -fuzz takes one target of one package at a time.
+for target in FuzzParseFrame:./internal/httpapi FuzzParseEvent:./internal/httpapi FuzzBusParse:./internal/redisstore; do
+  go test -run '^$' -fuzz "^${target%%:*}\$" -fuzztime "${FUZZTIME:-5s}" "${target#*:}"
+done
 integrations/wordpress/tests/test.sh
