@@ -2,7 +2,7 @@
 /**
  * Plugin Name:       Presence Counter
  * Description:       Shows "N people are viewing this post" live, counted by your Presence server.
- * Version:           0.2.0
+ * Version:           0.3.0
  * Requires at least: 6.0
  * Requires PHP:      7.4
  * License:           GPL-2.0-or-later
@@ -17,6 +17,8 @@ defined( 'ABSPATH' ) || exit;
 define( 'PRESENCE_COUNTER_OPTION', 'presence_counter_server_url' );
 define( 'PRESENCE_COUNTER_PUBLISH_KEY_OPTION', 'presence_counter_publish_key' );
 define( 'PRESENCE_COUNTER_PUBLISH_KEY_CLEAR', 'presence_counter_publish_key_clear' );
+define( 'PRESENCE_COUNTER_POST_SECRET_OPTION', 'presence_counter_post_secret' );
+define( 'PRESENCE_COUNTER_POST_SECRET_CLEAR', 'presence_counter_post_secret_clear' );
 define( 'PRESENCE_COUNTER_HANDLE', 'presence-counter-widget' );
 // The server refuses larger publish bodies with 413 (MaxEventBody in internal/httpapi/publish.go).
 define( 'PRESENCE_COUNTER_MAX_EVENT_BYTES', 16384 );
@@ -66,11 +68,91 @@ function presence_counter_normalize_url( $url ) {
 }
 
 /**
+ * Whether a URL is safe to send the publish key to: https://, or http:// to this machine.
+ *
+ * The key travels in the Authorization header, which anyone on the network path can
+ * read when the request is plain http://. Loopback addresses (localhost, *.localhost,
+ * 127.0.0.0/8, [::1]) never leave the machine, so a Presence server running beside
+ * WordPress needs no TLS.
+ *
+ * @param string $url URL or origin; normalized first, like the stored server URL.
+ * @return bool False also for '' and anything that is not an http(s) URL.
+ */
+function presence_counter_is_secure_url( $url ) {
+	$origin = presence_counter_normalize_url( $url );
+	if ( '' === $origin ) {
+		return false;
+	}
+	$parts = wp_parse_url( $origin );
+	if ( 'https' === $parts['scheme'] ) {
+		return true;
+	}
+	$host = $parts['host'];
+	if ( preg_match( '/^(?:[a-z0-9-]+\.)*localhost$/D', $host ) ) {
+		return true;
+	}
+	if ( false !== filter_var( $host, FILTER_VALIDATE_IP, FILTER_FLAG_IPV4 ) ) {
+		return 0 === strpos( $host, '127.' );
+	}
+	// Bracketed IPv6; inet_pton() makes [0:0:0:0:0:0:0:1] equal to [::1].
+	if ( '[' === $host[0] ) {
+		$ip = substr( $host, 1, -1 );
+		return false !== filter_var( $ip, FILTER_VALIDATE_IP, FILTER_FLAG_IPV6 ) && inet_pton( $ip ) === inet_pton( '::1' );
+	}
+	return false;
+}
+
+/**
+ * Whether a URL names a Presence server that the publish key must not be sent to.
+ *
+ * '' (no server) is not one: nothing is sent anywhere then.
+ *
+ * @param string $url URL or origin.
+ * @return bool
+ */
+function presence_counter_is_insecure_server( $url ) {
+	return '' !== presence_counter_normalize_url( $url ) && ! presence_counter_is_secure_url( $url );
+}
+
+/**
+ * Whether the settings form ticked one of its "remove" checkboxes.
+ *
+ * @param string $field Name of the checkbox.
+ * @return bool
+ */
+function presence_counter_clear_requested( $field ) {
+	// phpcs:ignore WordPress.Security.NonceVerification.Missing -- options.php checked the settings form's nonce before saving; only compared with '1'.
+	return isset( $_POST[ $field ] ) && '1' === $_POST[ $field ];
+}
+
+/**
+ * Whether a publish key will be stored once the settings being saved are written.
+ *
+ * The server URL is sanitized before the publish key, so this looks at both the
+ * stored key and the one submitted with it: a key typed in together with an http://
+ * URL would otherwise be stored right after the URL. A key the "remove" checkbox
+ * clears in the same save does not count, as it is gone before anything is sent.
+ *
+ * @return bool
+ */
+function presence_counter_publish_key_kept() {
+	if ( presence_counter_clear_requested( PRESENCE_COUNTER_PUBLISH_KEY_CLEAR ) ) {
+		return false;
+	}
+	if ( '' !== trim( (string) get_option( PRESENCE_COUNTER_PUBLISH_KEY_OPTION, '' ) ) ) {
+		return true;
+	}
+	// phpcs:ignore WordPress.Security.NonceVerification.Missing, WordPress.Security.ValidatedSanitizedInput.InputNotSanitized -- options.php checked the nonce; only tested for being empty, never stored or printed.
+	return isset( $_POST[ PRESENCE_COUNTER_PUBLISH_KEY_OPTION ] ) && is_string( $_POST[ PRESENCE_COUNTER_PUBLISH_KEY_OPTION ] ) && '' !== trim( wp_unslash( $_POST[ PRESENCE_COUNTER_PUBLISH_KEY_OPTION ] ) );
+}
+
+/**
  * Sanitize callback of the server URL option.
  *
  * An empty value is stored as is (it switches the widget off). A value that is not an
  * http(s) URL is refused with a settings error and the previous value is kept, so a
- * typo never silently disables the counters.
+ * typo never silently disables the counters. So is an http:// URL of another machine
+ * while a publish key is set, which would send the key unencrypted.
  *
  * @param mixed $value Submitted value.
  * @return string Value to store.
@@ -81,15 +163,23 @@ function presence_counter_sanitize_server_url( $value ) {
 		return '';
 	}
 	$url = presence_counter_normalize_url( $value );
-	if ( '' !== $url ) {
-		return $url;
+	if ( '' === $url ) {
+		add_settings_error(
+			PRESENCE_COUNTER_OPTION,
+			'presence_counter_invalid_url',
+			__( 'The Presence server URL must be an http:// or https:// address, such as https://presence.example.com. The previous value was kept.', 'presence-counter' )
+		);
+		return (string) get_option( PRESENCE_COUNTER_OPTION, '' );
 	}
-	add_settings_error(
-		PRESENCE_COUNTER_OPTION,
-		'presence_counter_invalid_url',
-		__( 'The Presence server URL must be an http:// or https:// address, such as https://presence.example.com. The previous value was kept.', 'presence-counter' )
-	);
-	return (string) get_option( PRESENCE_COUNTER_OPTION, '' );
+	if ( ! presence_counter_is_secure_url( $url ) && presence_counter_publish_key_kept() ) {
+		add_settings_error(
+			PRESENCE_COUNTER_OPTION,
+			'presence_counter_insecure_url',
+			__( 'The Presence server URL was not changed: over http:// to another machine the publish key would be sent unencrypted, readable by anyone on the network path. Use an https:// address, or remove the publish key first. The previous value was kept.', 'presence-counter' )
+		);
+		return (string) get_option( PRESENCE_COUNTER_OPTION, '' );
+	}
+	return $url;
 }
 
 /**
@@ -135,23 +225,31 @@ function presence_counter_is_valid_publish_key( $key ) {
  */
 function presence_counter_sanitize_publish_key( $value ) {
 	$previous = (string) get_option( PRESENCE_COUNTER_PUBLISH_KEY_OPTION, '' );
-	// phpcs:ignore WordPress.Security.NonceVerification.Missing -- options.php checked the settings form's nonce before saving; only compared with '1'.
-	if ( isset( $_POST[ PRESENCE_COUNTER_PUBLISH_KEY_CLEAR ] ) && '1' === $_POST[ PRESENCE_COUNTER_PUBLISH_KEY_CLEAR ] ) {
+	if ( presence_counter_clear_requested( PRESENCE_COUNTER_PUBLISH_KEY_CLEAR ) ) {
 		return '';
 	}
 	$value = is_string( $value ) ? trim( $value ) : '';
 	if ( '' === $value ) {
 		return $previous;
 	}
-	if ( presence_counter_is_valid_publish_key( $value ) ) {
-		return $value;
+	if ( ! presence_counter_is_valid_publish_key( $value ) ) {
+		add_settings_error(
+			PRESENCE_COUNTER_PUBLISH_KEY_OPTION,
+			'presence_counter_invalid_publish_key',
+			__( 'The publish key must be one of the keys in the server\'s PRESENCE_PUBLISH_KEYS: 16 to 256 printable ASCII characters, without spaces, quotes, backslashes or commas. The previous key was kept.', 'presence-counter' )
+		);
+		return $previous;
 	}
-	add_settings_error(
-		PRESENCE_COUNTER_PUBLISH_KEY_OPTION,
-		'presence_counter_invalid_publish_key',
-		__( 'The publish key must be one of the keys in the server\'s PRESENCE_PUBLISH_KEYS: 16 to 256 printable ASCII characters, without spaces, quotes, backslashes or commas. The previous key was kept.', 'presence-counter' )
-	);
-	return $previous;
+	// The server URL is already stored when this runs: options are saved in the order they were registered.
+	if ( presence_counter_is_insecure_server( presence_counter_server_url() ) ) {
+		add_settings_error(
+			PRESENCE_COUNTER_PUBLISH_KEY_OPTION,
+			'presence_counter_insecure_publish_key',
+			__( 'The publish key was not saved: the Presence server URL is an http:// address of another machine, so the key would be sent unencrypted. Use an https:// server URL first. The previous key was kept.', 'presence-counter' )
+		);
+		return $previous;
+	}
+	return $value;
 }
 
 /**
@@ -165,6 +263,65 @@ function presence_counter_sanitize_publish_key( $value ) {
 function presence_counter_publish_key() {
 	$key = trim( (string) get_option( PRESENCE_COUNTER_PUBLISH_KEY_OPTION, '' ) );
 	return presence_counter_is_valid_publish_key( $key ) ? $key : '';
+}
+
+/**
+ * Whether a string can be a post secret.
+ *
+ * The rules of a publish key, with at least 32 characters: the server refuses shorter
+ * secrets at start-up, and splits PRESENCE_POST_SECRET on commas to allow rotation, so
+ * no secret it uses has one.
+ *
+ * @param string $secret Candidate secret, already trimmed.
+ * @return bool
+ */
+function presence_counter_is_valid_post_secret( $secret ) {
+	return is_string( $secret )
+		&& preg_match( '/^[\x21-\x7e]{32,256}$/D', $secret )
+		&& ! preg_match( '/["\'`\\\\,]/', $secret );
+}
+
+/**
+ * Sanitize callback of the post secret option.
+ *
+ * Handled like the publish key: the stored secret is never printed, an empty value
+ * keeps it, only the "remove" checkbox clears it, and a refused value keeps it with a
+ * settings error that does not repeat the value.
+ *
+ * @param mixed $value Submitted value.
+ * @return string Value to store.
+ */
+function presence_counter_sanitize_post_secret( $value ) {
+	$previous = (string) get_option( PRESENCE_COUNTER_POST_SECRET_OPTION, '' );
+	if ( presence_counter_clear_requested( PRESENCE_COUNTER_POST_SECRET_CLEAR ) ) {
+		return '';
+	}
+	$value = is_string( $value ) ? trim( $value ) : '';
+	if ( '' === $value ) {
+		return $previous;
+	}
+	if ( presence_counter_is_valid_post_secret( $value ) ) {
+		return $value;
+	}
+	add_settings_error(
+		PRESENCE_COUNTER_POST_SECRET_OPTION,
+		'presence_counter_invalid_post_secret',
+		__( 'The post secret must be the server\'s PRESENCE_POST_SECRET: 32 to 256 printable ASCII characters, without spaces, quotes, backslashes or commas. The previous secret was kept.', 'presence-counter' )
+	);
+	return $previous;
+}
+
+/**
+ * The configured post secret, or '' when none is set.
+ *
+ * Checked again like the publish key: a secret written past the sanitize callback that
+ * the server could not hold signs nothing, rather than tokens the server refuses.
+ *
+ * @return string
+ */
+function presence_counter_post_secret() {
+	$secret = trim( (string) get_option( PRESENCE_COUNTER_POST_SECRET_OPTION, '' ) );
+	return presence_counter_is_valid_post_secret( $secret ) ? $secret : '';
 }
 
 /**
@@ -197,6 +354,27 @@ function presence_counter_register_settings() {
 		array( 'label_for' => PRESENCE_COUNTER_OPTION )
 	);
 
+	register_setting(
+		'presence_counter',
+		PRESENCE_COUNTER_POST_SECRET_OPTION,
+		array(
+			'type'              => 'string',
+			'description'       => __( 'Secret for signing the posts this site shows, the same as the server\'s PRESENCE_POST_SECRET.', 'presence-counter' ),
+			'sanitize_callback' => 'presence_counter_sanitize_post_secret',
+			'default'           => '',
+			'show_in_rest'      => false, // A secret: never in /wp/v2/settings.
+		)
+	);
+	add_settings_field(
+		PRESENCE_COUNTER_POST_SECRET_OPTION,
+		__( 'Post secret', 'presence-counter' ),
+		'presence_counter_render_post_secret_field',
+		'presence-counter',
+		'presence_counter_server',
+		array( 'label_for' => PRESENCE_COUNTER_POST_SECRET_OPTION )
+	);
+
+	// After the server URL: its sanitize callback runs first and the key's relies on that.
 	register_setting(
 		'presence_counter',
 		PRESENCE_COUNTER_PUBLISH_KEY_OPTION,
@@ -270,29 +448,58 @@ function presence_counter_render_events_section() {
 }
 
 /**
- * Prints the publish key input.
+ * Prints the input of a secret option and, when one is stored, its "remove" checkbox.
  *
- * The stored key is never printed, not even escaped: the page's HTML ends up in
+ * The stored secret is never printed, not even escaped: the page's HTML ends up in
  * browser caches, extensions and screenshots. The field stays empty and says "(set)"
  * instead, and autocomplete="new-password" keeps browsers from filling in the saved
- * WordPress login password, which would otherwise replace the key on the next save.
+ * WordPress login password, which would otherwise replace the secret on the next save.
+ *
+ * @param string $option       Option name, also the input's name.
+ * @param string $clear        Name of the "remove" checkbox.
+ * @param string $remove_label Label of the checkbox, not yet escaped.
  */
-function presence_counter_render_publish_key_field() {
-	$is_set = '' !== trim( (string) get_option( PRESENCE_COUNTER_PUBLISH_KEY_OPTION, '' ) );
+function presence_counter_render_secret_input( $option, $clear, $remove_label ) {
+	$is_set = '' !== trim( (string) get_option( $option, '' ) );
 	printf(
 		'<input type="password" class="regular-text code" id="%1$s" name="%1$s" value="" placeholder="%2$s" autocomplete="new-password" spellcheck="false" />',
-		esc_attr( PRESENCE_COUNTER_PUBLISH_KEY_OPTION ),
+		esc_attr( $option ),
 		esc_attr( $is_set ? __( '(set)', 'presence-counter' ) : '' )
 	);
 	if ( $is_set ) {
 		printf(
 			'<br /><label for="%1$s"><input type="checkbox" id="%1$s" name="%1$s" value="1" /> %2$s</label>',
-			esc_attr( PRESENCE_COUNTER_PUBLISH_KEY_CLEAR ),
-			esc_html__( 'Remove the stored key (stops publishing events)', 'presence-counter' )
+			esc_attr( $clear ),
+			esc_html( $remove_label )
 		);
 	}
+}
+
+/**
+ * Prints the post secret input.
+ */
+function presence_counter_render_post_secret_field() {
+	presence_counter_render_secret_input(
+		PRESENCE_COUNTER_POST_SECRET_OPTION,
+		PRESENCE_COUNTER_POST_SECRET_CLEAR,
+		__( 'Remove the stored secret (pages no longer carry tokens)', 'presence-counter' )
+	);
 	echo '<p class="description">';
-	echo esc_html__( 'One of the keys in the server\'s PRESENCE_PUBLISH_KEYS. It is only sent from this site\'s server to the Presence server, never to visitors. Leave the field empty to keep the stored key.', 'presence-counter' );
+	echo esc_html__( 'Must equal the server\'s PRESENCE_POST_SECRET (while rotating, one of the comma-separated secrets there). With it, the server accepts only posts this site rendered, so nobody can make the server count made-up posts. Pages carry tokens made with it, never the secret itself. Leave empty when the server has no PRESENCE_POST_SECRET. Once saved the secret is not shown again, and an empty field keeps it.', 'presence-counter' );
+	echo '</p>';
+}
+
+/**
+ * Prints the publish key input.
+ */
+function presence_counter_render_publish_key_field() {
+	presence_counter_render_secret_input(
+		PRESENCE_COUNTER_PUBLISH_KEY_OPTION,
+		PRESENCE_COUNTER_PUBLISH_KEY_CLEAR,
+		__( 'Remove the stored key (stops publishing events)', 'presence-counter' )
+	);
+	echo '<p class="description">';
+	echo esc_html__( 'One of the keys in the server\'s PRESENCE_PUBLISH_KEYS. It is only sent from this site\'s server to the Presence server, never to visitors, and only to an https:// server URL (or http:// on this machine). Leave the field empty to keep the stored key.', 'presence-counter' );
 	echo '</p>';
 }
 
@@ -325,6 +532,11 @@ function presence_counter_render_settings_page() {
 	if ( '' === presence_counter_server_url() ) {
 		echo '<div class="notice notice-warning inline"><p>';
 		echo esc_html__( 'No Presence server is set, so no counters are shown. Enter the URL of your Presence server below, e.g. https://presence.example.com.', 'presence-counter' );
+		echo '</p></div>';
+	}
+	if ( '' !== trim( (string) get_option( PRESENCE_COUNTER_PUBLISH_KEY_OPTION, '' ) ) && presence_counter_is_insecure_server( presence_counter_server_url() ) ) {
+		echo '<div class="notice notice-warning inline"><p>';
+		echo esc_html__( 'No events are sent: the Presence server URL is an http:// address of another machine, where anyone on the network path could read the publish key. Change the server URL to https://, or remove the publish key.', 'presence-counter' );
 		echo '</p></div>';
 	}
 	echo '<form action="options.php" method="post">';
@@ -375,6 +587,46 @@ function presence_counter_post_key( $post_id = null ) {
 
 	// The server refuses anything else, and the key is written into HTML attributes.
 	return preg_match( '/^[A-Za-z0-9_-]{1,64}$/D', $key ) ? $key : '';
+}
+
+/**
+ * The token that makes the Presence server accept a post from a browser.
+ *
+ * "<expires>.<signature>": expires is a Unix time in seconds and the signature the
+ * lowercase hex HMAC-SHA256 of "<post key>.<expires>" under the post secret, which the
+ * server recomputes byte for byte. Post keys hold no dot, so the message is unambiguous.
+ *
+ * The expiry is a midnight (UTC): the end of today plus the lifetime in days, so every
+ * page rendered on one day carries the same token and page caches and ETags stay
+ * stable. With the default lifetime of 7 days a token is valid for 7 to 8 days, longer
+ * than page caches usually keep a page.
+ *
+ * @param string   $post_key A key from presence_counter_post_key().
+ * @param int|null $now      Unix time the page is rendered at; null for the current time.
+ *                           Lets tests and tools make the token of a given day.
+ * @return string The token, or '' when no post secret is set or $post_key is not a key.
+ */
+function presence_counter_token( $post_key, $now = null ) {
+	$secret = presence_counter_post_secret();
+	if ( '' === $secret || ! is_string( $post_key ) || ! preg_match( '/^[A-Za-z0-9_-]{1,64}$/D', $post_key ) ) {
+		return '';
+	}
+	$now = null === $now ? time() : (int) $now;
+
+	/**
+	 * Filters how many days a post token stays valid after the day it is issued on.
+	 *
+	 * Pages kept in a cache for longer show counters that stop working until the cache
+	 * is refreshed, as the server answers token_expired.
+	 *
+	 * @param int $days Whole days, 1 to 3650; other values are clamped. Default 7.
+	 */
+	$days = apply_filters( 'presence_counter_token_lifetime_days', 7 );
+	// Clamped before the cast, so a huge value cannot overflow into a float expiry the
+	// server would not parse; 10 years is far beyond any page cache.
+	$days    = is_numeric( $days ) ? (int) max( 1, min( 3650, (float) $days ) ) : 7;
+	$expires = (string) ( ( intdiv( $now, DAY_IN_SECONDS ) + 1 + $days ) * DAY_IN_SECONDS );
+	return $expires . '.' . hash_hmac( 'sha256', $post_key . '.' . $expires, $secret );
 }
 
 /*
@@ -428,7 +680,8 @@ add_action( 'wp_enqueue_scripts', 'presence_counter_enqueue_scripts' );
  * Done with this filter rather than the script strategies of WordPress 6.3 so that
  * one code path works from 6.0 on. Without data-post (archives, pages that only show
  * counters) the widget watches the counters on the page without counting the tab as a
- * viewer.
+ * viewer. With a post secret, data-token beside data-post lets the server accept the
+ * post.
  *
  * @param string $tag    The script tag(s) printed for the handle.
  * @param string $handle Script handle.
@@ -442,6 +695,10 @@ function presence_counter_script_loader_tag( $tag, $handle ) {
 	$key   = presence_counter_viewed_key();
 	if ( '' !== $key && ! preg_match( '/\sdata-post\s*=/i', $tag ) ) {
 		$attrs .= ' data-post="' . esc_attr( $key ) . '"';
+	}
+	$token = '' !== $key ? presence_counter_token( $key ) : '';
+	if ( '' !== $token && ! preg_match( '/\sdata-token\s*=/i', $tag ) ) {
+		$attrs .= ' data-token="' . esc_attr( $token ) . '"';
 	}
 	if ( ! preg_match( '/<script\b[^>]*\sasync(?:[\s=>\/])/i', $tag ) ) {
 		$attrs .= ' async';
@@ -457,17 +714,22 @@ add_filter( 'script_loader_tag', 'presence_counter_script_loader_tag', 10, 2 );
 /**
  * Markup of one counter. The widget replaces the 0 with the live count.
  *
+ * With a post secret the counter carries its post's token in data-presence-token, so
+ * the server accepts the posts an archive or widget shows as well as the viewed one.
+ *
  * @param string $key  A key from presence_counter_post_key().
  * @param string $kind 'viewers' or 'views'.
  * @return string
  */
 function presence_counter_counter_markup( $key, $kind ) {
-	$kind = ( 'views' === $kind ) ? 'views' : 'viewers';
+	$kind  = ( 'views' === $kind ) ? 'views' : 'viewers';
+	$token = presence_counter_token( $key );
 	return sprintf(
-		'<span class="%1$s" data-presence-%2$s="%3$s">0</span>',
+		'<span class="%1$s" data-presence-%2$s="%3$s"%4$s>0</span>',
 		esc_attr( 'presence-' . $kind ),
 		esc_attr( $kind ),
-		esc_attr( $key )
+		esc_attr( $key ),
+		'' === $token ? '' : ' data-presence-token="' . esc_attr( $token ) . '"'
 	);
 }
 
@@ -551,12 +813,12 @@ function presence_counter_views( $post_id = null, $echo = true ) {
  */
 
 /**
- * Whether events can be published: a server URL and a publish key are set.
+ * Whether events can be published: a secure server URL and a publish key are set.
  *
  * @return bool
  */
 function presence_counter_can_publish() {
-	return '' !== presence_counter_server_url() && '' !== presence_counter_publish_key();
+	return presence_counter_is_secure_url( presence_counter_server_url() ) && '' !== presence_counter_publish_key();
 }
 
 /**
@@ -573,12 +835,18 @@ function presence_counter_can_publish() {
  * @param string $name    Event name: 1-64 characters of [A-Za-z0-9_.:-].
  * @param mixed  $data    Anything wp_json_encode() can encode; at most about 16 KiB as JSON.
  * @return bool Whether the request was handed to the HTTP API; false, with nothing sent,
- *              when publishing is not configured or the event would be refused.
+ *              when publishing is not configured, the server URL is http:// to another
+ *              machine, or the event would be refused.
  */
 function presence_counter_publish( $post_id, $name, $data ) {
 	$server = presence_counter_server_url();
 	$key    = presence_counter_publish_key();
 	if ( '' === $server || '' === $key ) {
+		return false;
+	}
+	// The settings page refuses this combination, but options can be written past it
+	// (database edits, older versions): the key must never cross the network in clear.
+	if ( ! presence_counter_is_secure_url( $server ) ) {
 		return false;
 	}
 	// No "current post" default here: an event must name its post.
@@ -636,9 +904,10 @@ function presence_counter_plain_text( $html ) {
  * Publishes a 'comment' event for a comment that is approved now.
  *
  * Nothing is sent for pingbacks, trackbacks and other comment types (notes, reviews),
- * nor for comments on posts that are not published or that have a password: everybody
- * with the post open receives the event, so it must not tell them more than the
- * published post shows.
+ * nor for comments on posts that are not publicly viewable (private, draft or scheduled
+ * posts, post types that are not public) or that have a password: everybody with the
+ * post open receives the event, so it must not tell them more than the published post
+ * shows.
  *
  * @param int|WP_Comment $comment Comment ID or object.
  * @return bool Whether an event was handed to the HTTP API.
@@ -657,11 +926,13 @@ function presence_counter_publish_comment( $comment ) {
 		return false;
 	}
 	$post_id = (int) $comment->comment_post_ID;
-	if ( 'publish' !== get_post_status( $post_id ) ) {
+	$post    = get_post( $post_id );
+	// Status and post type: a published post of a type that is not public is not viewable.
+	if ( ! $post || ! is_post_publicly_viewable( $post ) ) {
 		return false;
 	}
-	$post = get_post( $post_id );
-	if ( ! $post || '' !== (string) $post->post_password ) {
+	// is_post_publicly_viewable() does not look at passwords.
+	if ( '' !== (string) $post->post_password ) {
 		return false;
 	}
 

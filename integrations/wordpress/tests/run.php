@@ -24,6 +24,7 @@ set_error_handler(
 );
 
 define( 'ABSPATH', __DIR__ . '/' );
+define( 'DAY_IN_SECONDS', 86400 ); // WordPress defines it in wp_initial_constants().
 
 $plugin_dir  = dirname( __DIR__ ) . '/presence-counter';
 $plugin_file = $plugin_dir . '/presence-counter.php';
@@ -59,6 +60,28 @@ function t_reset( array $over = array() ) {
 			'comments'       => array(), // comment id => WP_Comment-like object
 			'post_status'    => array(), // post id => status
 			'post_password'  => array(), // post id => password
+			'post_type'      => array(), // post id => post type; 'post' when not set
+			// Post types as register_post_type() leaves them: 'internal_note' stands for a
+			// plugin's type registered with public => false.
+			'post_types'     => array(
+				'post'          => array( 'public' => true, 'publicly_queryable' => true, '_builtin' => true ),
+				'page'          => array( 'public' => true, 'publicly_queryable' => false, '_builtin' => true ),
+				'attachment'    => array( 'public' => true, 'publicly_queryable' => true, '_builtin' => true ),
+				'wp_block'      => array( 'public' => false, 'publicly_queryable' => false, '_builtin' => true ),
+				'product'       => array( 'public' => true, 'publicly_queryable' => true, '_builtin' => false ),
+				'internal_note' => array( 'public' => false, 'publicly_queryable' => false, '_builtin' => false ),
+			),
+			// Post statuses as create_initial_post_types() registers them.
+			'post_statuses'  => array(
+				'publish'    => array( 'public' => true, 'publicly_queryable' => true, '_builtin' => true ),
+				'future'     => array( 'protected' => true, '_builtin' => true ),
+				'draft'      => array( 'protected' => true, '_builtin' => true ),
+				'pending'    => array( 'protected' => true, '_builtin' => true ),
+				'private'    => array( 'private' => true, '_builtin' => true ),
+				'trash'      => array( 'internal' => true, '_builtin' => true ),
+				'auto-draft' => array( 'internal' => true, '_builtin' => true ),
+				'inherit'    => array( 'internal' => true, '_builtin' => true ),
+			),
 			'remote_posts'   => array(), // array(url, args) per wp_remote_post() call
 			'remote_return'  => null,    // what wp_remote_post() returns; null: a non-blocking reply
 		),
@@ -75,8 +98,20 @@ $GLOBALS['t_shortcodes'] = array();
  * Hooks.
  */
 
+/**
+ * Like WordPress, a callback added again at the same priority replaces itself
+ * (_wp_filter_build_unique_id()), so registering the settings once per scenario does
+ * not run their sanitize callbacks several times.
+ */
 function add_filter( $tag, $callback, $priority = 10, $accepted_args = 1 ) {
-	$GLOBALS['t_hooks'][ $tag ][ $priority ][] = array( $callback, $accepted_args );
+	if ( is_string( $callback ) ) {
+		$id = $callback;
+	} elseif ( is_object( $callback ) ) {
+		$id = spl_object_hash( $callback );
+	} else {
+		$id = ( is_object( $callback[0] ) ? spl_object_hash( $callback[0] ) : $callback[0] ) . '::' . $callback[1];
+	}
+	$GLOBALS['t_hooks'][ $tag ][ $priority ][ $id ] = array( $callback, $accepted_args );
 	return true;
 }
 
@@ -174,6 +209,26 @@ function update_option( $name, $value ) {
 function delete_option( $name ) {
 	unset( $GLOBALS['t']['options'][ $GLOBALS['t']['blog_id'] ][ $name ] );
 	return true;
+}
+
+/**
+ * Saves the settings form the way wp-admin/options.php does: every option of the group,
+ * in registration order, each with its trimmed and unslashed field or null; $_POST
+ * holds the whole form meanwhile, so the callbacks can look at other fields.
+ */
+function t_save_form( $group, array $post ) {
+	$_POST = $post;
+	foreach ( $GLOBALS['t']['settings'] as $name => $setting ) {
+		if ( $group !== $setting['group'] ) {
+			continue;
+		}
+		$value = null;
+		if ( isset( $_POST[ $name ] ) ) {
+			$value = wp_unslash( is_array( $_POST[ $name ] ) ? $_POST[ $name ] : trim( $_POST[ $name ] ) );
+		}
+		update_option( $name, $value );
+	}
+	$_POST = array();
 }
 
 /** Writes an option past any sanitizing, as a database edit would. */
@@ -300,6 +355,10 @@ function esc_url( $url, $protocols = null, $_context = 'display' ) {
 		}
 	}
 	return $url;
+}
+
+function wp_unslash( $value ) {
+	return is_string( $value ) ? stripslashes( $value ) : $value;
 }
 
 function esc_url_raw( $url, $protocols = null ) {
@@ -529,20 +588,58 @@ function get_comment_link( $comment = null ) {
 	return home_url( '/?p=' . $c->comment_post_ID . '#comment-' . $c->comment_ID );
 }
 
+/** Post ID of an ID or post object, as WordPress accepts either. */
+function t_post_id( $post ) {
+	return is_object( $post ) ? (int) $post->ID : (int) $post;
+}
+
 function get_post_status( $post = null ) {
-	return $GLOBALS['t']['post_status'][ (int) $post ] ?? false;
+	return $GLOBALS['t']['post_status'][ t_post_id( $post ) ] ?? false;
 }
 
 function get_post( $post = null ) {
-	$id = (int) $post;
+	$id = t_post_id( $post );
 	if ( ! isset( $GLOBALS['t']['post_status'][ $id ] ) ) {
 		return null;
 	}
 	return (object) array(
 		'ID'            => $id,
 		'post_status'   => $GLOBALS['t']['post_status'][ $id ],
+		'post_type'     => $GLOBALS['t']['post_type'][ $id ] ?? 'post',
 		'post_password' => $GLOBALS['t']['post_password'][ $id ] ?? '',
 	);
+}
+
+function get_post_type( $post = null ) {
+	$p = get_post( $post );
+	return $p ? $p->post_type : false;
+}
+
+/** Like WordPress: publicly queryable, or built in and public. */
+function is_post_type_viewable( $post_type ) {
+	$type = $GLOBALS['t']['post_types'][ $post_type ] ?? null;
+	if ( ! $type ) {
+		return false;
+	}
+	return ! empty( $type['publicly_queryable'] ) || ( ! empty( $type['_builtin'] ) && ! empty( $type['public'] ) );
+}
+
+/** Like WordPress: never internal or protected statuses; then as for post types. */
+function is_post_status_viewable( $post_status ) {
+	$status = is_scalar( $post_status ) ? ( $GLOBALS['t']['post_statuses'][ $post_status ] ?? null ) : null;
+	if ( ! $status || ! empty( $status['internal'] ) || ! empty( $status['protected'] ) ) {
+		return false;
+	}
+	return ! empty( $status['publicly_queryable'] ) || ( ! empty( $status['_builtin'] ) && ! empty( $status['public'] ) );
+}
+
+/** Like WordPress 5.7+: a viewable status and a viewable type; passwords are not looked at. */
+function is_post_publicly_viewable( $post = null ) {
+	$p = get_post( $post );
+	if ( ! $p ) {
+		return false;
+	}
+	return is_post_type_viewable( get_post_type( $p ) ) && is_post_status_viewable( get_post_status( $p ) );
 }
 
 /*
@@ -588,6 +685,8 @@ function t_page( array $state ) {
 
 const T_HANDLE = 'presence-counter-widget';
 const T_SERVER = 'https://presence.example.com';
+const T_KEY    = '0123456789abcdef-publish';
+const T_SECRET = '0123456789abcdef0123456789abcdef'; // Also the server's test vector.
 
 /*
  * Load the plugin.
@@ -605,7 +704,7 @@ run(
 		$head = file_get_contents( $plugin_file, false, null, 0, 8192 );
 		$want = array(
 			'Plugin Name'       => 'Presence Counter',
-			'Version'           => '0.2.0',
+			'Version'           => '0.3.0',
 			'Requires at least' => '6.0',
 			'Requires PHP'      => '7.4',
 			'License'           => 'GPL-2.0-or-later',
@@ -621,8 +720,8 @@ run(
 
 		$readme = file_get_contents( dirname( $plugin_file ) . '/readme.txt' );
 		$stable = preg_match( '/^Stable tag:\s*(\S+)\s*$/mi', $readme, $m ) ? $m[1] : null;
-		check_same( '0.2.0', $stable, 'readme Stable tag matches the Version' );
-		check( false !== strpos( $readme, '= 0.2.0 =' ), 'readme changelog has 0.2.0' );
+		check_same( '0.3.0', $stable, 'readme Stable tag matches the Version' );
+		check( false !== strpos( $readme, '= 0.3.0 =' ), 'readme changelog has 0.3.0' );
 	}
 );
 
@@ -852,6 +951,347 @@ run(
 		check( false !== strpos( $html, 'placeholder="(set)"' ), '"(set)" placeholder' );
 		check( (bool) preg_match( '/<input type="checkbox" id="presence_counter_publish_key_clear" name="presence_counter_publish_key_clear" value="1" \/>/', $html ), 'remove checkbox', $html );
 		check( (bool) preg_match( '/<input type="password"[^>]* value=""/', $html ), 'password input still empty' );
+	}
+);
+
+
+run(
+	'settings: post secret sanitize',
+	function () {
+		t_reset();
+		do_action( 'admin_init' );
+		$opt    = 'presence_counter_post_secret';
+		$secret = 'S3cret-0123456789abcdef0123456789+/=';
+		check( isset( $GLOBALS['t']['settings'][ $opt ] ), 'option registered' );
+		check_same( 'presence_counter', $GLOBALS['t']['settings'][ $opt ]['group'] ?? null, 'same option group as the URL' );
+		check_same( 'presence_counter_sanitize_post_secret', $GLOBALS['t']['settings'][ $opt ]['args']['sanitize_callback'] ?? null, 'sanitize_callback' );
+		check_same( false, $GLOBALS['t']['settings'][ $opt ]['args']['show_in_rest'] ?? null, 'not in the REST API' );
+		check_same(
+			array( 'presence_counter_server_url', $opt, 'presence_counter_publish_key' ),
+			array_keys( $GLOBALS['t']['settings'] ),
+			'registered after the server URL, and the URL before the publish key'
+		);
+
+		update_option( $opt, '  ' . $secret . "\n" );
+		check_same( $secret, get_option( $opt ), 'trimmed and stored' );
+		check_same( $secret, presence_counter_post_secret(), 'getter returns it' );
+		update_option( $opt, '' );
+		check_same( $secret, get_option( $opt ), 'an empty submission keeps the stored secret' );
+		update_option( $opt, '   ' );
+		check_same( $secret, get_option( $opt ), 'a blank submission keeps the stored secret' );
+		update_option( $opt, null );
+		check_same( $secret, get_option( $opt ), 'a missing field keeps the stored secret' );
+		check_same( array(), $GLOBALS['t']['settings_error'], 'no error so far' );
+
+		$refused = array(
+			'with space'          => 'abc def0123456789abcdef0123456789',
+			'double quote'        => 'abc"def0123456789abcdef0123456789',
+			'single quote'        => "abc'def0123456789abcdef0123456789",
+			'quoted'              => '"0123456789abcdef0123456789abcdef"',
+			'backtick'            => 'abc`def0123456789abcdef0123456789',
+			'backslash'           => 'abc\\def0123456789abcdef0123456789',
+			'comma (two secrets)' => T_SECRET . ',' . strrev( T_SECRET ),
+			'line break'          => "0123456789abcdef0123456789\r\nX-Evil: 1",
+			'tab'                 => "0123456789abcdef\t0123456789abcdef",
+			'non-ASCII'           => 'schlüssel0123456789abcdef0123456789',
+			'257 characters'      => str_repeat( 'a', 257 ),
+			'31 characters'       => str_repeat( 'a', 31 ),
+			'a publish key'       => '0123456789abcdef-publish',
+		);
+		$n = 0;
+		foreach ( $refused as $what => $bad ) {
+			update_option( $opt, $bad );
+			check_same( $secret, get_option( $opt ), "refused $what: keeps the previous secret" );
+			check_same( ++$n, count( $GLOBALS['t']['settings_error'] ), "refused $what: settings error" );
+			$last = end( $GLOBALS['t']['settings_error'] );
+			check( false === strpos( $last['message'], $bad ), "refused $what: error does not repeat the value" );
+			check_same( 'presence_counter_invalid_post_secret', $last['code'], "refused $what: error code" );
+		}
+		check_same( $opt, $GLOBALS['t']['settings_error'][0]['setting'] ?? null, 'error is for the option' );
+		check( false !== strpos( $GLOBALS['t']['settings_error'][0]['message'] ?? '', 'PRESENCE_POST_SECRET' ), 'error names the server setting' );
+
+		update_option( $opt, str_repeat( 'b', 256 ) );
+		check_same( str_repeat( 'b', 256 ), get_option( $opt ), '256 characters accepted' );
+		update_option( $opt, str_repeat( 'c', 32 ) );
+		check_same( str_repeat( 'c', 32 ), get_option( $opt ), '32 characters accepted' );
+		update_option( $opt, $secret );
+
+		// The "remove" checkbox clears the secret, whatever the password field holds.
+		$_POST['presence_counter_post_secret_clear'] = '1';
+		update_option( $opt, '' );
+		check_same( '', get_option( $opt ), 'checkbox clears the secret' );
+		update_option( $opt, $secret );
+		check_same( '', get_option( $opt ), 'checkbox wins over a typed secret' );
+		$_POST['presence_counter_post_secret_clear'] = 'yes';
+		update_option( $opt, $secret );
+		check_same( $secret, get_option( $opt ), 'only the value 1 clears' );
+		unset( $_POST['presence_counter_post_secret_clear'] );
+
+		// Each checkbox clears its own option only.
+		update_option( 'presence_counter_publish_key', '0123456789abcdef-publish' );
+		$_POST['presence_counter_publish_key_clear'] = '1';
+		update_option( $opt, '' );
+		check_same( $secret, get_option( $opt ), "the publish key's checkbox keeps the secret" );
+		unset( $_POST['presence_counter_publish_key_clear'] );
+		$_POST['presence_counter_post_secret_clear'] = '1';
+		update_option( 'presence_counter_publish_key', '' );
+		check_same( '0123456789abcdef-publish', get_option( 'presence_counter_publish_key' ), "the secret's checkbox keeps the publish key" );
+		unset( $_POST['presence_counter_post_secret_clear'] );
+
+		check_same( $n, count( $GLOBALS['t']['settings_error'] ), 'no error for accepted values' );
+		check_same( $secret, presence_counter_sanitize_post_secret( array( 'x' ) ), 'a non-string keeps the stored secret' );
+
+		// A stored secret that skipped the sanitize callback is not used.
+		foreach ( array( 'short' => 'abc', 'two secrets' => T_SECRET . ',' . T_SECRET, 'line break' => T_SECRET . "\nx" ) as $what => $bad ) {
+			t_raw_option( $opt, $bad );
+			check_same( '', presence_counter_post_secret(), "tampered secret ($what) not used" );
+		}
+	}
+);
+
+run(
+	'settings: post secret field',
+	function () {
+		t_reset();
+		do_action( 'admin_init' );
+		do_action( 'admin_menu' );
+		$page = $GLOBALS['t']['pages']['presence-counter'];
+		check( ! empty( $GLOBALS['t']['settings_field']['presence-counter']['presence_counter_server']['presence_counter_post_secret'] ), 'field added to the server section' );
+		check_same( 'Post secret', $GLOBALS['t']['settings_field']['presence-counter']['presence_counter_server']['presence_counter_post_secret']['title'] ?? null, 'field title' );
+
+		ob_start();
+		call_user_func( $page['callback'] );
+		$html = ob_get_clean();
+		check( (bool) preg_match( '/<input type="password"[^>]* name="presence_counter_post_secret" value="" placeholder="" autocomplete="new-password"/', $html ), 'password input named after the option, empty', $html );
+		check( false === strpos( $html, '(set)' ), 'no "(set)" without a secret' );
+		check( false === strpos( $html, 'presence_counter_post_secret_clear' ), 'no remove checkbox without a secret' );
+		check( false !== strpos( $html, 'Must equal the server&#039;s PRESENCE_POST_SECRET' ), 'description names the server setting', $html );
+		check( false !== strpos( $html, 'nobody can make the server count made-up posts' ), 'description says what it is for' );
+		check( false !== strpos( $html, 'Leave empty when the server has no PRESENCE_POST_SECRET' ), 'description says when to leave it empty' );
+
+		$secret = 'S3cret-0123456789abcdef0123456789<&>"x';
+		t_raw_option( 'presence_counter_post_secret', $secret );
+		ob_start();
+		call_user_func( $page['callback'] );
+		$html = ob_get_clean();
+		foreach ( array( $secret, esc_attr( $secret ), 'S3cret', '0123456789abcdef' ) as $needle ) {
+			check( false === strpos( $html, $needle ), 'stored secret not in the page: ' . $needle );
+		}
+		check( (bool) preg_match( '/<input type="password"[^>]* name="presence_counter_post_secret" value="" placeholder="\(set\)" autocomplete="new-password"/', $html ), '"(set)" placeholder, still empty', $html );
+		check( (bool) preg_match( '/<input type="checkbox" id="presence_counter_post_secret_clear" name="presence_counter_post_secret_clear" value="1" \/>/', $html ), 'remove checkbox', $html );
+		check( false === strpos( $html, 'presence_counter_publish_key_clear' ), "no publish key checkbox without a key" );
+	}
+);
+
+run(
+	'settings: secure URLs',
+	function () {
+		t_reset();
+		$secure = array(
+			'https://presence.example.com',
+			'https://presence.example.com:8443/path',
+			'https://10.0.0.5',
+			'presence.example.com', // Stored as https://.
+			'http://localhost',
+			'http://localhost:8080/',
+			'HTTP://LOCALHOST',
+			'http://presence.localhost:8080',
+			'http://a.b.localhost',
+			'http://127.0.0.1',
+			'http://127.0.0.1:8080',
+			'http://127.1.2.3',
+			'http://127.255.255.255',
+			'http://[::1]',
+			'http://[::1]:8080',
+			'http://[0:0:0:0:0:0:0:1]:8080',
+		);
+		foreach ( $secure as $url ) {
+			check_same( true, presence_counter_is_secure_url( $url ), "secure: $url" );
+			check_same( false, presence_counter_is_insecure_server( $url ), "not an insecure server: $url" );
+		}
+		$insecure = array(
+			'http://presence.example.com',
+			'http://presence.example.com:8080',
+			'http://10.0.0.5',
+			'http://192.168.1.10:8080',
+			'http://128.0.0.1',
+			'http://126.0.0.1',
+			'http://0.0.0.0',
+			'http://[::2]',
+			'http://[::ffff:127.0.0.1]',
+			'http://[::]',
+			'http://localhost.example.com',
+			'http://notlocalhost',
+			'http://localhost.',
+			'http://127.0.0.1.nip.io',
+			'http://127.0.0.1.',
+			'http://0x7f.0.0.1',
+			'http://127.1',
+		);
+		foreach ( $insecure as $url ) {
+			check_same( false, presence_counter_is_secure_url( $url ), "not secure: $url" );
+			check_same( true, presence_counter_is_insecure_server( $url ), "insecure server: $url" );
+		}
+		foreach ( array( '', 'javascript:alert(1)', 'ftp://localhost', 'https://' ) as $url ) {
+			check_same( false, presence_counter_is_secure_url( $url ), "not a URL, not secure: '$url'" );
+			check_same( false, presence_counter_is_insecure_server( $url ), "not a URL, nothing is sent: '$url'" );
+		}
+	}
+);
+
+run(
+	'settings: no publish key over plain http',
+	function () {
+		$url   = 'presence_counter_server_url';
+		$opt   = 'presence_counter_publish_key';
+		$clear = 'presence_counter_publish_key_clear';
+		$plain = 'http://presence.example.com';
+		$codes = function () {
+			return array_column( $GLOBALS['t']['settings_error'], 'code' );
+		};
+		$setup = function ( array $options ) {
+			t_reset( array( 'options' => array( 1 => $options ) ) );
+			do_action( 'admin_init' );
+		};
+		$no_key_in_errors = function ( $what ) {
+			foreach ( $GLOBALS['t']['settings_error'] as $e ) {
+				check( false === strpos( $e['message'], T_KEY ) && false === strpos( $e['message'], '0123456789abcdef' ), "$what: error does not contain the key" );
+			}
+		};
+
+		// A stored key: an http:// URL of another machine is refused, the previous kept.
+		$setup( array( $url => T_SERVER, $opt => T_KEY ) );
+		t_save_form( 'presence_counter', array( $url => $plain, $opt => '' ) );
+		check_same( T_SERVER, get_option( $url ), 'stored key: http URL refused, previous URL kept' );
+		check_same( T_KEY, get_option( $opt ), 'stored key: key kept' );
+		check_same( array( 'presence_counter_insecure_url' ), $codes(), 'stored key: one error' );
+		$e = $GLOBALS['t']['settings_error'][0] ?? array();
+		check_same( $url, $e['setting'] ?? null, 'stored key: error is for the URL' );
+		check( false !== strpos( $e['message'] ?? '', 'unencrypted' ) && false !== strpos( $e['message'] ?? '', 'https://' ) && false !== strpos( $e['message'] ?? '', 'remove the publish key first' ), 'stored key: error says why and what to do', $e['message'] ?? '' );
+		$no_key_in_errors( 'stored key' );
+
+		// The same through update_option() alone, as WP-CLI does: no form, the stored key counts.
+		update_option( $url, 'http://10.0.0.5:8080' );
+		check_same( T_SERVER, get_option( $url ), 'update_option(): http URL refused' );
+
+		// Loopback URLs never leave the machine.
+		foreach ( array( 'http://localhost:8080', 'http://127.0.0.1:8080', 'http://[::1]:8080', 'http://presence.localhost' ) as $loopback ) {
+			$setup( array( $url => T_SERVER, $opt => T_KEY ) );
+			t_save_form( 'presence_counter', array( $url => $loopback, $opt => '' ) );
+			check_same( presence_counter_normalize_url( $loopback ), get_option( $url ), "stored key: $loopback accepted" );
+			check_same( array(), $codes(), "stored key: $loopback without error" );
+		}
+
+		// Removing the key in the same save: nothing is left to leak.
+		$setup( array( $url => T_SERVER, $opt => T_KEY ) );
+		t_save_form( 'presence_counter', array( $url => $plain, $opt => '', $clear => '1' ) );
+		check_same( $plain, get_option( $url ), 'key removed in the same save: http URL accepted' );
+		check_same( '', get_option( $opt ), 'key removed in the same save: key gone' );
+		check_same( array(), $codes(), 'key removed in the same save: no error' );
+
+		// No key stored, one typed in with the http URL: the URL is refused (it is stored
+		// first), and the key goes with the previous, secure URL.
+		$setup( array( $url => T_SERVER ) );
+		t_save_form( 'presence_counter', array( $url => $plain, $opt => T_KEY ) );
+		check_same( T_SERVER, get_option( $url ), 'typed key: http URL refused' );
+		check_same( T_KEY, get_option( $opt ), 'typed key: key stored with the https URL' );
+		check_same( array( 'presence_counter_insecure_url' ), $codes(), 'typed key: one error' );
+		$no_key_in_errors( 'typed key' );
+
+		// Typed, and removed with the checkbox: the checkbox wins, so the URL is accepted.
+		$setup( array( $url => T_SERVER ) );
+		t_save_form( 'presence_counter', array( $url => $plain, $opt => T_KEY, $clear => '1' ) );
+		check_same( $plain, get_option( $url ), 'typed and removed: http URL accepted' );
+		check_same( '', get_option( $opt ), 'typed and removed: no key' );
+		check_same( array(), $codes(), 'typed and removed: no error' );
+
+		// No key at all: an http URL sends nothing secret.
+		$setup( array( $url => T_SERVER ) );
+		t_save_form( 'presence_counter', array( $url => $plain, $opt => '' ) );
+		check_same( $plain, get_option( $url ), 'no key: http URL accepted' );
+		check_same( array(), $codes(), 'no key: no error' );
+
+		// A key for an http URL of another machine is refused, the previous kept.
+		$setup( array( $url => $plain ) );
+		t_save_form( 'presence_counter', array( $url => $plain, $opt => T_KEY ) );
+		check_same( $plain, get_option( $url ), 'http URL stored: URL unchanged' );
+		check_same( '', get_option( $opt ), 'http URL stored: key refused' );
+		check_same( array( 'presence_counter_insecure_url', 'presence_counter_insecure_publish_key' ), $codes(), 'http URL stored: both refused' );
+		$e = $GLOBALS['t']['settings_error'][1] ?? array();
+		check_same( $opt, $e['setting'] ?? null, 'http URL stored: error is for the key' );
+		check( false !== strpos( $e['message'] ?? '', 'https:// server URL first' ), 'http URL stored: error says to use https first', $e['message'] ?? '' );
+		$no_key_in_errors( 'http URL stored' );
+
+		$setup( array( $url => 'http://10.0.0.5:8080', $opt => 'previous-key-0123456789' ) );
+		update_option( $opt, T_KEY );
+		check_same( 'previous-key-0123456789', get_option( $opt ), 'update_option(): key refused, previous kept' );
+		check_same( array( 'presence_counter_insecure_publish_key' ), $codes(), 'update_option(): one error' );
+		$no_key_in_errors( 'update_option()' );
+
+		// Switching to https and typing the key in one save works.
+		$setup( array( $url => $plain ) );
+		t_save_form( 'presence_counter', array( $url => T_SERVER, $opt => T_KEY ) );
+		check_same( T_SERVER, get_option( $url ), 'to https: URL stored' );
+		check_same( T_KEY, get_option( $opt ), 'to https: key stored' );
+		check_same( array(), $codes(), 'to https: no error' );
+
+		// A loopback URL takes a key.
+		$setup( array( $url => 'http://127.0.0.1:8080' ) );
+		t_save_form( 'presence_counter', array( $url => 'http://127.0.0.1:8080', $opt => T_KEY ) );
+		check_same( T_KEY, get_option( $opt ), 'loopback: key stored' );
+		check_same( array(), $codes(), 'loopback: no error' );
+
+		// A key that is not a key is refused as such, once.
+		$setup( array( $url => $plain ) );
+		update_option( $opt, 'short' );
+		check_same( array( 'presence_counter_invalid_publish_key' ), $codes(), 'invalid key with an http URL: only the invalid-key error' );
+
+		// Emptying the URL with a key stored is fine: nothing is sent anywhere.
+		$setup( array( $url => T_SERVER, $opt => T_KEY ) );
+		t_save_form( 'presence_counter', array( $url => '', $opt => '' ) );
+		check_same( '', get_option( $url ), 'empty URL with a key: stored' );
+		check_same( array(), $codes(), 'empty URL with a key: no error' );
+
+		// Left from before 0.3.0: http URL and key both stored. Saving the form unchanged
+		// keeps both and says why; removing the key fixes it.
+		$setup( array( $url => $plain, $opt => T_KEY ) );
+		t_save_form( 'presence_counter', array( $url => $plain, $opt => '' ) );
+		check_same( $plain, get_option( $url ), 'old http setup: URL kept' );
+		check_same( T_KEY, get_option( $opt ), 'old http setup: key kept' );
+		check_same( array( 'presence_counter_insecure_url' ), $codes(), 'old http setup: the URL error' );
+		$GLOBALS['t']['settings_error'] = array();
+		t_save_form( 'presence_counter', array( $url => $plain, $opt => '', $clear => '1' ) );
+		check_same( '', get_option( $opt ), 'old http setup: key removed' );
+		check_same( array(), $codes(), 'old http setup: removed without error' );
+	}
+);
+
+run(
+	'settings: insecure URL notice',
+	function () {
+		$notice = 'No events are sent: the Presence server URL is an http:// address of another machine';
+		$cases  = array(
+			'http URL and key'      => array( array( 'presence_counter_server_url' => 'http://presence.example.com', 'presence_counter_publish_key' => T_KEY ), true ),
+			'http IP and key'       => array( array( 'presence_counter_server_url' => 'http://10.0.0.5:8080', 'presence_counter_publish_key' => T_KEY ), true ),
+			'http URL and bad key'  => array( array( 'presence_counter_server_url' => 'http://presence.example.com', 'presence_counter_publish_key' => 'short' ), true ),
+			'https URL and key'     => array( array( 'presence_counter_server_url' => T_SERVER, 'presence_counter_publish_key' => T_KEY ), false ),
+			'loopback URL and key'  => array( array( 'presence_counter_server_url' => 'http://127.0.0.1:8080', 'presence_counter_publish_key' => T_KEY ), false ),
+			'http URL without key'  => array( array( 'presence_counter_server_url' => 'http://presence.example.com' ), false ),
+			'no URL and key'        => array( array( 'presence_counter_publish_key' => T_KEY ), false ),
+		);
+		foreach ( $cases as $what => $case ) {
+			t_reset( array( 'options' => array( 1 => $case[0] ) ) );
+			do_action( 'admin_init' );
+			do_action( 'admin_menu' );
+			ob_start();
+			call_user_func( $GLOBALS['t']['pages']['presence-counter']['callback'] );
+			$html = ob_get_clean();
+			check_same( $case[1], false !== strpos( $html, $notice ), "$what: " . ( $case[1] ? 'warning shown' : 'no warning' ) );
+			if ( $case[1] ) {
+				check( (bool) preg_match( '/<div class="notice notice-warning inline"><p>' . preg_quote( $notice, '/' ) . '/', $html ), "$what: as a warning notice" );
+				check( false === strpos( $html, T_KEY ), "$what: key not in the page" );
+			}
+		}
 	}
 );
 
@@ -1115,7 +1555,197 @@ run(
 	}
 );
 
-const T_KEY = '0123456789abcdef-publish';
+/** The token of $key for a page rendered at $now, made here as the server checks it. */
+function t_token( $key, $now, $days = 7, $secret = T_SECRET ) {
+	$expires = ( intdiv( $now, 86400 ) + 1 + $days ) * 86400;
+	return $expires . '.' . hash_hmac( 'sha256', $key . '.' . $expires, $secret );
+}
+
+/**
+ * The tokens of $key a page rendered between $before and $after can carry: time()
+ * cannot be fixed, and a page rendered as the day changes has one of the two days'.
+ */
+function t_tokens( $key, $before, $after ) {
+	return array_values( array_unique( array( t_token( $key, $before ), t_token( $key, $after ) ) ) );
+}
+
+function check_one_of( array $wants, $got, $what ) {
+	check( in_array( $got, $wants, true ), $what, 'want one of ' . var_export( $wants, true ) . ', got ' . var_export( $got, true ) );
+}
+
+run(
+	'tokens',
+	function () {
+		t_reset( array( 'options' => array( 1 => array( 'presence_counter_post_secret' => T_SECRET ) ) ) );
+
+		// The server's own vector: 1767225600 is 2026-01-01 00:00 UTC, the expiry of every
+		// page rendered on 2025-12-24 (UTC) with the default 7 days.
+		$vector = '1767225600.6f8baa973395ee62043c99ed56c4126a6c98e100d802865a1c390a178bed72ab';
+		check_same( $vector, t_token( '13', 1766534400 ), 'test helper makes the known vector' );
+		check_same( $vector, presence_counter_token( '13', 1766534400 ), 'known vector, first second of the day' );
+		check_same( $vector, presence_counter_token( '13', 1766577000 ), 'known vector, midday' );
+		check_same( $vector, presence_counter_token( '13', 1766620799 ), 'known vector, last second of the day: one token all day' );
+		check_same( '1767312000.' . hash_hmac( 'sha256', '13.1767312000', T_SECRET ), presence_counter_token( '13', 1766620800 ), 'next day: the next day\'s expiry' );
+
+		foreach ( array( 1766534400, 1766620799 ) as $now ) {
+			$expires = (int) strtok( presence_counter_token( '13', $now ), '.' );
+			check( $expires - $now > 7 * 86400 - 1 && $expires - $now <= 8 * 86400, "valid 7 to 8 days from $now", (string) ( $expires - $now ) );
+		}
+
+		$before = time();
+		$token  = presence_counter_token( '42' );
+		$after  = time();
+		check_one_of( t_tokens( '42', $before, $after ), $token, "today's token without \$now" );
+		check( (bool) preg_match( '/^[0-9]{10}\.[0-9a-f]{64}$/D', $token ), 'format <expires>.<64 lowercase hex>', $token );
+
+		check( presence_counter_token( '42', 1766534400 ) !== presence_counter_token( '43', 1766534400 ), 'one token per post' );
+		check_same( t_token( '3-42', 1766534400 ), presence_counter_token( '3-42', 1766534400 ), 'multisite key signed as it is' );
+
+		// The lifetime filter: whole days, at least 1, at most 3650.
+		$lifetimes = array(
+			array( 1, 1 ),
+			array( 14, 14 ),
+			array( '3', 3 ),
+			array( 2.9, 2 ),
+			array( 0, 1 ),
+			array( -5, 1 ),
+			array( 3650, 3650 ),
+			array( 99999, 3650 ),
+			array( 1e30, 3650 ),
+			array( PHP_INT_MAX, 3650 ),
+			array( 'abc', 7 ),
+			array( null, 7 ),
+			array( array( 3 ), 7 ),
+		);
+		foreach ( $lifetimes as $l ) {
+			add_filter(
+				'presence_counter_token_lifetime_days',
+				function () use ( $l ) {
+					return $l[0];
+				}
+			);
+			check_same( t_token( '13', 1766534400, $l[1] ), presence_counter_token( '13', 1766534400 ), 'lifetime ' . var_export( $l[0], true ) . " is $l[1] days" );
+			remove_all_filters( 'presence_counter_token_lifetime_days' );
+		}
+
+		// Only keys the server takes are signed.
+		foreach ( array( '', 'a.b', '42"', "42\n", str_repeat( 'a', 65 ) ) as $bad ) {
+			check_same( '', presence_counter_token( $bad, 1766534400 ), 'no token for key ' . json_encode( $bad ) );
+		}
+		check_same( '', presence_counter_token( 42, 1766534400 ), 'no token for an int: a post ID is not its key' );
+		check_same( '', presence_counter_token( array( '42' ), 1766534400 ), 'no token for an array' );
+		check( '' !== presence_counter_token( str_repeat( 'a', 64 ), 1766534400 ), '64-character key signed' );
+
+		t_reset();
+		check_same( '', presence_counter_token( '42' ), 'no secret: no token' );
+		t_raw_option( 'presence_counter_post_secret', 'too-short' );
+		check_same( '', presence_counter_token( '42' ), 'tampered secret: no token' );
+		t_raw_option( 'presence_counter_post_secret', '  ' . T_SECRET . "\n" );
+		check_same( $vector, presence_counter_token( '13', 1766534400 ), 'stored secret trimmed' );
+	}
+);
+
+run(
+	'tokens: pages',
+	function () {
+		$options = array(
+			'presence_counter_server_url'  => T_SERVER,
+			'presence_counter_post_secret' => T_SECRET,
+		);
+		$before  = time();
+		t_page(
+			array(
+				'options'    => array( 1 => $options ),
+				'singular'   => true,
+				'queried_id' => 42,
+				'the_id'     => 42,
+			)
+		);
+		foreach ( array( '6.4', '6.0', '6.3-async' ) as $style ) {
+			$tag   = t_script_tag( T_HANDLE, $style );
+			$attrs = t_parse_script_tag( $tag );
+			check( null !== $attrs, "tag ($style) well-formed", $tag );
+			check_same( '42', $attrs['data-post'] ?? null, "tag ($style) data-post" );
+			check_one_of( t_tokens( '42', $before, time() ), $attrs['data-token'] ?? null, "tag ($style) data-token of the post" );
+			check_same( 1, substr_count( $tag, 'data-token=' ), "tag ($style) data-token once" );
+			check_same( true, $attrs['async'] ?? null, "tag ($style) async" );
+		}
+		$tag = t_script_tag( T_HANDLE );
+		check( (bool) preg_match( '/^<script data-post="42" data-token="[0-9]+\.[0-9a-f]{64}" async src=/', $tag ), 'data-token beside data-post', $tag );
+
+		// A tag that already has a token keeps it.
+		$has   = '<script data-token="x" src="' . T_SERVER . "/widget.js\" id=\"presence-counter-widget-js\"></script>\n";
+		$again = apply_filters( 'script_loader_tag', $has, T_HANDLE, T_SERVER . '/widget.js' );
+		check_same( 1, substr_count( $again, 'data-token=' ), 'existing data-token not repeated' );
+
+		// Every counter carries the token of its own post.
+		$tokens = t_tokens( '42', $before, time() );
+		$want   = array_map(
+			function ( $t ) {
+				return '<span class="presence-viewers" data-presence-viewers="42" data-presence-token="' . $t . '">0</span>';
+			},
+			$tokens
+		);
+		check_one_of( $want, t_shortcode( 'presence_viewers' ), 'shortcode for the current post' );
+		$html = t_shortcode( 'presence_viewers', array( 'post' => '7', 'views' => '1' ) );
+		check( (bool) preg_match( '/^<span class="presence-views" data-presence-views="7" data-presence-token="([^"]+)">0<\/span>$/D', $html, $m ), 'views counter of another post', $html );
+		check_one_of( t_tokens( '7', $before, time() ), $m[1] ?? null, "another post's own token" );
+		$html = presence_counter_views( 42, false );
+		check( (bool) preg_match( '/ data-presence-token="([^"]+)"/', $html, $m ), 'template function', $html );
+		check_one_of( $tokens, $m[1] ?? null, 'template function token' );
+
+		// Archives: counters carry tokens; the script tag has neither data-post nor data-token.
+		t_page(
+			array(
+				'options'    => array( 1 => $options ),
+				'singular'   => false,
+				'queried_id' => 5,
+			)
+		);
+		$GLOBALS['t']['the_id'] = 43;
+		$html                   = t_shortcode( 'presence_viewers' );
+		check( (bool) preg_match( '/^<span class="presence-viewers" data-presence-viewers="43" data-presence-token="([^"]+)">0<\/span>$/D', $html, $m ), 'archive counter has a token', $html );
+		check_one_of( t_tokens( '43', $before, time() ), $m[1] ?? null, 'archive counter token of its post' );
+		$tag = t_script_tag( T_HANDLE );
+		check( false === strpos( $tag, 'data-post' ) && false === strpos( $tag, 'data-token' ), 'archive script tag: no data-post, no data-token', $tag );
+
+		// Multisite: the token signs the key Presence knows the post by.
+		$multi = array(
+			'options'    => array( 3 => $options ),
+			'multisite'  => true,
+			'blog_id'    => 3,
+			'singular'   => true,
+			'queried_id' => 42,
+			'the_id'     => 42,
+		);
+		t_page( $multi );
+		$attrs = t_parse_script_tag( t_script_tag( T_HANDLE ) );
+		check_same( '3-42', $attrs['data-post'] ?? null, 'multisite data-post' );
+		check_one_of( t_tokens( '3-42', $before, time() ), $attrs['data-token'] ?? null, 'multisite data-token of 3-42' );
+
+		// Escaped like every attribute, though a token has nothing to escape.
+		check( false === strpos( presence_counter_counter_markup( 'x"><script>', 'views' ), 'data-presence-token' ), 'no token for a key the server refuses' );
+
+		// Without a secret the page is exactly as before.
+		unset( $options['presence_counter_post_secret'] );
+		t_page(
+			array(
+				'options'    => array( 1 => $options ),
+				'singular'   => true,
+				'queried_id' => 42,
+				'the_id'     => 42,
+			)
+		);
+		$tag = t_script_tag( T_HANDLE );
+		check_same( '<script data-post="42" async src="' . T_SERVER . "/widget.js\" id=\"presence-counter-widget-js\"></script>\n", $tag, 'no secret: tag without data-token' );
+		check_same( '<span class="presence-viewers" data-presence-viewers="42">0</span>', t_shortcode( 'presence_viewers' ), 'no secret: counter without data-presence-token' );
+
+		// A secret that skipped the sanitize callback adds nothing either.
+		t_raw_option( 'presence_counter_post_secret', 'short' );
+		check( false === strpos( t_script_tag( T_HANDLE ) . t_shortcode( 'presence_viewers' ), 'token' ), 'tampered secret: no token attributes' );
+	}
+);
+
 
 /** A site with publishing configured and comment 7 on published post 42. */
 function t_events( array $over = array(), $blog_id = 1 ) {
@@ -1447,6 +2077,64 @@ run(
 );
 
 run(
+	'events: publicly viewable posts only',
+	function () {
+		$cases = array(
+			'private post'                   => array( array( 'status' => 'private' ), false ),
+			'published wp_block'             => array( array( 'type' => 'wp_block' ), false ),
+			'published non-public post type' => array( array( 'type' => 'internal_note' ), false ),
+			'unregistered post type'         => array( array( 'type' => 'gone' ), false ),
+			'password-protected post'        => array( array( 'password' => 'secret' ), false ),
+			'password-protected page'        => array( array( 'type' => 'page', 'password' => 'secret' ), false ),
+			'published post'                 => array( array(), true ),
+			'published page'                 => array( array( 'type' => 'page' ), true ),
+			'published public custom type'   => array( array( 'type' => 'product' ), true ),
+		);
+		foreach ( $cases as $what => $case ) {
+			t_events();
+			$post = $case[0];
+			if ( isset( $post['status'] ) ) {
+				$GLOBALS['t']['post_status'][42] = $post['status'];
+			}
+			if ( isset( $post['type'] ) ) {
+				$GLOBALS['t']['post_type'][42] = $post['type'];
+			}
+			if ( isset( $post['password'] ) ) {
+				$GLOBALS['t']['post_password'][42] = $post['password'];
+			}
+			do_action( 'comment_post', 7, 1, array() );
+			check_same( $case[1] ? 1 : 0, count( $GLOBALS['t']['remote_posts'] ), "$what: " . ( $case[1] ? 'event sent' : 'no event' ) );
+		}
+
+		// The stub follows WordPress.
+		t_reset();
+		$GLOBALS['t']['post_status'] = array( 1 => 'publish', 2 => 'private', 3 => 'future', 4 => 'publish', 5 => 'publish' );
+		$GLOBALS['t']['post_type']   = array( 4 => 'wp_block', 5 => 'page' );
+		check_same( array( 1 => true, 2 => false, 3 => false, 4 => false, 5 => true, 6 => false ), array_map( 'is_post_publicly_viewable', array( 1 => 1, 2 => 2, 3 => 3, 4 => 4, 5 => 5, 6 => 6 ) ), 'is_post_publicly_viewable() stub' );
+	}
+);
+
+run(
+	'events: not sent over plain http',
+	function () {
+		foreach ( array( 'http://presence.example.com', 'http://10.0.0.5:8080', 'http://[::2]:8080', 'http://localhost.example.com' ) as $url ) {
+			t_events();
+			t_raw_option( 'presence_counter_server_url', $url ); // Past the sanitize callbacks.
+			check_same( false, presence_counter_publish( 42, 'update', 1 ), "$url: presence_counter_publish() returns false" );
+			do_action( 'comment_post', 7, 1, array() );
+			do_action( 'transition_comment_status', 'approved', 'unapproved', get_comment( 7 ) );
+			check_same( array(), $GLOBALS['t']['remote_posts'], "$url: no request" );
+		}
+		foreach ( array( 'http://localhost:8080', 'http://127.0.0.1:8080', 'http://[::1]:8080', 'http://presence.localhost' ) as $url ) {
+			t_events();
+			t_raw_option( 'presence_counter_server_url', $url );
+			check_same( true, presence_counter_publish( 42, 'update', 1 ), "$url: sent" );
+			check_same( presence_counter_normalize_url( $url ) . '/v1/posts/42/events', $GLOBALS['t']['remote_posts'][0]['url'] ?? null, "$url: to the loopback server" );
+		}
+	}
+);
+
+run(
 	'uninstall',
 	function () use ( $plugin_dir ) {
 		if ( ! defined( 'WP_UNINSTALL_PLUGIN' ) ) {
@@ -1458,6 +2146,7 @@ run(
 					1 => array(
 						'presence_counter_server_url'  => T_SERVER,
 						'presence_counter_publish_key' => T_KEY,
+						'presence_counter_post_secret' => T_SECRET,
 						'blogname'                     => 'Site',
 					),
 				),
@@ -1476,9 +2165,11 @@ run(
 					2 => array(
 						'presence_counter_server_url'  => T_SERVER,
 						'presence_counter_publish_key' => T_KEY,
+						'presence_counter_post_secret' => T_SECRET,
 					),
 					3 => array(
 						'presence_counter_publish_key' => T_KEY,
+						'presence_counter_post_secret' => T_SECRET,
 						'blogname'                     => 'Three',
 					),
 				),
