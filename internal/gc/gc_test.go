@@ -468,6 +468,12 @@ func TestCollector_PrunesOnTimeUnderLoad(t *testing.T) {
 	// The watcher's arrival time is what a browser would see, so it, not
 	// the script's own figure, is held to the promise.
 	lag := got.at.Sub(deadline)
+	// The count goes out from inside the prune script; the collector counts
+	// the prune once the script's reply is back, a moment later.
+	waitUntil := time.Now().Add(5 * time.Second)
+	for counter(t, reg, "presence_prunes_total") == 0 && time.Now().Before(waitUntil) {
+		time.Sleep(5 * time.Millisecond)
+	}
 	n, sum := histogram(t, reg, "presence_gc_expiry_lag_seconds")
 	t.Logf("with %d live sessions: pruned %s after the deadline (seen by a watcher); collector measured %d prune(s), lag sum %.3fs",
 		live, lag.Round(time.Millisecond), n, sum)
