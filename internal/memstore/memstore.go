@@ -40,6 +40,7 @@ type Store struct {
 	viewers   map[presence.PostID]map[presence.SessionID]struct{} // emptied sets are deleted
 	views     map[presence.PostID]*list.Element                   // of *views, in viewsLRU
 	viewsLRU  *list.List                                          // least recently viewed first
+	viewsPeak int                                                 // most entries views held since it was made
 	deadlines deadlineHeap
 	sinks     map[int]func(presence.Message)
 	nextSink  int
@@ -346,6 +347,7 @@ func (s *Store) countView(post presence.PostID, now time.Time) {
 	if e == nil {
 		e = s.viewsLRU.PushBack(&views{post: post})
 		s.views[post] = e
+		s.viewsPeak = max(s.viewsPeak, len(s.views))
 	}
 	e.Value.(*views).n++
 	s.touchViews(post, now)
@@ -373,10 +375,20 @@ func (s *Store) expireViews(now time.Time) {
 	for e := s.viewsLRU.Front(); e != nil; e = s.viewsLRU.Front() {
 		v := e.Value.(*views)
 		if v.expires.After(now) {
-			return
+			break
 		}
 		s.viewsLRU.Remove(e)
 		delete(s.views, v.post)
+	}
+	// A Go map keeps its buckets when entries go: after a burst of made-up
+	// posts has expired, a copy made to the size left gives their memory
+	// back (maps.Clone would copy the buckets as they are).
+	if s.viewsPeak > 4096 && len(s.views) < s.viewsPeak/4 {
+		m := make(map[presence.PostID]*list.Element, len(s.views))
+		for p, e := range s.views {
+			m[p] = e
+		}
+		s.views, s.viewsPeak = m, len(m)
 	}
 }
 

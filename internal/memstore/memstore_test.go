@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -131,5 +132,35 @@ func BenchmarkStore_ViewLeave(b *testing.B) {
 		if i%3 == 0 {
 			_ = s.Leave(ctx, sid)
 		}
+	}
+}
+
+// BenchmarkStore_MadeUpPosts measures what a client naming made-up posts
+// leaves in memory: heap per post right after the views, and after the
+// views TTL has passed and the collector's poll (Due) ran.
+func BenchmarkStore_MadeUpPosts(b *testing.B) {
+	const viewsTTL = 100 * time.Millisecond
+	ctx := context.Background()
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	for b.Loop() {
+		s := New(Config{TTL: time.Minute, ViewsTTL: viewsTTL})
+		const posts = 200_000
+		before := heap()
+		for i := range posts {
+			_, _ = s.View(ctx, "attacker", presence.PostID(fmt.Sprintf("made-up-%d", i)), true)
+		}
+		_ = s.Leave(ctx, "attacker")
+		after := heap()
+		time.Sleep(viewsTTL) // the passing of the TTL is what is measured
+		_, _, _ = s.Due(ctx, 1)
+		expired := heap()
+		b.ReportMetric(float64(after-before)/posts, "B/post-kept")
+		b.ReportMetric(float64(int64(expired)-int64(before))/posts, "B/post-after-ttl")
+		runtime.KeepAlive(s)
 	}
 }
