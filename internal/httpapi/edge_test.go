@@ -152,15 +152,21 @@ func TestEdge_SignedPosts(t *testing.T) {
 		}
 
 		// REST refuses the same way, with 403.
-		for _, tc := range []struct{ path, code string }{
-			{"/v1/posts/13", "invalid_token"},
-			{"/v1/posts/13?token=" + token("14"), "invalid_token"},
-			{"/v1/posts/13?token=" + expired, "token_expired"},
-			{"/v1/viewers?post=1&post=2&token=" + token("1"), "invalid_token"},
-			{"/v1/viewers?post=1&token=" + token("1") + "&post=2&token=" + token("1"), "invalid_token"},
+		for _, tc := range []struct {
+			path   string
+			status int
+			code   string
+		}{
+			{"/v1/posts/13", 403, "invalid_token"},
+			{"/v1/posts/13?token=" + token("14"), 403, "invalid_token"},
+			{"/v1/posts/13?token=" + expired, 403, "token_expired"},
+			{"/v1/viewers?post=1&post=2", 403, "invalid_token"},
+			{"/v1/viewers?post=1&post=2&token=" + token("1"), 400, "bad_request"},
+			{"/v1/viewers?post=1&token=" + token("1") + "&post=2&token=" + token("1"), 403, "invalid_token"},
+			{"/v1/viewers?post=1&token=" + token("1") + "&post=a.b&token=" + token("1"), 400, "invalid_post"},
 		} {
-			if st, _, m := get(t, a.URL+tc.path, nil); st != http.StatusForbidden || errCode(m) != tc.code {
-				t.Errorf("GET %s = %d %v, want 403 %s", tc.path, st, m, tc.code)
+			if st, _, m := get(t, a.URL+tc.path, nil); st != tc.status || errCode(m) != tc.code {
+				t.Errorf("GET %s = %d %v, want %d %s", tc.path, st, m, tc.status, tc.code)
 			}
 		}
 
@@ -186,6 +192,8 @@ func TestEdge_WithoutSecretTokensAreIgnored(t *testing.T) {
 	c.waitCount("13", 1)
 	c.send(`{"type":"watch","posts":["1"],"tokens":["x"]}`)
 	c.waitCount("1", 0)
+	c.send(`{"type":"watch","posts":["2","3"],"tokens":["x"]}`)
+	c.waitCounts(map[string]int{"2": 0, "3": 0})
 	if st, _, _ := get(t, a.URL+"/v1/posts/13?token=x", nil); st != 200 {
 		t.Errorf("GET with a token and no secret = %d, want 200", st)
 	}
@@ -336,6 +344,21 @@ func TestEdge_ConnectionLimitPerIP(t *testing.T) {
 		}
 		dial(t, a, xff("2001:db8:1:3::1"))
 	})
+	t.Run("addresses with a port", func(t *testing.T) {
+		a := newApp(t, appOpts{memory: true, api: httpapi.Config{
+			MaxConnsPerIP: 1, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		}})
+		// Some load balancers write the client's port too; each client
+		// must still count as itself, not as the proxy.
+		dial(t, a, xff("203.0.113.7:5678"))
+		dial(t, a, xff("[2001:db8::1]:443"))
+		dial(t, a, http.Header{"X-Forwarded-For": {"198.51.100.1", "203.0.113.9:1"}})
+		hdr := upgrade()
+		hdr.Set("X-Forwarded-For", "203.0.113.7:9999")
+		if st, _, _ := refused(t, a, hdr); st != http.StatusTooManyRequests {
+			t.Errorf("second connection of 203.0.113.7 = %d, want 429", st)
+		}
+	})
 	t.Run("untrusted X-Forwarded-For is ignored", func(t *testing.T) {
 		a := newApp(t, appOpts{memory: true, api: httpapi.Config{MaxConnsPerIP: 2}})
 		dial(t, a, xff("203.0.113.1"))
@@ -352,6 +375,32 @@ func TestEdge_ConnectionLimitPerIP(t *testing.T) {
 			dial(t, a, nil)
 		}
 	})
+}
+
+// TestEdge_ReconnectRateIsLimited closes and reopens connections from one
+// address: each new connection brings a fresh frame allowance, so an
+// address may open only PRESENCE_MAX_CONNS_PER_IP of them a minute.
+func TestEdge_ReconnectRateIsLimited(t *testing.T) {
+	a := newApp(t, appOpts{memory: true, api: httpapi.Config{
+		MaxConnsPerIP: 3, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+	}})
+	hdr := http.Header{"X-Forwarded-For": {"203.0.113.7"}}
+	for range 3 {
+		c := dial(t, a, hdr)
+		c.conn.Close(websocket.StatusNormalClosure, "")
+		c.closed()
+	}
+	refusedHdr := upgrade()
+	refusedHdr.Set("X-Forwarded-For", "203.0.113.7")
+	st, h, m := refused(t, a, refusedHdr)
+	if st != http.StatusTooManyRequests || errCode(m) != "too_many_connections" || h.Get("Retry-After") == "" || h.Get("Retry-After") == "0" {
+		t.Errorf("fourth connection within a minute = %d %v %v, want 429 too_many_connections with Retry-After", st, h, m)
+	}
+	if n := refusedCount(t, a, "per_ip_rate"); n != 1 {
+		t.Errorf("refused{per_ip_rate} = %v, want 1", n)
+	}
+	// Another address is not held back.
+	dial(t, a, http.Header{"X-Forwarded-For": {"203.0.113.8"}})
 }
 
 // TestEdge_HalfSentHandshakeIsDropped holds a connection with a request
@@ -507,6 +556,27 @@ func TestEdge_HTTPSurface(t *testing.T) {
 		}
 		if n := refusedCount(t, a, "origin"); n != 1 {
 			t.Errorf("refused{origin} = %v, want 1", n)
+		}
+	})
+	t.Run("405 says what is allowed", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodPost, a.URL+"/healthz", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 405 || resp.Header.Get("Allow") != "GET, HEAD" {
+			t.Errorf("POST /healthz = %d, Allow %q; want 405 and GET, HEAD", resp.StatusCode, resp.Header.Get("Allow"))
+		}
+		req, _ = http.NewRequest(http.MethodHead, a.URL+"/v1/ws", nil)
+		req.Header = upgrade()
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 405 || resp.Header.Get("Allow") != "GET" {
+			t.Errorf("HEAD /v1/ws with upgrade headers = %d, Allow %q; want 405 and GET", resp.StatusCode, resp.Header.Get("Allow"))
 		}
 	})
 	t.Run("readyz says ready and nothing else", func(t *testing.T) {

@@ -27,12 +27,13 @@ const MaxFrame = 16 << 10
 const (
 	causeServerFull   = "server_full"   // PRESENCE_MAX_CONNS reached
 	causePerIP        = "per_ip"        // PRESENCE_MAX_CONNS_PER_IP reached
+	causePerIPRate    = "per_ip_rate"   // PRESENCE_MAX_CONNS_PER_IP handshakes in the last minute
 	causeOrigin       = "origin"        // a page of an origin not allowed
 	causeBadHandshake = "bad_handshake" // not a valid WebSocket upgrade
 	causeShutdown     = "shutting_down" // the server is stopping
 )
 
-var refusalCauses = []string{causeServerFull, causePerIP, causeOrigin, causeBadHandshake, causeShutdown}
+var refusalCauses = []string{causeServerFull, causePerIP, causePerIPRate, causeOrigin, causeBadHandshake, causeShutdown}
 
 // Retry-After of the two limits, in seconds: a full server frees slots as
 // tabs close; an address at its limit has opened many tabs already.
@@ -43,50 +44,106 @@ const (
 
 // limiter counts WebSockets in all and per client address, and refuses a
 // handshake over either limit before any WebSocket state exists.
+//
+// An address may also open only perIP connections a minute (in bursts of as
+// many): every new connection comes with a fresh frame allowance, so without
+// this an address could close and reopen one connection thousands of times
+// a second and name a new post with each.
 type limiter struct {
 	max, perIP int
 	trusted    []netip.Prefix
 	log        *zap.Logger
 	xffWarn    logging.Throttle
 
-	mu    sync.Mutex
-	total int
-	byIP  map[netip.Addr]int
+	mu        sync.Mutex
+	total     int
+	byIP      map[netip.Addr]*addrState
+	lastSweep time.Time
+}
+
+// addrState is one client address: its open connections and its handshake
+// allowance, a token bucket of perIP tokens refilled at perIP a minute.
+type addrState struct {
+	conns  int
+	tokens float64
+	last   time.Time
 }
 
 func newLimiter(max, perIP int, trusted []netip.Prefix, log *zap.Logger) *limiter {
 	return &limiter{
 		max: max, perIP: perIP, trusted: trusted, log: log,
 		xffWarn: logging.Throttle{Every: 10 * time.Minute},
-		byIP:    make(map[netip.Addr]int),
+		byIP:    make(map[netip.Addr]*addrState),
 	}
 }
 
 // acquire takes a slot for a connection from ip, or says which limit is
-// reached. release gives the slot back; call it exactly once.
-func (l *limiter) acquire(ip netip.Addr) (release func(), cause string) {
+// reached and how long to wait. release gives the slot back; call it
+// exactly once.
+func (l *limiter) acquire(ip netip.Addr, now time.Time) (release func(), cause string, retry time.Duration) {
 	key := ipKey(ip)
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.sweep(now)
 	if l.max > 0 && l.total >= l.max {
-		return nil, causeServerFull
+		return nil, causeServerFull, retryServerFull * time.Second
 	}
-	if l.perIP > 0 && l.byIP[key] >= l.perIP {
-		return nil, causePerIP
+	st := l.byIP[key]
+	if l.perIP > 0 {
+		if st == nil {
+			st = &addrState{tokens: float64(l.perIP), last: now}
+		}
+		st.refill(now, l.perIP)
+		if st.conns >= l.perIP {
+			return nil, causePerIP, retryPerIP * time.Second
+		}
+		if st.tokens < 1 {
+			return nil, causePerIPRate, time.Duration((1 - st.tokens) / perMinute(l.perIP) * float64(time.Second))
+		}
+		st.tokens--
+	} else if st == nil {
+		st = &addrState{}
 	}
+	l.byIP[key] = st
 	l.total++
-	l.byIP[key]++
+	st.conns++
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			l.mu.Lock()
 			defer l.mu.Unlock()
 			l.total--
-			if l.byIP[key]--; l.byIP[key] <= 0 {
+			st.conns--
+			if l.perIP <= 0 && st.conns == 0 {
 				delete(l.byIP, key)
 			}
 		})
-	}, ""
+	}, "", 0
+}
+
+func perMinute(n int) float64 { return float64(n) / 60 }
+
+func (st *addrState) refill(now time.Time, burst int) {
+	st.tokens = min(float64(burst), st.tokens+now.Sub(st.last).Seconds()*perMinute(burst))
+	st.last = now
+}
+
+// sweep drops, once a minute, the addresses with no connection whose
+// allowance is whole again, so the map follows the addresses seen lately.
+// Callers hold mu.
+func (l *limiter) sweep(now time.Time) {
+	if now.Sub(l.lastSweep) < time.Minute {
+		return
+	}
+	l.lastSweep = now
+	for key, st := range l.byIP {
+		if st.conns > 0 {
+			continue
+		}
+		if st.refill(now, l.perIP); st.tokens >= float64(l.perIP) {
+			delete(l.byIP, key)
+		}
+	}
 }
 
 // ipKey groups IPv6 addresses by their /64: one subscriber usually holds a
@@ -122,18 +179,43 @@ func (l *limiter) clientIP(r *http.Request) netip.Addr {
 		}
 		return ip
 	}
-	hops := strings.Split(strings.Join(xff, ","), ",")
-	for i := len(hops) - 1; i >= 0; i-- {
-		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			return ip // a garbled entry: the last address we can vouch for
-		}
-		ip = hop.Unmap()
-		if !l.isTrusted(ip) {
-			return ip
+	// Right to left, over every header line, without copying the header.
+	for i := len(xff) - 1; i >= 0; i-- {
+		rest := xff[i]
+		for rest != "" {
+			hop := rest
+			if c := strings.LastIndexByte(rest, ','); c >= 0 {
+				hop, rest = rest[c+1:], rest[:c]
+			} else {
+				rest = ""
+			}
+			hop = strings.TrimSpace(hop)
+			if hop == "" {
+				continue
+			}
+			a, ok := parseHop(hop)
+			if !ok {
+				return ip // a garbled entry: the last address we can vouch for
+			}
+			ip = a
+			if !l.isTrusted(ip) {
+				return ip
+			}
 		}
 	}
 	return ip
+}
+
+// parseHop reads one X-Forwarded-For entry: an address, or an address and
+// port as some load balancers write it (1.2.3.4:5678, [2001:db8::1]:443).
+func parseHop(s string) (netip.Addr, bool) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap(), true
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap(), true
+	}
+	return netip.Addr{}, false
 }
 
 func (l *limiter) isTrusted(ip netip.Addr) bool {
@@ -147,19 +229,20 @@ func (l *limiter) isTrusted(ip netip.Addr) bool {
 
 // refuse answers a handshake over a limit, before any WebSocket state is
 // made, with a JSON error and Retry-After.
-func (s *Server) refuse(w http.ResponseWriter, cause string) {
+func (s *Server) refuse(w http.ResponseWriter, cause string, retry time.Duration) {
 	s.refused.WithLabelValues(cause).Inc()
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int((retry+time.Second-1)/time.Second))))
 	switch cause {
 	case causeServerFull:
-		w.Header().Set("Retry-After", strconv.Itoa(retryServerFull))
 		writeErrorStatus(w, http.StatusServiceUnavailable, "server_full",
 			fmt.Sprintf("this server holds its limit of %d connections (PRESENCE_MAX_CONNS); try again shortly", s.cfg.MaxConns))
 	case causePerIP:
-		w.Header().Set("Retry-After", strconv.Itoa(retryPerIP))
 		writeErrorStatus(w, http.StatusTooManyRequests, "too_many_connections",
 			fmt.Sprintf("this address holds its limit of %d connections (PRESENCE_MAX_CONNS_PER_IP); close some tabs first", s.cfg.MaxConnsPerIP))
+	case causePerIPRate:
+		writeErrorStatus(w, http.StatusTooManyRequests, "too_many_connections",
+			fmt.Sprintf("this address opened %d connections within a minute (PRESENCE_MAX_CONNS_PER_IP); wait before opening more", s.cfg.MaxConnsPerIP))
 	case causeShutdown:
-		w.Header().Set("Retry-After", strconv.Itoa(retryServerFull))
 		writeError(w, hubClosed)
 	}
 }
@@ -212,12 +295,13 @@ func (w *handshakeWriter) flush() string {
 	}
 	msg := strings.TrimSpace(w.body.String())
 	cause := causeBadHandshake
-	if w.status == http.StatusForbidden {
+	switch w.status {
+	case http.StatusForbidden:
 		cause = causeOrigin
 		msg += "; allow the page's origin with PRESENCE_ALLOWED_ORIGINS"
+	case http.StatusMethodNotAllowed:
+		w.Header().Set("Allow", "GET")
 	}
-	// http.Error set these for its text body.
-	w.Header().Del("X-Content-Type-Options")
 	writeErrorStatus(w.ResponseWriter, w.status, code, msg)
 	return cause
 }

@@ -50,27 +50,36 @@ func (s *Server) getViewers(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, presence.Errorf(presence.CodeTooMany, "%d posts asked for, at most %d per request", len(raw), MaxBatch))
 		return
 	}
-	// Tokens pair with posts by position: ?post=1&token=a&post=2&token=b.
-	tokens := r.URL.Query()["token"]
-	if s.cfg.Signer != nil && len(tokens) != len(raw) {
-		s.reject(w, presence.Errorf(presence.CodeInvalidToken, "%d posts and %d tokens asked for; send one token per post, in the same order: /v1/viewers?post=1&token=..&post=2&token=..", len(raw), len(tokens)))
-		return
-	}
-	posts := make([]presence.PostID, 0, len(raw))
-	seen := make(map[presence.PostID]bool, len(raw))
-	now := time.Now()
+	parsed := make([]presence.PostID, len(raw))
 	for i, v := range raw {
 		p, err := presence.ParsePostID(v)
 		if err != nil {
 			s.reject(w, err)
 			return
 		}
-		if s.cfg.Signer != nil {
-			if err := s.cfg.Signer.Check(p, tokens[i], now); err != nil {
+		parsed[i] = p
+	}
+	// Tokens pair with posts by position: ?post=1&token=a&post=2&token=b.
+	if tokens := r.URL.Query()["token"]; s.cfg.Signer != nil {
+		if len(tokens) > 0 && len(tokens) != len(raw) {
+			s.reject(w, presence.Errorf(presence.CodeBadRequest, "%d posts and %d tokens asked for; send one token per post, in the same order: /v1/viewers?post=1&token=..&post=2&token=..", len(raw), len(tokens)))
+			return
+		}
+		now := time.Now()
+		for i, p := range parsed {
+			tok := ""
+			if i < len(tokens) {
+				tok = tokens[i]
+			}
+			if err := s.cfg.Signer.Check(p, tok, now); err != nil {
 				s.reject(w, err)
 				return
 			}
 		}
+	}
+	posts := make([]presence.PostID, 0, len(raw))
+	seen := make(map[presence.PostID]bool, len(raw))
+	for _, p := range parsed {
 		if !seen[p] {
 			seen[p] = true
 			posts = append(posts, p)

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -182,8 +183,17 @@ func (s *Server) routes() chi.Router {
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, presence.Errorf(presence.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
 	})
-	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		writeErrorStatus(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path)
+	r.MethodNotAllowed(func(w http.ResponseWriter, req *http.Request) {
+		// chi leaves Allow to a handler of one's own.
+		var allowed []string
+		if r.Match(chi.NewRouteContext(), http.MethodGet, req.URL.Path) {
+			allowed = append(allowed, http.MethodGet, http.MethodHead) // GetHead
+		}
+		if r.Match(chi.NewRouteContext(), http.MethodPost, req.URL.Path) {
+			allowed = append(allowed, http.MethodPost)
+		}
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		writeErrorStatus(w, http.StatusMethodNotAllowed, "method_not_allowed", req.Method+" is not allowed on "+req.URL.Path)
 	})
 	r.Get("/healthz", s.health.Healthz)
 	// Anyone can reach this listener: /readyz says ready or not, and the

@@ -66,13 +66,13 @@ type errorFrame struct {
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if s.isClosing() {
-		s.refuse(w, causeShutdown)
+		s.refuse(w, causeShutdown, retryServerFull*time.Second)
 		return
 	}
 	// Limits first, before the library or the hub makes any state.
-	release, cause := s.limits.acquire(s.limits.clientIP(r))
+	release, cause, retry := s.limits.acquire(s.limits.clientIP(r), time.Now())
 	if cause != "" {
-		s.refuse(w, cause)
+		s.refuse(w, cause, retry)
 		return
 	}
 	defer release()
@@ -212,10 +212,7 @@ func parseFrame(data []byte) (clientFrame, error) {
 			return clientFrame{}, err
 		}
 		f.Posts = posts
-		if in.Type == "watch" && len(in.Tokens) > 0 {
-			if len(in.Tokens) != len(posts) {
-				return clientFrame{}, presence.Errorf(presence.CodeBadRequest, "watch has %d posts and %d tokens; send one token per post, in the same order", len(posts), len(in.Tokens))
-			}
+		if in.Type == "watch" {
 			f.Tokens = in.Tokens
 		}
 	case "":
@@ -253,10 +250,14 @@ func (s *Server) handle(ctx context.Context, c *hub.Client, data []byte) error {
 }
 
 // checkTokens checks one token per post, in order; with no tokens at all,
-// every post is checked against a missing token.
+// every post is checked against a missing token. Without a secret, tokens
+// are ignored, however many.
 func (s *Server) checkTokens(posts []presence.PostID, tokens []string) error {
 	if s.cfg.Signer == nil {
 		return nil
+	}
+	if len(tokens) > 0 && len(tokens) != len(posts) {
+		return presence.Errorf(presence.CodeBadRequest, "watch has %d posts and %d tokens; send one token per post, in the same order", len(posts), len(tokens))
 	}
 	now := time.Now()
 	for i, p := range posts {
