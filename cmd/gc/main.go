@@ -62,7 +62,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return fmt.Errorf("PRESENCE_REDIS_URL: %w", err)
 	}
 	defer rdb.Close()
-	store := redisstore.New(rdb, redisstore.Config{Prefix: cfg.KeyPrefix, TTL: cfg.SessionTTL, Registerer: reg}, log)
+	viewsTTL := cfg.ViewsTTL
+	if viewsTTL == 0 {
+		viewsTTL = -1 // store: zero means its default, negative means forever
+	}
+	// The sweep also gives views counters without a lifetime the views TTL,
+	// so gc must run with the app servers' PRESENCE_VIEWS_TTL.
+	store := redisstore.New(rdb, redisstore.Config{Prefix: cfg.KeyPrefix, TTL: cfg.SessionTTL, ViewsTTL: viewsTTL, Registerer: reg}, log)
 	if err := store.Ping(ctx); err != nil {
 		log.Error("Redis is unreachable; retrying every poll interval, /readyz answers 503 until it is back",
 			zap.String("redis", rdb.Options().Addr), zap.Error(err))

@@ -160,10 +160,20 @@ func Load(name string, args []string, getenv func(string) string, out io.Writer)
 }
 
 // parsePrefix reads a CIDR, or a single address as the prefix of its own.
+// IPv4-mapped IPv6 prefixes become IPv4 ones, as peers' addresses do.
 func parsePrefix(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
-		return p.Masked(), err
+		if err != nil {
+			return p, err
+		}
+		if p.Addr().Is4In6() {
+			if p.Bits() < 96 {
+				return netip.Prefix{}, fmt.Errorf("an IPv4-mapped prefix shorter than /96")
+			}
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		return p.Masked(), nil
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil {
@@ -272,8 +282,10 @@ func (c Config) Validate() error {
 		bad("PRESENCE_VIEWS_TTL: must not be negative, got %s", c.ViewsTTL)
 	case c.ViewsTTL == 0 && len(c.PostSecrets) == 0:
 		bad("PRESENCE_VIEWS_TTL: 0 keeps every post's views forever, and without PRESENCE_POST_SECRET any client can name new posts; set PRESENCE_POST_SECRET or a TTL")
-	case c.ViewsTTL > 0 && c.ViewsTTL < time.Second:
-		bad("PRESENCE_VIEWS_TTL: must be 0 or at least 1s, got %s", c.ViewsTTL)
+	case c.ViewsTTL > 0 && c.ViewsTTL < c.SessionTTL:
+		// Refreshes do not renew the total: shorter, a post could lose it
+		// while people view it.
+		bad("PRESENCE_VIEWS_TTL: must be 0 or at least PRESENCE_SESSION_TTL (%s), got %s", c.SessionTTL, c.ViewsTTL)
 	}
 	if c.MaxConns < 0 || c.MaxConnsPerIP < 0 {
 		bad("PRESENCE_MAX_CONNS and PRESENCE_MAX_CONNS_PER_IP must not be negative")

@@ -122,7 +122,7 @@ func TestLoad_PublicEdgeSettings(t *testing.T) {
 		"PRESENCE_VIEWS_TTL":        "0",
 		"PRESENCE_MAX_CONNS":        "0",
 		"PRESENCE_MAX_CONNS_PER_IP": "0",
-		"PRESENCE_TRUSTED_PROXIES":  "10.0.0.0/8, 192.168.1.7 ,fd00::/8,10.1.2.3/8",
+		"PRESENCE_TRUSTED_PROXIES":  "10.0.0.0/8, 192.168.1.7 ,fd00::/8,10.1.2.3/8,::ffff:172.16.0.0/108",
 		"PRESENCE_ADMIN_ADDR":       "127.0.0.1:9090",
 	}), &bytes.Buffer{})
 	if err != nil {
@@ -133,7 +133,7 @@ func TestLoad_PublicEdgeSettings(t *testing.T) {
 		proxies = append(proxies, p.String())
 	}
 	if len(c.PostSecrets) != 2 || c.ViewsTTL != 0 || c.MaxConns != 0 || c.MaxConnsAuto || c.MaxConnsPerIP != 0 ||
-		strings.Join(proxies, " ") != "10.0.0.0/8 192.168.1.7/32 fd00::/8 10.0.0.0/8" || c.AdminAddr != "127.0.0.1:9090" {
+		strings.Join(proxies, " ") != "10.0.0.0/8 192.168.1.7/32 fd00::/8 10.0.0.0/8 172.16.0.0/12" || c.AdminAddr != "127.0.0.1:9090" {
 		t.Errorf("parsed %+v, proxies %v", c, proxies)
 	}
 	if f := c.Fields(); strings.Contains(fmt.Sprint(f), secret) {
@@ -154,6 +154,8 @@ func TestLoad_PublicEdgeErrors(t *testing.T) {
 		{map[string]string{"PRESENCE_MAX_CONNS_PER_IP": "-1"}, "PRESENCE_MAX_CONNS_PER_IP: want a whole number"},
 		{map[string]string{"PRESENCE_TRUSTED_PROXIES": "10.0.0.0/33"}, `PRESENCE_TRUSTED_PROXIES: "10.0.0.0/33"`},
 		{map[string]string{"PRESENCE_TRUSTED_PROXIES": "proxy.local"}, `PRESENCE_TRUSTED_PROXIES: "proxy.local"`},
+		{map[string]string{"PRESENCE_TRUSTED_PROXIES": "::ffff:0.0.0.0/90"}, `PRESENCE_TRUSTED_PROXIES: "::ffff:0.0.0.0/90"`},
+		{map[string]string{"PRESENCE_VIEWS_TTL": "30s"}, "PRESENCE_VIEWS_TTL: must be 0 or at least PRESENCE_SESSION_TTL (1m30s)"},
 		{map[string]string{"PRESENCE_ADMIN_ADDR": "9090"}, "PRESENCE_ADMIN_ADDR: want host:port"},
 		{map[string]string{"PRESENCE_ADMIN_ADDR": ":8080"}, "PRESENCE_ADMIN_ADDR: must differ from PRESENCE_ADDR"},
 	} {

@@ -1,6 +1,10 @@
 package redisstore
 
-import "github.com/presence/presence/internal/presence"
+import (
+	"strings"
+
+	"github.com/presence/presence/internal/presence"
+)
 
 // keys builds every Redis key and channel name the Go code uses; no other Go
 // file spells one. The Lua scripts build post and session keys from the
@@ -21,6 +25,19 @@ func (k keys) seq() string       { return k.prefix + "seq" }
 func (k keys) postViewers(p presence.PostID) string { return k.prefix + "viewers:" + string(p) }
 func (k keys) views(p presence.PostID) string       { return k.prefix + "views:" + string(p) }
 func (k keys) session(s presence.SessionID) string  { return k.prefix + "session:" + string(s) }
+
+// viewsPattern matches every views counter, for SCAN: the prefix's own glob
+// characters are escaped.
+func (k keys) viewsPattern() string {
+	var b strings.Builder
+	for _, c := range k.prefix {
+		if strings.ContainsRune(`*?[]\`, c) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(c)
+	}
+	return b.String() + "views:*"
+}
 
 // channelPrefix starts the name of every post's pub/sub channel.
 func (k keys) channelPrefix() string { return k.prefix + "presence:post:" }

@@ -279,7 +279,54 @@ func (s *Store) Sweep(ctx context.Context) (int, error) {
 			return pruned, err
 		}
 		if next == 0 {
-			return pruned, nil
+			break
+		}
+		cursor = next
+	}
+	if n, err := s.ExpireViews(ctx); err != nil {
+		return pruned, err
+	} else if n > 0 {
+		s.log.Info("gave views counters without a lifetime the views TTL", zap.Int("counters", n), zap.Duration("views_ttl", s.viewsTTL))
+	}
+	return pruned, nil
+}
+
+// ExpireViews gives every views counter that has no lifetime the store's
+// views TTL, and returns how many it gave one. The view script sets the TTL
+// only of posts viewed again: counters written before views expired, or by
+// app servers of an older release during a rolling deploy, would otherwise
+// stay for good, made-up posts first among them. With views kept forever
+// it does nothing.
+func (s *Store) ExpireViews(ctx context.Context) (int, error) {
+	if s.viewsTTL == 0 {
+		return 0, nil
+	}
+	var cursor uint64
+	set := 0
+	for {
+		keys, next, err := s.rdb.Scan(ctx, cursor, s.keys.viewsPattern(), batchSize).Result()
+		if err != nil {
+			return set, s.fail("expire_views", err)
+		}
+		if len(keys) > 0 {
+			// EXPIRE NX (Redis 7) leaves every counter that has a TTL as it is.
+			cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for _, k := range keys {
+					p.ExpireNX(ctx, k, s.viewsTTL)
+				}
+				return nil
+			})
+			if err != nil {
+				return set, s.fail("expire_views", err)
+			}
+			for _, c := range cmds {
+				if c.(*redis.BoolCmd).Val() {
+					set++
+				}
+			}
+		}
+		if next == 0 {
+			return set, nil
 		}
 		cursor = next
 	}

@@ -304,3 +304,51 @@ func TestStore_SeqSurvivesFlush(t *testing.T) {
 		t.Fatalf("View after FLUSHALL = %+v, %v; want Seq > %d", c, err, counts[0].Seq)
 	}
 }
+
+// TestStore_ViewsLifetime covers counters the view script does not renew:
+// those written before views expired (or by an older release during a
+// rolling deploy) get the TTL from ExpireViews, and a store that keeps
+// views forever takes a TTL away on the next view.
+func TestStore_ViewsLifetime(t *testing.T) {
+	ctx := context.Background()
+	rdb := srv.Client(t)
+	prefix := "t[1]*" + redistest.Prefix() // glob characters must not widen the scan
+	s := New(rdb, Config{Prefix: prefix, TTL: time.Minute, ViewsTTL: time.Hour}, zaptest.NewLogger(t))
+	other := "t1x" + prefix[5:]
+	for _, k := range []string{prefix + "views:old-1", prefix + "views:old-2", other + "views:not-mine"} {
+		if err := rdb.Incr(ctx, k).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rdb.Set(ctx, prefix+"views:has-ttl", 5, time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.ExpireViews(ctx)
+	if err != nil || n != 2 {
+		t.Fatalf("ExpireViews = %d, %v; want the 2 counters without a TTL", n, err)
+	}
+	for k, want := range map[string][2]time.Duration{
+		prefix + "views:old-1":   {59 * time.Minute, time.Hour},
+		prefix + "views:old-2":   {59 * time.Minute, time.Hour},
+		prefix + "views:has-ttl": {50 * time.Second, time.Minute},
+		other + "views:not-mine": {-1, -1},
+	} {
+		ttl, err := rdb.PTTL(ctx, k).Result()
+		if err != nil || ttl < want[0] || ttl > want[1] {
+			t.Errorf("PTTL %s = %s (%v), want %s to %s", k, ttl, err, want[0], want[1])
+		}
+	}
+	rdb.Del(ctx, other+"views:not-mine")
+
+	// Kept forever: the next view takes the TTL away.
+	forever := New(rdb, Config{Prefix: prefix, TTL: time.Minute, ViewsTTL: -1}, zaptest.NewLogger(t))
+	if _, err := forever.View(ctx, "s1", "old-1", true); err != nil {
+		t.Fatal(err)
+	}
+	if ttl, err := rdb.PTTL(ctx, prefix+"views:old-1").Result(); err != nil || ttl != -1 {
+		t.Errorf("PTTL after a view by a store keeping views forever = %s (%v), want none", ttl, err)
+	}
+	if n, err := forever.ExpireViews(ctx); err != nil || n != 0 {
+		t.Errorf("ExpireViews keeping views forever = %d, %v; want 0", n, err)
+	}
+}

@@ -8,7 +8,7 @@
 -- ARGV[4] - session TTL in milliseconds
 -- ARGV[5] - "1" to count a view of the post, "0" not to
 -- ARGV[6] - lifetime of the post's views counter after this view, in ms; 0
---           keeps it forever
+--           keeps it forever (and takes away a lifetime set before)
 -- Returns {viewers, views, seq} of the post.
 local sid, post, ttl = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local views_ttl = tonumber(ARGV[6])
@@ -34,6 +34,8 @@ end
 -- nobody views any more go; a counter per made-up id cannot pile up.
 if views_ttl > 0 then
   redis.call('PEXPIRE', prefix .. 'views:' .. post, views_ttl)
+else
+  redis.call('PERSIST', prefix .. 'views:' .. post)
 end
 if added == 1 or counted then
   return publish(post)
