@@ -249,6 +249,11 @@ func TestBrowser_WidgetSignedPosts(t *testing.T) {
 			t.Errorf("tab %d: widget reported errors %v, want none", i+1, errs)
 		}
 	}
+	// The counter left out for want of a token is watched once the page
+	// hands its token over.
+	tokU := postToken(widgetSecret, "unsigned", expires)
+	evalJS[any](t, tab1, fmt.Sprintf(`Presence.watch(["unsigned"], {"unsigned": %q}), null`, tokU))
+	waitCounter(t, tab1, "unsigned", "0")
 
 	wrong, _ := newTab(t, browser, site+"/wrong")
 	waitJS(t, wrong, `presenceErrors.some(function (e) { return e.code === "invalid_token"; })`,

@@ -73,25 +73,33 @@ func Script(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, "widget.js", time.Time{}, bytes.NewReader(body))
 }
 
-// acceptsGzip reads Accept-Encoding: gzip (or *) with a q-value above zero.
+// acceptsGzip reads Accept-Encoding: gzip, or failing that *, with a
+// q-value above zero; an explicit gzip;q=0 wins over *.
 func acceptsGzip(values []string) bool {
+	gzip, star := -1.0, -1.0
 	for _, v := range values {
 		for _, part := range strings.Split(v, ",") {
-			name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
-			name = strings.ToLower(strings.TrimSpace(name))
-			if name != "gzip" && name != "*" {
-				continue
-			}
-			q := strings.ReplaceAll(strings.ToLower(params), " ", "")
-			if v, ok := strings.CutPrefix(q, "q="); ok {
-				if f, err := strconv.ParseFloat(v, 64); err == nil && f == 0 {
-					continue
+			name, params, _ := strings.Cut(part, ";")
+			q := 1.0
+			for _, param := range strings.Split(params, ";") {
+				if k, val, ok := strings.Cut(strings.TrimSpace(param), "="); ok && strings.EqualFold(strings.TrimSpace(k), "q") {
+					if f, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+						q = f
+					}
 				}
 			}
-			return true
+			switch strings.ToLower(strings.TrimSpace(name)) {
+			case "gzip", "x-gzip":
+				gzip = q
+			case "*":
+				star = q
+			}
 		}
 	}
-	return false
+	if gzip >= 0 {
+		return gzip > 0
+	}
+	return star > 0
 }
 
 type post struct {

@@ -26,6 +26,15 @@
 
   function setToken(post, token) { if (token) { tokens[post] = String(token); signed = true; } }
 
+  // want notes a post to watch and says whether it must be sent now: it is
+  // new, or it was left out for want of a token that it has now.
+  function want(p, token) {
+    var fresh = !watched[p] || !!token && !tokens[p];
+    setToken(p, token);
+    watched[p] = true;
+    return fresh;
+  }
+
   if (me && valid(me.getAttribute("data-post") || "")) {
     viewing = me.getAttribute("data-post");
     setToken(viewing, me.getAttribute("data-token"));
@@ -77,8 +86,9 @@
     for (var i = 0; i < els.length; i++) {
       var p = els[i].getAttribute("data-presence-viewers") || els[i].getAttribute("data-presence-views");
       if (!valid(p || "")) continue;
-      setToken(p, els[i].getAttribute("data-presence-token"));
-      if (p !== viewing && !watched[p]) { watched[p] = true; add.push(p); }
+      var tok = els[i].getAttribute("data-presence-token");
+      if (p === viewing) setToken(p, tok);
+      else if (want(p, tok)) add.push(p);
       if (counts[p]) render(p);
     }
     sendWatch(add);
@@ -148,8 +158,7 @@
       var add = [];
       posts.forEach(function (p) {
         p = String(p);
-        if (toks) setToken(p, toks[p]);
-        if (valid(p) && !watched[p]) { watched[p] = true; add.push(p); }
+        if (valid(p) && want(p, toks && toks[p])) add.push(p);
       });
       sendWatch(add);
     },

@@ -86,3 +86,25 @@ func TestDemo(t *testing.T) {
 		t.Errorf("GET /nothing = %d, want 404", rec.Code)
 	}
 }
+
+func TestAcceptsGzip(t *testing.T) {
+	for _, tc := range []struct {
+		header string
+		want   bool
+	}{
+		{"", false},
+		{"gzip", true},
+		{"deflate, gzip;q=0.5", true},
+		{"br, deflate", false},
+		{"*", true},
+		{"gzip;q=0, *", false},
+		{"*;q=0", false},
+		{"gzip;level=1;q=0", false},
+		{"GZIP ; Q=0.001", true},
+		{"identity;q=1, *;q=0", false},
+	} {
+		if got := acceptsGzip([]string{tc.header}); got != tc.want {
+			t.Errorf("acceptsGzip(%q) = %v, want %v", tc.header, got, tc.want)
+		}
+	}
+}
