@@ -114,6 +114,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		})
 		listeners = append(listeners, aln)
 		log.Info("admin listener: /metrics, /readyz with details, /healthz", zap.String("admin_addr", aln.Addr().String()))
+	} else {
+		log.Info("/metrics is served on PRESENCE_ADDR, to anyone who can reach it; set PRESENCE_ADMIN_ADDR to move it to an internal address")
 	}
 
 	// Run until a signal or the first failure, then shut down in order.
