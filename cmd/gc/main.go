@@ -86,13 +86,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return fmt.Errorf("PRESENCE_GC_ADDR: %w", err)
 	}
-	srv := &http.Server{
-		Handler:           hh.ServeMux(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}
+	srv := hh.Server()
 	log.Info("listening", zap.String("addr", ln.Addr().String()))
 
 	// Run until a signal or the first failure.

@@ -104,14 +104,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			ln.Close()
 			return fmt.Errorf("PRESENCE_ADMIN_ADDR: %w", err)
 		}
-		servers = append(servers, &http.Server{
-			Handler:           hh.ServeMux(),
-			ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout:       30 * time.Second,
-			WriteTimeout:      30 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			ErrorLog:          zap.NewStdLog(log.Named("admin")),
-		})
+		admin := hh.Server()
+		admin.ErrorLog = zap.NewStdLog(log.Named("admin"))
+		servers = append(servers, admin)
 		listeners = append(listeners, aln)
 		log.Info("admin listener: /metrics, /readyz with details, /healthz", zap.String("admin_addr", aln.Addr().String()))
 	} else {

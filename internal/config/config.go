@@ -69,7 +69,7 @@ var settings = []setting{
 	{"post-secret", "PRESENCE_POST_SECRET", "", "secret (at least 32 characters; several comma separated while rotating) that signs post tokens; empty accepts any post id"},
 	{"views-ttl", "PRESENCE_VIEWS_TTL", "720h", "how long a post's views total is kept after its last view; 0 keeps it forever (needs PRESENCE_POST_SECRET)"},
 	{"max-conns", "PRESENCE_MAX_CONNS", "auto", "most WebSockets this app server holds; auto: the open-files limit less headroom for Redis and HTTP; 0: no limit"},
-	{"max-conns-per-ip", "PRESENCE_MAX_CONNS_PER_IP", "64", "most WebSockets one client IP (IPv6: one /64) holds; 0: no limit"},
+	{"max-conns-per-ip", "PRESENCE_MAX_CONNS_PER_IP", "64", "most WebSockets one client IP (IPv6: one /64) holds, and opens in a minute; 0: no limit"},
 	{"trusted-proxies", "PRESENCE_TRUSTED_PROXIES", "", "comma-separated CIDRs or IPs of proxies whose X-Forwarded-For header names the client"},
 	{"admin-addr", "PRESENCE_ADMIN_ADDR", "", "internal listen address for /metrics, the detailed /readyz and /healthz; empty: /metrics stays on PRESENCE_ADDR"},
 }
@@ -306,14 +306,6 @@ func (c Config) Embedded() bool { return c.RedisURL == "" }
 // Fields returns the effective settings for the start-up log line, with the
 // Redis password and the publish keys masked.
 func (c Config) Fields() map[string]any {
-	keys := make([]string, len(c.PublishKeys))
-	for i := range keys {
-		keys[i] = "***"
-	}
-	secrets := make([]string, len(c.PostSecrets))
-	for i := range secrets {
-		secrets[i] = "***"
-	}
 	maxConns := strconv.Itoa(c.MaxConns)
 	if c.MaxConnsAuto {
 		maxConns += fmt.Sprintf(" (auto: open-files limit %d less headroom)", c.NoFile)
@@ -332,15 +324,24 @@ func (c Config) Fields() map[string]any {
 		"gc_poll":          c.GCPoll.String(),
 		"sweep_interval":   c.SweepInterval.String(),
 		"allowed_origins":  c.AllowedOrigins,
-		"publish_keys":     keys,
+		"publish_keys":     masked(c.PublishKeys),
 		"log_level":        c.LogLevel,
-		"post_secret":      secrets,
+		"post_secret":      masked(c.PostSecrets),
 		"views_ttl":        c.ViewsTTL.String(),
 		"max_conns":        maxConns,
 		"max_conns_per_ip": c.MaxConnsPerIP,
 		"trusted_proxies":  trusted,
 		"admin_addr":       c.AdminAddr,
 	}
+}
+
+// masked stands one "***" for each secret, so the log says how many.
+func masked(secrets []string) []string {
+	out := make([]string, len(secrets))
+	for i := range out {
+		out[i] = "***"
+	}
+	return out
 }
 
 // mask hides the password of a URL.

@@ -106,6 +106,18 @@ func (h *Handler) ServeMux() *http.ServeMux {
 	return mux
 }
 
+// Server returns an http.Server for ServeMux with the timeouts of an
+// internal listener: gc's, and the app server's admin listener.
+func (h *Handler) Server() *http.Server {
+	return &http.Server{
+		Handler:           h.ServeMux(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+}
+
 // writeError writes the error body of the app server's API.
 func writeError(w http.ResponseWriter, status int, code, message string) {
 	writeJSON(w, status, map[string]map[string]string{"error": {"code": code, "message": message}})

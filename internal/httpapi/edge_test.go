@@ -86,6 +86,29 @@ func refused(t *testing.T, a *app, hdr http.Header) (int, http.Header, map[strin
 	return resp.StatusCode, resp.Header, m
 }
 
+// waitSubscribed waits until the app server's subscription to the post's
+// channel is in place: a watch is answered from a read, and the bus
+// subscribes on its own time, so an event published at once could find
+// nobody listening. The memory store needs no wait.
+func waitSubscribed(t *testing.T, a *app, post string) {
+	t.Helper()
+	if a.rdb == nil {
+		return
+	}
+	channel := a.prefix + "presence:post:" + post
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, err := a.rdb.PubSubNumSub(context.Background(), channel).Result()
+		if err == nil && n[channel] > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nobody subscribed to %s within 5s (%v)", channel, err)
+		}
+		time.Sleep(5 * time.Millisecond) // the subscription sends no event to await
+	}
+}
+
 func errCode(m map[string]any) string {
 	e, _ := m["error"].(map[string]any)
 	code, _ := e["code"].(string)
@@ -94,24 +117,7 @@ func errCode(m map[string]any) string {
 
 func refusedCount(t *testing.T, a *app, cause string) float64 {
 	t.Helper()
-	mfs, err := a.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "presence_connections_refused_total" {
-			continue
-		}
-		for _, m := range mf.Metric {
-			for _, l := range m.Label {
-				if l.GetName() == "cause" && l.GetValue() == cause {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	t.Fatalf("no presence_connections_refused_total{cause=%q}", cause)
-	return 0
+	return labeledValue(t, a, "presence_connections_refused_total", "cause", cause)
 }
 
 func TestEdge_SignedPosts(t *testing.T) {
@@ -469,6 +475,7 @@ func TestEdge_EventWithInvalidUTF8(t *testing.T) {
 	bothStores(t, func(t *testing.T, o appOpts) {
 		a := newApp(t, withKeys(o))
 		w := watcher(t, a, "13", 0)
+		waitSubscribed(t, a, "13")
 		st, _, m := post(t, a, "/v1/posts/13/events", "Bearer "+key1, "application/json",
 			strings.NewReader("{\"name\":\"x\",\"data\":\"caf\xe9\"}"))
 		if st != http.StatusBadRequest || !strings.Contains(fmt.Sprint(m), "UTF-8") {
@@ -500,6 +507,7 @@ func TestEdge_EscapableEventIsDelivered(t *testing.T) {
 	bothStores(t, func(t *testing.T, o appOpts) {
 		a := newApp(t, withKeys(o))
 		w := watcher(t, a, "13", 0)
+		waitSubscribed(t, a, "13")
 		data := strings.Repeat("<a&b>", (httpapi.MaxEventBody-40)/5)
 		body := `{"name":"html","data":"` + data + `"}`
 		if len(body) > httpapi.MaxEventBody {

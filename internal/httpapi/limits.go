@@ -61,12 +61,11 @@ type limiter struct {
 	lastSweep time.Time
 }
 
-// addrState is one client address: its open connections and its handshake
-// allowance, a token bucket of perIP tokens refilled at perIP a minute.
+// addrState is one client address: its open connections, and the bucket of
+// connections it may open (perIP of them, refilled at perIP a minute).
 type addrState struct {
-	conns  int
-	tokens float64
-	last   time.Time
+	conns int
+	opens bucket
 }
 
 func newLimiter(max, perIP int, trusted []netip.Prefix, log *zap.Logger) *limiter {
@@ -89,20 +88,16 @@ func (l *limiter) acquire(ip netip.Addr, now time.Time) (release func(), cause s
 		return nil, causeServerFull, retryServerFull * time.Second
 	}
 	st := l.byIP[key]
+	if st == nil {
+		st = &addrState{opens: bucket{tokens: float64(l.perIP), last: now}}
+	}
 	if l.perIP > 0 {
-		if st == nil {
-			st = &addrState{tokens: float64(l.perIP), last: now}
-		}
-		st.refill(now, l.perIP)
 		if st.conns >= l.perIP {
 			return nil, causePerIP, retryPerIP * time.Second
 		}
-		if st.tokens < 1 {
-			return nil, causePerIPRate, time.Duration((1 - st.tokens) / perMinute(l.perIP) * float64(time.Second))
+		if !st.opens.take(now, l.opensRate(), l.perIP) {
+			return nil, causePerIPRate, st.opens.wait(l.opensRate())
 		}
-		st.tokens--
-	} else if st == nil {
-		st = &addrState{}
 	}
 	l.byIP[key] = st
 	l.total++
@@ -121,12 +116,8 @@ func (l *limiter) acquire(ip netip.Addr, now time.Time) (release func(), cause s
 	}, "", 0
 }
 
-func perMinute(n int) float64 { return float64(n) / 60 }
-
-func (st *addrState) refill(now time.Time, burst int) {
-	st.tokens = min(float64(burst), st.tokens+now.Sub(st.last).Seconds()*perMinute(burst))
-	st.last = now
-}
+// opensRate is how many connections a second an address may open.
+func (l *limiter) opensRate() float64 { return float64(l.perIP) / 60 }
 
 // sweep drops, once a minute, the addresses with no connection whose
 // allowance is whole again, so the map follows the addresses seen lately.
@@ -140,7 +131,7 @@ func (l *limiter) sweep(now time.Time) {
 		if st.conns > 0 {
 			continue
 		}
-		if st.refill(now, l.perIP); st.tokens >= float64(l.perIP) {
+		if st.opens.refill(now, l.opensRate(), l.perIP); st.opens.tokens >= float64(l.perIP) {
 			delete(l.byIP, key)
 		}
 	}

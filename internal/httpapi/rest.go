@@ -60,22 +60,9 @@ func (s *Server) getViewers(w http.ResponseWriter, r *http.Request) {
 		parsed[i] = p
 	}
 	// Tokens pair with posts by position: ?post=1&token=a&post=2&token=b.
-	if tokens := r.URL.Query()["token"]; s.cfg.Signer != nil {
-		if len(tokens) > 0 && len(tokens) != len(raw) {
-			s.reject(w, presence.Errorf(presence.CodeBadRequest, "%d posts and %d tokens asked for; send one token per post, in the same order: /v1/viewers?post=1&token=..&post=2&token=..", len(raw), len(tokens)))
-			return
-		}
-		now := time.Now()
-		for i, p := range parsed {
-			tok := ""
-			if i < len(tokens) {
-				tok = tokens[i]
-			}
-			if err := s.cfg.Signer.Check(p, tok, now); err != nil {
-				s.reject(w, err)
-				return
-			}
-		}
+	if err := s.cfg.Signer.CheckAll(parsed, r.URL.Query()["token"], time.Now()); err != nil {
+		s.reject(w, err)
+		return
 	}
 	posts := make([]presence.PostID, 0, len(raw))
 	seen := make(map[presence.PostID]bool, len(raw))

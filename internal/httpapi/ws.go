@@ -49,7 +49,7 @@ type clientFrame struct {
 	Post   presence.PostID   // view
 	Posts  []presence.PostID // watch, unwatch
 	Token  string            // view
-	Tokens []string          // watch: one per post, or none
+	Tokens []string          // watch, as sent: CheckAll pairs them with Posts
 }
 
 type helloFrame struct {
@@ -174,13 +174,22 @@ type bucket struct {
 }
 
 func (b *bucket) take(now time.Time, rate float64, burst int) bool {
-	b.tokens = min(float64(burst), b.tokens+now.Sub(b.last).Seconds()*rate)
-	b.last = now
+	b.refill(now, rate, burst)
 	if b.tokens < 1 {
 		return false
 	}
 	b.tokens--
 	return true
+}
+
+func (b *bucket) refill(now time.Time, rate float64, burst int) {
+	b.tokens = min(float64(burst), b.tokens+now.Sub(b.last).Seconds()*rate)
+	b.last = now
+}
+
+// wait is how long until a take can succeed, after one failed.
+func (b *bucket) wait(rate float64) time.Duration {
+	return time.Duration((1 - b.tokens) / rate * float64(time.Second))
 }
 
 // parseFrame reads a client frame and checks everything about it that does
@@ -239,7 +248,7 @@ func (s *Server) handle(ctx context.Context, c *hub.Client, data []byte) error {
 	case "unview":
 		return c.Unview(ctx)
 	case "watch":
-		if err := s.checkTokens(f.Posts, f.Tokens); err != nil {
+		if err := s.cfg.Signer.CheckAll(f.Posts, f.Tokens, time.Now()); err != nil {
 			return err
 		}
 		return c.Watch(ctx, f.Posts)
@@ -247,29 +256,6 @@ func (s *Server) handle(ctx context.Context, c *hub.Client, data []byte) error {
 		c.Unwatch(f.Posts)
 		return nil
 	}
-}
-
-// checkTokens checks one token per post, in order; with no tokens at all,
-// every post is checked against a missing token. Without a secret, tokens
-// are ignored, however many.
-func (s *Server) checkTokens(posts []presence.PostID, tokens []string) error {
-	if s.cfg.Signer == nil {
-		return nil
-	}
-	if len(tokens) > 0 && len(tokens) != len(posts) {
-		return presence.Errorf(presence.CodeBadRequest, "watch has %d posts and %d tokens; send one token per post, in the same order", len(posts), len(tokens))
-	}
-	now := time.Now()
-	for i, p := range posts {
-		tok := ""
-		if i < len(tokens) {
-			tok = tokens[i]
-		}
-		if err := s.cfg.Signer.Check(p, tok, now); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // fieldTypes names what each known field must hold, for error messages.

@@ -88,6 +88,29 @@ func (s *Signer) Check(post PostID, token string, now time.Time) error {
 	return nil
 }
 
+// CheckAll checks one token per post, in order, as view and watch frames and
+// the REST counts pair them: tokens is empty (every post then lacks its
+// token) or as long as posts. A nil Signer accepts everything, however many
+// tokens.
+func (s *Signer) CheckAll(posts []PostID, tokens []string, now time.Time) error {
+	if s == nil {
+		return nil
+	}
+	if len(tokens) > 0 && len(tokens) != len(posts) {
+		return Errorf(CodeBadRequest, "%d posts and %d tokens; send one token per post, in the same order", len(posts), len(tokens))
+	}
+	for i, p := range posts {
+		tok := ""
+		if i < len(tokens) {
+			tok = tokens[i]
+		}
+		if err := s.Check(p, tok, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func boolInt(b bool) int {
 	if b {
 		return 1

@@ -72,3 +72,30 @@ func TestSigner_NilAcceptsAll(t *testing.T) {
 		t.Errorf("nil signer refused a post: %v", err)
 	}
 }
+
+func TestSigner_CheckAll(t *testing.T) {
+	s := presence.NewSigner([]string{secret})
+	now := time.Unix(1767225600-60, 0)
+	posts := []presence.PostID{"1", "2"}
+	ok := []string{s.Token("1", now.Add(time.Hour)), s.Token("2", now.Add(time.Hour))}
+	for _, tc := range []struct {
+		name   string
+		tokens []string
+		code   string
+	}{
+		{"one per post", ok, ""},
+		{"none", nil, presence.CodeInvalidToken},
+		{"one short", ok[:1], presence.CodeBadRequest},
+		{"one too many", append(ok[:2:2], ok[0]), presence.CodeBadRequest},
+		{"swapped", []string{ok[1], ok[0]}, presence.CodeInvalidToken},
+	} {
+		err := s.CheckAll(posts, tc.tokens, now)
+		if got := presence.ErrorCode(err); (err == nil) != (tc.code == "") || err != nil && got != tc.code {
+			t.Errorf("%s: CheckAll = %v, want code %q", tc.name, err, tc.code)
+		}
+	}
+	var none *presence.Signer
+	if err := none.CheckAll(posts, []string{"x"}, now); err != nil {
+		t.Errorf("nil signer with a short tokens list = %v, want nil", err)
+	}
+}
