@@ -207,9 +207,21 @@ function presence_counter_server_url() {
  * @return bool
  */
 function presence_counter_is_valid_publish_key( $key ) {
-	return is_string( $key )
-		&& preg_match( '/^[\x21-\x7e]{16,256}$/D', $key )
-		&& ! preg_match( '/["\'`\\\\,]/', $key );
+	return presence_counter_is_secret_text( $key, 16 );
+}
+
+/**
+ * Whether a string can be a publish key or a post secret: $min_length to 256
+ * printable ASCII characters without spaces, quotes, backslashes or commas.
+ *
+ * @param string $text       Candidate, already trimmed.
+ * @param int    $min_length The server's least length for it.
+ * @return bool
+ */
+function presence_counter_is_secret_text( $text, $min_length ) {
+	return is_string( $text )
+		&& preg_match( '/^[\x21-\x7e]{' . (int) $min_length . ',256}$/D', $text )
+		&& ! preg_match( '/["\'`\\\\,]/', $text );
 }
 
 /**
@@ -276,9 +288,7 @@ function presence_counter_publish_key() {
  * @return bool
  */
 function presence_counter_is_valid_post_secret( $secret ) {
-	return is_string( $secret )
-		&& preg_match( '/^[\x21-\x7e]{32,256}$/D', $secret )
-		&& ! preg_match( '/["\'`\\\\,]/', $secret );
+	return presence_counter_is_secret_text( $secret, 32 );
 }
 
 /**
