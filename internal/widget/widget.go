@@ -60,8 +60,7 @@ func Script(w http.ResponseWriter, r *http.Request) {
 	// A request of many ranges costs the server a part header for each and
 	// can ask for the same bytes again and again (4,000 one-byte ranges
 	// made 606 KB of multipart); nobody needs more than one range of a small
-	// script, so
-	// such a request gets the whole of it.
+	// script, so such a request gets the whole of it.
 	if strings.Contains(r.Header.Get("Range"), ",") {
 		r.Header.Del("Range")
 	}
