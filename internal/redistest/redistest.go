@@ -11,7 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,9 +23,15 @@ import (
 // Server is a running redis-server.
 type Server struct {
 	// Addr is host:port of the server.
-	Addr string
-	cmd  *exec.Cmd
+	Addr  string
+	cmd   *exec.Cmd
+	dir   string
+	extra []string // the arguments it was started with beyond the defaults
 }
+
+// Dir is the server's working directory, where SAVE writes dump.rdb and a
+// restart loads it from.
+func (s *Server) Dir() string { return s.dir }
 
 // URL returns the redis:// URL of database 0.
 func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
@@ -42,6 +50,22 @@ func (s *Server) Kill() {
 		_ = s.cmd.Process.Kill()
 		_ = s.cmd.Wait()
 	}
+}
+
+// Restart kills the server, as a crash would, and starts it again on the
+// same port and directory with its first arguments plus extra: it loads
+// whatever dump.rdb the directory holds then. It returns once the server
+// takes connections, which can be before it has loaded its data (PING
+// answers LOADING meanwhile); the next Kill or the test's cleanup stops it.
+func (s *Server) Restart(extra ...string) error {
+	s.Kill()
+	_, port, _ := net.SplitHostPort(s.Addr)
+	cmd, err := launch(s.dir, port, append(slices.Clip(s.extra), extra...))
+	if err != nil {
+		return err
+	}
+	s.cmd = cmd
+	return s.wait(5*time.Second, true)
 }
 
 // Start starts a redis-server and stops it when tb ends. Extra arguments go
@@ -88,10 +112,6 @@ func StartMain(extra ...string) (*Server, func(), error) {
 }
 
 func start(dir string, extra ...string) (*Server, error) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		return nil, fmt.Errorf("redis-server not found: run scripts/test.sh (it installs it) or apt-get install redis-server")
-	}
 	// A port can be taken between choosing and binding; try a few.
 	var lastErr error
 	for range 5 {
@@ -99,17 +119,12 @@ func start(dir string, extra ...string) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		args := append([]string{
-			"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--dir", dir,
-			"--logfile", filepath.Join(dir, "redis.log"),
-		}, extra...)
-		cmd := exec.Command(bin, args...)
-		if err := cmd.Start(); err != nil {
+		cmd, err := launch(dir, strconv.Itoa(port), extra)
+		if err != nil {
 			return nil, err
 		}
-		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd}
-		if lastErr = s.waitReady(5 * time.Second); lastErr == nil {
+		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd, dir: dir, extra: extra}
+		if lastErr = s.wait(5*time.Second, false); lastErr == nil {
 			return s, nil
 		}
 		s.Kill()
@@ -117,7 +132,26 @@ func start(dir string, extra ...string) (*Server, error) {
 	return nil, lastErr
 }
 
-func (s *Server) waitReady(limit time.Duration) error {
+func launch(dir, port string, extra []string) (*exec.Cmd, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, fmt.Errorf("redis-server not found: run scripts/test.sh (it installs it) or apt-get install redis-server")
+	}
+	args := append([]string{
+		"--port", port, "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir,
+		"--logfile", filepath.Join(dir, "redis.log"),
+	}, extra...)
+	cmd := exec.Command(bin, args...)
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return cmd, nil
+}
+
+// wait waits until the server answers PING, or with loading also until it
+// answers that it is loading its data.
+func (s *Server) wait(limit time.Duration, loading bool) error {
 	rdb := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
 	defer rdb.Close()
 	deadline := time.Now().Add(limit)
@@ -125,7 +159,7 @@ func (s *Server) waitReady(limit time.Duration) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		err := rdb.Ping(ctx).Err()
 		cancel()
-		if err == nil {
+		if err == nil || loading && strings.HasPrefix(err.Error(), "LOADING") {
 			return nil
 		}
 		if time.Now().After(deadline) {
