@@ -8,22 +8,29 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- ensure_seq starts a missing seq counter at Redis's clock in microseconds.
--- After a restart without persistence, or a FLUSHALL, app servers still hold
--- the old seq of every post they show; starting from the clock keeps new
--- counts ordered after those, because INCR never runs faster than once a
--- microsecond. (2^53, where Lua's numbers stop being exact, is in 2255.)
-local function ensure_seq()
-  if redis.call('EXISTS', KEYS[3]) == 0 then
-    local t = redis.call('TIME')
-    redis.call('SET', KEYS[3], t[1] .. string.format('%06d', tonumber(t[2])))
-  end
+-- clock_us is Redis's clock in microseconds. (2^53, where Lua's numbers stop
+-- being exact, is in 2255.)
+local function clock_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
--- seq returns the current seq.
+-- seq returns the current seq, first moving it forward to Redis's clock when
+-- it is behind. App servers drop a count whose seq is not above the newest
+-- they hold, and Redis can come back with a lower seq than they saw: after a
+-- restart without persistence, a FLUSHALL, a restore of an older snapshot or
+-- a failover to a replica that lagged. Since seq never falls behind the
+-- clock, any change made after such a loss is numbered above every count
+-- handed out before it. A seq that is not a number is replaced the same way.
 local function seq()
-  ensure_seq()
-  return tonumber(redis.call('GET', KEYS[3]))
+  local now = clock_us()
+  local cur = tonumber(redis.call('GET', KEYS[3]) or '')
+  if cur == nil or cur < now then
+    -- %d, because Lua would write a number this large as 1.79e+15.
+    redis.call('SET', KEYS[3], string.format('%d', now))
+    return now
+  end
+  return cur
 end
 
 -- read returns {viewers, views, seq} of a post without changing it.
@@ -37,7 +44,7 @@ end
 -- that listens for the post; the payload is the wire protocol's count frame
 -- plus seq, so PHP code and app servers share one format.
 local function publish(post)
-  ensure_seq()
+  seq()
   local n = redis.call('INCR', KEYS[3])
   local viewers = redis.call('SCARD', prefix .. 'viewers:' .. post)
   local views = redis.call('GET', prefix .. 'views:' .. post) or '0'

@@ -6,7 +6,7 @@
 -- ARGV[2..n] - post ids
 -- Returns {seq, viewers1, views1, viewers2, views2, ...}: reading seq in the
 -- same script lets the caller order these counts against published ones.
--- It writes only when seq is missing (see ensure_seq).
+-- It writes only to move seq forward to the clock (see seq).
 local out = {seq()}
 for i = 2, #ARGV do
   out[#out + 1] = redis.call('SCARD', prefix .. 'viewers:' .. ARGV[i])

@@ -1,0 +1,79 @@
+package httpapi_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/presence/presence/internal/redistest"
+)
+
+// These tests take Redis away from under running app servers in the ways a
+// real deployment loses it, each on a redis-server of its own.
+
+// restCount reads post's viewers through a's REST API.
+func restCount(t *testing.T, a *app, post string) int64 {
+	t.Helper()
+	status, _, body := get(t, a.URL+"/v1/posts/"+post, nil)
+	if status != 200 {
+		t.Fatalf("GET count of %s: %d %v", post, status, body)
+	}
+	return int64(body["viewers"].(float64))
+}
+
+// copyFile copies a snapshot aside or back.
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A Redis restored from an older snapshot comes back with a seq below the
+// one app servers have seen. Counts numbered from it must still reach
+// watchers, not be dropped as older than what they show.
+func TestFaults_OlderSnapshotDoesNotFreezeCounts(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := redistest.Prefix()
+	ttl := time.Minute // no refresh runs during the test: only the restore changes Redis
+	a := newApp(t, appOpts{rdb: srv.Client(t), prefix: prefix, ttl: ttl})
+	b := newApp(t, appOpts{rdb: srv.Client(t), prefix: prefix, ttl: ttl})
+	w := watcher(t, b, "p", 0)
+	viewer(t, a, "p", 1)
+	w.waitCount("p", 1)
+	ctx := context.Background()
+	if err := srv.Client(t).Save(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	snapshot := filepath.Join(t.TempDir(), "old.rdb")
+	copyFile(t, filepath.Join(srv.Dir(), "dump.rdb"), snapshot)
+	// Three more viewers after the snapshot: seq moves on.
+	for n := 2; n <= 4; n++ {
+		viewer(t, a, "p", n)
+	}
+	w.waitCount("p", 4)
+
+	copyFile(t, snapshot, filepath.Join(srv.Dir(), "dump.rdb"))
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	// Redis now holds the snapshot's one viewer. The next change is one
+	// more viewer: 2, and the watcher on the other app server must see it.
+	c := dial(t, a, nil)
+	c.send(`{"type":"view","post":"p"}`)
+	c.waitCount("p", 2)
+	changed := time.Now()
+	w.waitCount("p", 2)
+	if d := time.Since(changed); d > time.Second {
+		t.Errorf("the watcher saw the change %s after it was made, want within 1s", d)
+	}
+	if n := restCount(t, b, "p"); n != 2 {
+		t.Errorf("REST viewers = %d, want 2", n)
+	}
+}
