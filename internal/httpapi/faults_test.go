@@ -77,3 +77,46 @@ func TestFaults_OlderSnapshotDoesNotFreezeCounts(t *testing.T) {
 		t.Errorf("REST viewers = %d, want 2", n)
 	}
 }
+
+// Redis takes subscriptions while it loads its data but answers scripts
+// with LOADING; the count re-read after the resubscription must be tried
+// again until it works.
+func TestFaults_CountsRightAfterRedisLoads(t *testing.T) {
+	// Loading answers other clients every 1 KiB of the dump rather than
+	// every 2 MiB, so a small dump shows the LOADING state.
+	srv := redistest.Start(t, "--loading-process-events-interval-bytes", "1024")
+	rdb := srv.Client(t)
+	ctx := context.Background()
+	// Filler keys make the load last: with a delay of 50µs a key, about 2s.
+	if err := rdb.Eval(ctx, `for i = 1, 20000 do redis.call('SET', 'filler:' .. i, i) end return 1`, nil).Err(); err != nil {
+		t.Fatal(err)
+	}
+	prefix := redistest.Prefix()
+	ttl := time.Minute
+	a := newApp(t, appOpts{rdb: srv.Client(t), prefix: prefix, ttl: ttl})
+	b := newApp(t, appOpts{rdb: srv.Client(t), prefix: prefix, ttl: ttl})
+	w := watcher(t, b, "p", 0)
+	viewer(t, a, "p", 1)
+	viewer(t, a, "p", 2)
+	w.waitCount("p", 2)
+	if err := rdb.Save(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	viewer(t, a, "p", 3)
+	w.waitCount("p", 3)
+
+	if err := srv.Restart("--key-load-delay", "50"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Ping(ctx).Err(); err == nil || err.Error()[:7] != "LOADING" {
+		t.Fatalf("PING right after the restart = %v, want LOADING (the test needs a load that lasts)", err)
+	}
+	// Nothing changes after the restart: only a re-read that is retried
+	// once Redis has loaded brings the watcher to the snapshot's 2.
+	w.waitFor("count p=2 after the load", func(m map[string]any) bool {
+		return m["type"] == "count" && m["post"] == "p" && m["viewers"] == float64(2)
+	})
+	if n := restCount(t, b, "p"); n != 2 {
+		t.Errorf("REST viewers = %d, want 2", n)
+	}
+}

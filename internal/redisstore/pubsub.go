@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -25,8 +27,9 @@ import (
 // After every confirmed subscription, a first one or one replayed by
 // go-redis after a reconnect, Bus re-reads the post's count and delivers it:
 // messages published while the subscription was not in place are lost, and
-// the re-read closes that gap. Counts carry Seq, so the receiver keeps the
-// newest whatever order re-reads and messages arrive in.
+// the re-read closes that gap; a re-read that fails is tried again with
+// backoff. Counts carry Seq, so the receiver keeps the newest whatever order
+// re-reads and messages arrive in.
 type Bus struct {
 	rdb   *redis.Client
 	store *Store
@@ -35,7 +38,8 @@ type Bus struct {
 	log   *zap.Logger
 
 	mu   sync.Mutex
-	want map[presence.PostID]bool // posts to be subscribed (true) or dropped (false), not yet sent
+	want map[presence.PostID]bool     // posts to be subscribed (true) or dropped (false), not yet sent
+	live map[presence.PostID]struct{} // posts subscribed or to be: a re-read of any other is moot
 	kick chan struct{}
 
 	// channel holds the post channels asked for, owned by Run's goroutine:
@@ -47,6 +51,7 @@ type Bus struct {
 	stale      prometheus.Counter
 	bad        prometheus.Counter
 	badWarn    logging.Throttle
+	rereadWarn logging.Throttle
 }
 
 // BusConfig configures a Bus. The zero value is usable.
@@ -70,16 +75,18 @@ func NewBus(store *Store, cfg BusConfig) *Bus {
 		cfg.ProbeTimeout = 3 * time.Second
 	}
 	b := &Bus{
-		rdb:     store.rdb,
-		store:   store,
-		keys:    store.keys,
-		cfg:     cfg,
-		log:     store.log.Named("bus"),
-		want:    make(map[presence.PostID]bool),
-		kick:    make(chan struct{}, 1),
-		channel: make(map[string]bool),
-		probe:   store.keys.probeChannel(string(presence.NewSessionID())),
-		badWarn: logging.Throttle{Every: 10 * time.Second},
+		rdb:        store.rdb,
+		store:      store,
+		keys:       store.keys,
+		cfg:        cfg,
+		log:        store.log.Named("bus"),
+		want:       make(map[presence.PostID]bool),
+		live:       make(map[presence.PostID]struct{}),
+		kick:       make(chan struct{}, 1),
+		channel:    make(map[string]bool),
+		probe:      store.keys.probeChannel(string(presence.NewSessionID())),
+		badWarn:    logging.Throttle{Every: 10 * time.Second},
+		rereadWarn: logging.Throttle{Every: 10 * time.Second},
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "presence_pubsub_reconnects_total",
 			Help: "Times the post channels' pub/sub connection was re-established.",
@@ -109,6 +116,11 @@ func (b *Bus) set(posts []presence.PostID, on bool) {
 	b.mu.Lock()
 	for _, p := range posts {
 		b.want[p] = on
+		if on {
+			b.live[p] = struct{}{}
+		} else {
+			delete(b.live, p)
+		}
 	}
 	b.mu.Unlock()
 	select {
@@ -274,12 +286,30 @@ func (b *Bus) sync(ctx context.Context, ps *redis.PubSub) error {
 	return errors.Join(errs...)
 }
 
+// rereadLoop reads the counts of the posts queued in pending. A read that
+// fails is tried again with backoff until it works or nobody here wants the
+// post any more: after a restart Redis takes subscriptions while it still
+// loads its data and answers scripts with LOADING, and a re-read given up
+// would leave the post's count stale until it next changes.
 func (b *Bus) rereadLoop(ctx context.Context, mu *sync.Mutex, pending map[presence.PostID]struct{}, kick <-chan struct{}, deliver func(presence.Message)) {
+	var wait time.Duration // backoff after a failure; 0 when the last read worked
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-kick:
+		if wait > 0 {
+			// Kicks are not awaited here: a resubscription of thousands of
+			// posts must not turn into a read per confirmation.
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		} else {
+			select {
+			case <-ctx.Done():
+				return
+			case <-kick:
+			}
 		}
 		mu.Lock()
 		posts := make([]presence.PostID, 0, len(pending))
@@ -288,20 +318,57 @@ func (b *Bus) rereadLoop(ctx context.Context, mu *sync.Mutex, pending map[presen
 		}
 		clear(pending)
 		mu.Unlock()
-		for len(posts) > 0 {
-			n := min(len(posts), batchSize)
-			counts, err := b.store.Counts(ctx, posts[:n])
-			if err != nil {
-				// The next reconnect queues these posts again; until then the
-				// next published change corrects them.
-				b.log.Warn("cannot re-read counts after subscribing", zap.Int("posts", n), zap.Error(err))
-			}
-			for i := range counts {
-				deliver(presence.Message{Count: &counts[i]})
-			}
-			posts = posts[n:]
+		failed, err := b.reread(ctx, b.wanted(posts), deliver)
+		if len(failed) == 0 || ctx.Err() != nil {
+			wait = 0
+			continue
+		}
+		mu.Lock()
+		for _, p := range failed {
+			pending[p] = struct{}{}
+		}
+		mu.Unlock()
+		wait = rereadBackoff(wait)
+		if ok, skipped := b.rereadWarn.Allow(time.Now()); ok {
+			b.log.Warn("cannot re-read counts after subscribing; trying again", zap.Int("posts", len(failed)),
+				zap.Duration("in", wait), zap.Int("similar_since_last", skipped), zap.Error(err))
 		}
 	}
+}
+
+// reread delivers the counts of posts, a batch at a time, and returns the
+// posts it could not read.
+func (b *Bus) reread(ctx context.Context, posts []presence.PostID, deliver func(presence.Message)) ([]presence.PostID, error) {
+	for len(posts) > 0 {
+		n := min(len(posts), batchSize)
+		counts, err := b.store.Counts(ctx, posts[:n])
+		if err != nil {
+			return posts, err
+		}
+		for i := range counts {
+			deliver(presence.Message{Count: &counts[i]})
+		}
+		posts = posts[n:]
+	}
+	return nil, nil
+}
+
+// wanted keeps the posts that are still subscribed or about to be.
+func (b *Bus) wanted(posts []presence.PostID) []presence.PostID {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.DeleteFunc(posts, func(p presence.PostID) bool {
+		_, ok := b.live[p]
+		return !ok
+	})
+}
+
+// rereadBackoff doubles the wait from 50ms up to 2s, with jitter so that
+// every app server does not come back to a recovering Redis at the same
+// instant.
+func rereadBackoff(prev time.Duration) time.Duration {
+	next := min(max(2*prev, 50*time.Millisecond), 2*time.Second)
+	return next/2 + rand.N(next/2+1)
 }
 
 func (b *Bus) post(channel string) (presence.PostID, bool) {
