@@ -287,7 +287,9 @@ func TestStore_SeqSurvivesLoss(t *testing.T) {
 		lose func(ctx context.Context, rdb *redis.Client, seq int64) error
 	}{
 		{"FLUSHALL", func(ctx context.Context, rdb *redis.Client, _ int64) error { return rdb.FlushAll(ctx).Err() }},
-		{"older seq", func(ctx context.Context, rdb *redis.Client, seq int64) error { return rdb.Set(ctx, "seq", seq-1000, 0).Err() }},
+		{"older seq", func(ctx context.Context, rdb *redis.Client, seq int64) error {
+			return rdb.Set(ctx, "seq", seq-1000, 0).Err()
+		}},
 		{"seq not a number", func(ctx context.Context, rdb *redis.Client, _ int64) error { return rdb.Set(ctx, "seq", "x", 0).Err() }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
