@@ -64,6 +64,9 @@ func TestWS_ViewMoveUnview(t *testing.T) {
 		if m["views"] != float64(1) {
 			t.Errorf("views after a return=%v, want 1 (once per session and post)", m["views"])
 		}
+		// Waited for: a watcher is sent what changed since its last frame,
+		// and an a=1 coalesced away would leave a=0 nothing to change.
+		w.waitCounts(map[string]int{"a": 1, "b": 0})
 
 		v.send(`{"type":"unview"}`)
 		w.waitCount("a", 0)

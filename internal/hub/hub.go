@@ -166,7 +166,13 @@ func (h *Hub) update(cnt presence.Count) {
 	if r == nil || cnt.Seq <= r.count.Seq {
 		return
 	}
+	// A read after a subscription takes a newer seq even when nothing has
+	// changed (seq follows Redis's clock): the members have this count.
+	same := r.count.Seq != 0 && r.count.Viewers == cnt.Viewers && r.count.Views == cnt.Views
 	r.count = cnt
+	if same {
+		return
+	}
 	if r.timer != nil {
 		return
 	}

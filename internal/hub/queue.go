@@ -33,8 +33,8 @@ func (c *Client) Send(frame []byte) {
 	c.push(frame)
 }
 
-// enqueueCount queues a count frame unless the client already has this count
-// or a newer one; an unsent count of the same post is replaced in place, so
+// enqueueCount queues a count frame unless the client already has this count,
+// the same numbers, or a newer one; an unsent count of the same post is replaced in place, so
 // counts never fill the queue and never go backwards.
 func (c *Client) enqueueCount(cnt presence.Count, frame []byte) {
 	c.qmu.Lock()
@@ -42,13 +42,19 @@ func (c *Client) enqueueCount(cnt presence.Count, frame []byte) {
 	if c.closed {
 		return
 	}
-	if last, ok := c.sent[cnt.Post]; ok && cnt.Seq <= last {
+	last, ok := c.sent[cnt.Post]
+	if ok && cnt.Seq <= last.Seq {
 		return
 	}
 	if c.sent == nil {
-		c.sent = make(map[presence.PostID]int64, 1)
+		c.sent = make(map[presence.PostID]presence.Count, 1)
 	}
-	c.sent[cnt.Post] = cnt.Seq
+	c.sent[cnt.Post] = cnt
+	if ok && cnt.Viewers == last.Viewers && cnt.Views == last.Views {
+		// Newer but the same: a read that found nothing new (reads take a
+		// newer seq, which follows Redis's clock).
+		return
+	}
 	if i, ok := c.countAt[cnt.Post]; ok {
 		c.pending[i] = frame
 		c.hub.m.dropped.Inc()
