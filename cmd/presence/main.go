@@ -45,11 +45,6 @@ func main() {
 	}
 }
 
-// shutdownTimeout bounds everything after a signal: stop accepting, remove
-// the sessions, close the WebSockets. Orchestrators wait 10s by default
-// before SIGKILL, hence a little less.
-const shutdownTimeout = 9 * time.Second
-
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
 	// Configuration and logging.
 	cfg, err := config.Load("presence", args, getenv, stderr)
@@ -113,8 +108,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		log.Info("/metrics is served on PRESENCE_ADDR, to anyone who can reach it; set PRESENCE_ADMIN_ADDR to move it to an internal address")
 	}
 
-	// Run until a signal or the first failure, then shut down in order.
-	g, gctx := errgroup.WithContext(ctx)
+	// Run until a signal or the first failure, then shut down in order. The
+	// relay, the refresh loop and the collector run on their own context,
+	// which ends only after the sockets are closed: tabs keep getting
+	// counts and events until their sessions are removed.
+	workCtx, stopWork := context.WithCancel(context.Background())
+	defer stopWork()
+	g, gctx := errgroup.WithContext(workCtx)
 	g.Go(func() error { return bus.Run(gctx, h.Deliver) })
 	g.Go(func() error { return h.Run(gctx) })
 	for _, r := range st.runners {
@@ -129,33 +129,59 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		})
 	}
 	g.Go(func() error {
-		<-gctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-gctx.Done(): // a failure
+		}
 		log.Info("shutting down")
-		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-		defer cancel()
-		// Stop accepting first, then remove every session in batches (one
-		// count per post to other servers), then say goodbye to browsers.
-		if err := srv.Shutdown(sctx); err != nil {
-			log.Warn("HTTP shutdown", zap.Error(err))
-		}
-		if err := h.Shutdown(sctx); err != nil {
-			log.Warn("session removal at shutdown", zap.Error(err))
-		}
-		if err := api.Shutdown(sctx); err != nil {
-			log.Warn("WebSocket close at shutdown", zap.Error(err))
-		}
-		// The admin listener last: /metrics and /readyz answer while the
-		// app server drains.
-		for _, srv := range servers[1:] {
-			if err := srv.Shutdown(sctx); err != nil {
-				log.Warn("admin HTTP shutdown", zap.Error(err))
-			}
-		}
+		drain(log, srv, servers[1:], api, h)
+		stopWork()
 		return nil
 	})
 	err = g.Wait()
 	log.Info("stopped")
 	return err
+}
+
+// Shutdown budgets. Orchestrators wait 10s by default before SIGKILL: the
+// whole drain fits in shutdownTimeout, and plain HTTP requests being handled
+// get httpDrainTimeout of it (a REST or publish call needs at most the 2s
+// store deadline).
+const (
+	shutdownTimeout  = 9 * time.Second
+	httpDrainTimeout = 3 * time.Second
+)
+
+// drain stops the app server within shutdownTimeout: it stops accepting,
+// removes every session in batches (one count per post to other servers)
+// and closes the sockets, each after the frames queued for it. Plain HTTP
+// drains meanwhile, without waiting for idle or half-sent requests; the
+// admin listener stops last, so /metrics and /readyz answer throughout.
+func drain(log *zap.Logger, public *http.Server, admin []*http.Server, api *httpapi.Server, h *hub.Hub) {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	httpDone := make(chan struct{})
+	go func() {
+		defer close(httpDone)
+		hctx, hcancel := context.WithTimeout(ctx, httpDrainTimeout)
+		defer hcancel()
+		if err := api.DrainHTTP(hctx, public); err != nil {
+			log.Warn("HTTP requests cut short at shutdown", zap.Error(err))
+		}
+	}()
+	if err := h.Shutdown(ctx); err != nil {
+		log.Warn("session removal at shutdown", zap.Error(err))
+	}
+	if err := api.Shutdown(ctx); err != nil {
+		log.Warn("WebSocket close at shutdown", zap.Error(err))
+	}
+	<-httpDone
+	for _, srv := range admin {
+		if err := srv.Shutdown(ctx); err != nil {
+			srv.Close()
+			log.Warn("admin HTTP shutdown", zap.Error(err))
+		}
+	}
 }
 
 // posts ends the first log line with what the server accepts as a post, so

@@ -5,13 +5,13 @@ package httpapi
 import (
 	"context"
 	"crypto/sha256"
+	"net"
 	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/prometheus/client_golang/prometheus"
@@ -95,9 +95,14 @@ type Server struct {
 	cancelBase context.CancelFunc
 
 	mu      sync.Mutex
-	conns   map[*websocket.Conn]struct{}
 	closing bool
+	drain   chan struct{} // closed by Shutdown: every writer sends its queue, then closes
 	wg      sync.WaitGroup
+
+	// fresh holds the plain HTTP connections whose first request has not
+	// fully arrived: DrainHTTP closes them rather than wait.
+	freshMu sync.Mutex
+	fresh   map[net.Conn]struct{}
 
 	storeWarn logging.Throttle
 	limits    *limiter
@@ -144,7 +149,8 @@ func New(h *hub.Hub, store presence.Store, pub Publisher, hh *health.Handler, cf
 		log:        log.Named("http"),
 		base:       base,
 		cancelBase: cancel,
-		conns:      make(map[*websocket.Conn]struct{}),
+		drain:      make(chan struct{}),
+		fresh:      make(map[net.Conn]struct{}),
 		storeWarn:  logging.Throttle{Every: 10 * time.Second},
 		limits:     newLimiter(cfg.MaxConns, cfg.MaxConnsPerIP, cfg.TrustedProxies, log.Named("http")),
 		sent: prometheus.NewCounter(prometheus.CounterOpts{
@@ -221,7 +227,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.Se
 // HTTPServer returns an http.Server for s with the timeouts a public
 // listener needs. Hijacked WebSockets drop these deadlines; they bound plain
 // HTTP, so no client can hold a file descriptor with an idle, half-sent or
-// trickling request.
+// trickling request. Stop it with DrainHTTP.
 func (s *Server) HTTPServer() *http.Server {
 	return &http.Server{
 		Handler:           s,
@@ -230,26 +236,62 @@ func (s *Server) HTTPServer() *http.Server {
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       time.Minute,
 		ErrorLog:          zap.NewStdLog(s.log),
+		ConnState:         s.connState,
 	}
 }
 
-// Shutdown closes every WebSocket with 1001 "going away" and waits for their
-// handlers to finish. When ctx ends first it cancels every connection's
-// context, which ends the handlers at once, and waits for that.
-// http.Server.Shutdown does not do this: WebSockets are hijacked connections.
+func (s *Server) connState(c net.Conn, st http.ConnState) {
+	s.freshMu.Lock()
+	defer s.freshMu.Unlock()
+	if st == http.StateNew {
+		s.fresh[c] = struct{}{}
+	} else {
+		delete(s.fresh, c)
+	}
+}
+
+// DrainHTTP stops srv, a server from HTTPServer: it stops accepting, closes
+// idle connections and those whose first request has not fully arrived,
+// lets requests being handled finish until ctx ends, and then closes every
+// connection left. http.Server.Shutdown alone waits up to 5s for a request
+// that a client started and never finished.
+func (s *Server) DrainHTTP(ctx context.Context, srv *http.Server) error {
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(ctx) }()
+	// Again until Shutdown returns: a connection accepted just before the
+	// listener closed may still turn up.
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		s.freshMu.Lock()
+		for c := range s.fresh {
+			c.Close()
+			delete(s.fresh, c)
+		}
+		s.freshMu.Unlock()
+		select {
+		case err := <-done:
+			if err != nil {
+				srv.Close()
+			}
+			return err
+		case <-t.C:
+		}
+	}
+}
+
+// Shutdown makes every WebSocket's writer send the frames queued for it,
+// then close with 1001 "going away", and waits for their handlers to
+// finish. When ctx ends first it cancels every connection's context, which
+// ends the handlers at once, and waits for that. http.Server.Shutdown does
+// not do this: WebSockets are hijacked connections.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	s.closing = true
-	conns := make([]*websocket.Conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
+	if !s.closing {
+		s.closing = true
+		close(s.drain)
 	}
 	s.mu.Unlock()
-	for _, c := range conns {
-		// Close waits for the client's close frame (up to 5s); in parallel,
-		// so a thousand slow clients take 5s, not 5000.
-		go c.Close(websocket.StatusGoingAway, "server shutting down")
-	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -269,20 +311,16 @@ func (s *Server) isClosing() bool {
 	return s.closing
 }
 
-func (s *Server) track(c *websocket.Conn) bool {
+// track counts a WebSocket handler for Shutdown to wait for, unless the
+// server is shutting down.
+func (s *Server) track() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
 		return false
 	}
-	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	return true
 }
 
-func (s *Server) untrack(c *websocket.Conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-	s.wg.Done()
-}
+func (s *Server) untrack() { s.wg.Done() }

@@ -94,11 +94,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	conn.SetReadLimit(s.cfg.ReadLimit)
-	if !s.track(conn) {
+	if !s.track() {
 		conn.Close(websocket.StatusGoingAway, "server shutting down")
 		return
 	}
-	defer s.untrack(conn)
+	defer s.untrack()
 	c, err := s.hub.Join()
 	if err != nil {
 		conn.Close(websocket.StatusGoingAway, "server shutting down")
@@ -321,6 +321,16 @@ func (s *Server) writeLoop(ctx context.Context, conn *websocket.Conn, c *hub.Cli
 	for {
 		select {
 		case <-ctx.Done():
+			return
+		case <-s.drain:
+			// Shutting down: send what is queued (events, counts from
+			// before the sessions were removed), then say goodbye.
+			for _, f := range c.Take() {
+				if s.write(ctx, conn, f) != nil {
+					break
+				}
+			}
+			conn.Close(websocket.StatusGoingAway, "server shutting down")
 			return
 		case <-c.Done():
 			if errors.Is(c.Err(), hub.ErrSlow) {

@@ -163,7 +163,10 @@ func (h *Hub) update(cnt presence.Count) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	r := h.rooms[cnt.Post]
-	if r == nil || cnt.Seq <= r.count.Seq {
+	if r == nil || cnt.Seq <= r.count.Seq || h.closed {
+		// Once the hub shuts down, its tabs keep what they show: the
+		// counts that follow are those of their own sessions' removal, and
+		// the tabs are about to reconnect and register again.
 		return
 	}
 	// A read after a subscription takes a newer seq even when nothing has
