@@ -38,7 +38,7 @@ type Client struct {
 
 	qmu     sync.Mutex
 	pending [][]byte
-	countAt map[presence.PostID]int   // index in pending of an unsent count frame
+	countAt map[presence.PostID]int            // index in pending of an unsent count frame
 	sent    map[presence.PostID]presence.Count // the last count queued per post
 	closed  bool
 	err     error
