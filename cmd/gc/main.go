@@ -1,7 +1,8 @@
 // Command gc prunes dead sessions from Redis: those whose app server crashed
 // or lost them without a leave. It polls the deadlines index and wakes early
 // on Redis expiry events. Any number may run against one Redis. Run with -h
-// for the settings.
+// for the settings; "gc check" reports (and with -repair mends) drift of the
+// schema in Redis.
 package main
 
 import (
@@ -32,6 +33,11 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if len(os.Args) > 1 && os.Args[1] == "check" {
+		code := check(ctx, os.Args[2:], os.Getenv, os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return

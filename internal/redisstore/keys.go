@@ -26,9 +26,15 @@ func (k keys) postViewers(p presence.PostID) string { return k.prefix + "viewers
 func (k keys) views(p presence.PostID) string       { return k.prefix + "views:" + string(p) }
 func (k keys) session(s presence.SessionID) string  { return k.prefix + "session:" + string(s) }
 
-// viewsPattern matches every views counter, for SCAN: the prefix's own glob
-// characters are escaped.
-func (k keys) viewsPattern() string {
+// viewsPattern matches every views counter, for SCAN.
+func (k keys) viewsPattern() string { return k.pattern("views:") }
+
+// postViewersPattern matches every post's set of viewers, for SCAN.
+func (k keys) postViewersPattern() string { return k.pattern("viewers:") }
+
+// pattern matches every key that starts with the prefix and then start; the
+// prefix's own glob characters are escaped.
+func (k keys) pattern(start string) string {
 	var b strings.Builder
 	for _, c := range k.prefix {
 		if strings.ContainsRune(`*?[]\`, c) {
@@ -36,7 +42,7 @@ func (k keys) viewsPattern() string {
 		}
 		b.WriteRune(c)
 	}
-	return b.String() + "views:*"
+	return b.String() + start + "*"
 }
 
 // channelPrefix starts the name of every post's pub/sub channel.

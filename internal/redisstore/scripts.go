@@ -18,9 +18,10 @@ var (
 	refreshScript = newScript("refresh.lua")
 	dueScript     = newScript("due.lua")
 	countsScript  = newScript("counts.lua")
+	inspectScript = newScript("inspect.lua")
 )
 
-var allScripts = []*redis.Script{viewScript, leaveScript, pruneScript, refreshScript, dueScript, countsScript}
+var allScripts = []*redis.Script{viewScript, leaveScript, pruneScript, refreshScript, dueScript, countsScript, inspectScript}
 
 func newScript(name string) *redis.Script {
 	return redis.NewScript(mustRead("common.lua") + "\n" + mustRead(name))

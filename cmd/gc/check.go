@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/presence/presence/internal/config"
+	"github.com/presence/presence/internal/logging"
+	"github.com/presence/presence/internal/redisstore"
+)
+
+// Exit statuses of gc check.
+const (
+	checkClean   = 0
+	checkDrift   = 1
+	checkFailed  = 2
+	repairRounds = 100 // a report lists at most MaxListed drift entries: repair in rounds
+)
+
+// check runs "gc check": it reads the Redis the PRESENCE_* variables name,
+// writes a JSON report to stdout and a one-line summary to stderr, and
+// returns the exit status: 0 clean, 1 drift found, 2 could not check.
+func check(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("gc check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	repair := fs.Bool("repair", false, "repair what gc repairs by itself (prune dead sessions, restore deadlines) and report what is left")
+	grace := fs.Duration("grace", 2*time.Second, "how long after its deadline a session whose key expired may wait for gc before it counts as dead")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: gc check [-repair] [-grace 2s]")
+		fmt.Fprintln(stderr, "Reads the Redis that PRESENCE_REDIS_URL and PRESENCE_KEY_PREFIX name and reports every")
+		fmt.Fprintln(stderr, "broken invariant of the schema: JSON on stdout, one line on stderr. Exit status 0: clean,")
+		fmt.Fprintln(stderr, "1: drift found, 2: could not check.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return checkClean
+		}
+		return checkFailed
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "gc check: unexpected argument %q\n", fs.Arg(0))
+		return checkFailed
+	}
+	cfg, err := config.Load("gc check", nil, getenv, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "gc check:", err)
+		return checkFailed
+	}
+	if cfg.Embedded() {
+		fmt.Fprintln(stderr, "gc check: PRESENCE_REDIS_URL is not set; it names the Redis to check")
+		return checkFailed
+	}
+	log := logging.New(stderr, "warn")
+	defer log.Sync()
+	rdb, err := redisstore.Dial(cfg.RedisURL, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "gc check: PRESENCE_REDIS_URL:", err)
+		return checkFailed
+	}
+	defer rdb.Close()
+	viewsTTL := cfg.ViewsTTL
+	if viewsTTL == 0 {
+		viewsTTL = -1
+	}
+	store := redisstore.New(rdb, redisstore.Config{Prefix: cfg.KeyPrefix, TTL: cfg.SessionTTL, ViewsTTL: viewsTTL}, zap.NewNop())
+
+	r, err := store.Check(ctx, *grace)
+	repaired := 0
+	for round := 0; err == nil && *repair && r.Repairable() && round < repairRounds; round++ {
+		var n int
+		if n, err = store.Repair(ctx, r); err == nil {
+			repaired += n
+			r, err = store.Check(ctx, *grace)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "gc check: could not check:", err)
+		return checkFailed
+	}
+	r.Repaired = repaired
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(r); err != nil {
+		fmt.Fprintln(stderr, "gc check:", err)
+		return checkFailed
+	}
+	fmt.Fprintln(stderr, "gc check:", r.Summary())
+	if !r.Clean() {
+		return checkDrift
+	}
+	return checkClean
+}
