@@ -111,6 +111,13 @@ func TestFaults_CountsRightAfterRedisLoads(t *testing.T) {
 	if err := rdb.Ping(ctx).Err(); err == nil || err.Error()[:7] != "LOADING" {
 		t.Fatalf("PING right after the restart = %v, want LOADING (the test needs a load that lasts)", err)
 	}
+	// The load's length depends on the machine's load: wait for its end.
+	for deadline := time.Now().Add(30 * time.Second); rdb.Ping(ctx).Err() != nil; {
+		if time.Now().After(deadline) {
+			t.Fatal("Redis still loading 30s after the restart")
+		}
+		time.Sleep(20 * time.Millisecond) // polling a process we cannot await
+	}
 	// Nothing changes after the restart: only a re-read that is retried
 	// once Redis has loaded brings the watcher to the snapshot's 2.
 	w.waitFor("count p=2 after the load", func(m map[string]any) bool {
