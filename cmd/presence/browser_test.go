@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/presence/presence/internal/redistest"
 )
 
 // newBrowser starts Debian's headless Chromium with a fresh profile and the
@@ -182,4 +184,27 @@ func TestBrowser_DemoPage(t *testing.T) {
 	// register again, tab1 on hello-world and tab3 on 13.
 	waitText(t, tab1, counter, "1", 5*time.Second)
 	waitText(t, tab1, `#archive [data-presence-viewers="13"]`, "1", 5*time.Second)
+}
+
+// TestBrowser_DemoPageRedisOutage: while the app server cannot reach Redis,
+// the demo page says so rather than "connected" beside stale counts, and
+// it recovers by itself when Redis is back.
+func TestBrowser_DemoPageRedisOutage(t *testing.T) {
+	rs := redistest.Start(t)
+	p := startProc(t, "app", presenceBin, "PRESENCE_ADDR=127.0.0.1:0", "PRESENCE_REDIS_URL="+rs.URL(),
+		"PRESENCE_KEY_PREFIX="+redistest.Prefix(), "PRESENCE_SESSION_TTL=3s")
+	addr := p.addr(t)
+	counter := `#counter [data-presence-viewers="hello-world"]`
+	tab, _ := newTab(t, newBrowser(t), "http://"+addr+"/?post=hello-world")
+	waitText(t, tab, counter, "1", 5*time.Second)
+	waitText(t, tab, "#status", "connected", 5*time.Second)
+
+	rs.Kill()
+	waitContains(t, tab, "#status", "degraded", 5*time.Second)
+	if err := rs.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitText(t, tab, "#status", "connected", 5*time.Second)
+	// Redis came back empty: the app server registers the tab again.
+	waitText(t, tab, counter, "1", 5*time.Second)
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/presence/presence/internal/presence"
+	"github.com/presence/presence/internal/redistest"
 )
 
 // jsonExamples returns every ```json block of a Markdown file, decoded.
@@ -87,6 +88,17 @@ func TestProtocolDoc_Examples(t *testing.T) {
 				return m["type"] == "count" && m["post"] == "sentinel"
 			})
 			c.send(`{"type":"unwatch","posts":["sentinel"]}`)
+		case typ == "status":
+			// Provoked for real: a server whose Redis goes away.
+			seen["status"] = true
+			rs := redistest.Start(t)
+			sa := newApp(t, appOpts{rdb: rs.Client(t), check: 50 * time.Millisecond})
+			sc := dial(t, sa, nil)
+			rs.Kill()
+			got := sc.waitFor("status", func(m map[string]any) bool { return m["type"] == "status" })
+			if !reflect.DeepEqual(got, ex) {
+				t.Errorf("documented status %s; the server sends %v", raw, got)
+			}
 		case typ == "hello":
 			seen["hello"] = true
 			if keys(ex) != keys(c.hello) {
@@ -166,7 +178,7 @@ func TestProtocolDoc_Examples(t *testing.T) {
 			t.Errorf("example %s has a type this test does not know", raw)
 		}
 	}
-	for _, want := range []string{"client view", "client unview", "client watch", "client unwatch", "client view with token", "client watch with tokens", "hello", "count", "error", "event", "count message"} {
+	for _, want := range []string{"client view", "client unview", "client watch", "client unwatch", "client view with token", "client watch with tokens", "hello", "count", "status", "error", "event", "count message"} {
 		if !seen[want] {
 			t.Errorf("api/protocol.md has no JSON example of %s", want)
 		}

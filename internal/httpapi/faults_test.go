@@ -127,3 +127,41 @@ func TestFaults_CountsRightAfterRedisLoads(t *testing.T) {
 		t.Errorf("REST viewers = %d, want 2", n)
 	}
 }
+
+// While Redis is away, every client is told that counts are paused, a
+// client that connects meanwhile too; when Redis is back they are told
+// counts are live, and the counts are right again without anyone acting.
+func TestFaults_OutageIsVisible(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newApp(t, appOpts{rdb: srv.Client(t), ttl: 3 * time.Second, check: 100 * time.Millisecond})
+	viewer(t, a, "p", 1)
+	w := watcher(t, a, "p", 1)
+	isStatus := func(store string) func(map[string]any) bool {
+		return func(m map[string]any) bool { return m["type"] == "status" && m["store"] == store }
+	}
+
+	srv.Kill()
+	w.waitFor("status down", isStatus("down"))
+	late := dial(t, a, nil) // hello, then at once the news
+	if m := late.next(); !isStatus("down")(m) {
+		t.Errorf("first frame after hello while Redis is away = %v, want status down", m)
+	}
+
+	// Back without data: the refresh (every TTL/3) registers the viewer
+	// again, which publishes its count.
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor("status up", isStatus("up"))
+	late.waitFor("status up", isStatus("up"))
+	deadline := time.Now().Add(5 * time.Second)
+	for restCount(t, a, "p") != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("REST viewers not back at 1 within 5s of Redis's return")
+		}
+		time.Sleep(50 * time.Millisecond) // the refresh is a timer the test cannot await
+	}
+	// And watchers hear changes again.
+	viewer(t, a, "p", 2)
+	w.waitCount("p", 2)
+}

@@ -51,6 +51,7 @@ type appOpts struct {
 	viewsTTL time.Duration // the stores' views TTL; 0: their default
 	coalesce time.Duration
 	queue    int           // hub.Config.QueueSize
+	check    time.Duration // hub.Config.StoreCheck
 	probe    time.Duration // the bus's probe interval and timeout
 	origins  []string
 	api      httpapi.Config
@@ -88,7 +89,7 @@ func newApp(t *testing.T, o appOpts) *app {
 		rstore = redisstore.New(rdb, redisstore.Config{Prefix: o.prefix, TTL: o.ttl, ViewsTTL: o.viewsTTL, Registerer: reg}, log)
 		store, bus, pub = rstore, redisstore.NewBus(rstore, redisstore.BusConfig{Registerer: reg, ProbeInterval: o.probe, ProbeTimeout: o.probe}), rstore
 	}
-	h := hub.New(store, bus, hub.Config{Coalesce: o.coalesce, QueueSize: o.queue, Registerer: reg}, log)
+	h := hub.New(store, bus, hub.Config{Coalesce: o.coalesce, QueueSize: o.queue, StoreCheck: o.check, Registerer: reg}, log)
 	hh := health.New(map[string]health.Check{"store": store.Ping}, reg)
 	o.api.AllowedOrigins = o.origins
 	o.api.Registerer = reg

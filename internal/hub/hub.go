@@ -37,6 +37,9 @@ type Config struct {
 	// closed. Count frames replace an unsent count of the same post, so only
 	// events and errors can fill it. Default: 256.
 	QueueSize int
+	// StoreCheck is how often Run pings the store, so that clients are told
+	// when counts stop being live and when they are live again. Default: 1s.
+	StoreCheck time.Duration
 	// Registerer receives the hub's metrics. Default: none.
 	Registerer prometheus.Registerer
 }
@@ -54,10 +57,11 @@ type Hub struct {
 	log   *zap.Logger
 	m     metrics
 
-	mu       sync.Mutex
-	rooms    map[presence.PostID]*room
-	sessions map[presence.SessionID]*Client
-	closed   bool
+	mu        sync.Mutex
+	rooms     map[presence.PostID]*room
+	sessions  map[presence.SessionID]*Client
+	closed    bool
+	storeDown bool // the last store check failed; new clients are told so
 }
 
 // room is the local interest in one post.
@@ -90,6 +94,9 @@ func New(store presence.Store, bus Bus, cfg Config, log *zap.Logger) *Hub {
 	}
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = 256
+	}
+	if cfg.StoreCheck <= 0 {
+		cfg.StoreCheck = time.Second
 	}
 	h := &Hub{
 		store:    store,
@@ -143,7 +150,44 @@ func (h *Hub) Join() (*Client, error) {
 	}
 	h.sessions[c.ID] = c
 	h.m.open.Inc()
+	if h.storeDown {
+		c.Send(statusFrame(false))
+	}
 	return c, nil
+}
+
+// statusFrame tells a client whether the server can reach its store: while
+// it cannot, counts are not live.
+func statusFrame(up bool) []byte {
+	if up {
+		return []byte(`{"type":"status","store":"up"}`)
+	}
+	return []byte(`{"type":"status","store":"down"}`)
+}
+
+// setStore records the outcome of a store check and, when it changed, tells
+// every client.
+func (h *Hub) setStore(up bool, err error) {
+	h.mu.Lock()
+	if h.storeDown != up {
+		h.mu.Unlock()
+		return
+	}
+	h.storeDown = !up
+	clients := make([]*Client, 0, len(h.sessions))
+	for _, c := range h.sessions {
+		clients = append(clients, c)
+	}
+	h.mu.Unlock()
+	if up {
+		h.log.Info("the store answers again; clients are told counts are live")
+	} else {
+		h.log.Warn("the store does not answer; clients are told counts are paused", zap.Error(err))
+	}
+	frame := statusFrame(up)
+	for _, c := range clients {
+		c.Send(frame)
+	}
 }
 
 // Deliver takes a message from the Bus (or a store's own feed).
@@ -269,9 +313,18 @@ func (h *Hub) part(post presence.PostID, c *Client) {
 	}
 }
 
-// Run refreshes the hub's sessions every third of the store's TTL until ctx
-// ends.
+// Run refreshes the hub's sessions every third of the store's TTL, and
+// checks the store every StoreCheck, until ctx ends.
 func (h *Hub) Run(ctx context.Context) error {
+	// The check has a loop of its own: a refresh against a Redis that is
+	// away takes as long as the dial timeouts, and must not delay the news.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		h.checkStore(ctx)
+	}()
+	defer wg.Wait()
 	t := time.NewTicker(h.store.TTL() / 3)
 	defer t.Stop()
 	for {
@@ -280,6 +333,24 @@ func (h *Hub) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			h.Refresh(ctx)
+		}
+	}
+}
+
+func (h *Hub) checkStore(ctx context.Context) {
+	t := time.NewTicker(h.cfg.StoreCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, min(h.cfg.StoreCheck, time.Second))
+		err := h.store.Ping(cctx)
+		cancel()
+		if ctx.Err() == nil {
+			h.setStore(err == nil, err)
 		}
 	}
 }

@@ -111,6 +111,9 @@
         counts[m.post] = { viewers: m.viewers, views: m.views };
         render(m.post);
         emit("count", m);
+      } else if (m.type === "status") {
+        // The server is up but cannot reach its store: counts are paused.
+        setStatus(m.store === "down" ? "degraded" : "connected");
       } else if (m.type === "event") {
         emit("event", m);
       } else if (m.type === "error") {
