@@ -3,11 +3,8 @@ package httpapi_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -402,95 +399,16 @@ func TestWS_FrameFloodIsClosed(t *testing.T) {
 	calm.waitCount("g", 0)
 }
 
-// blackhole is a TCP proxy whose connections can be made to swallow
-// everything silently, as a broken network path does: writes succeed,
-// nothing arrives, no error is seen. New connections work normally.
-type blackhole struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	holes []*atomic.Bool
-	wg    sync.WaitGroup
-}
-
-func newBlackhole(t *testing.T, target string) *blackhole {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &blackhole{ln: ln}
-	var conns []net.Conn
-	var cmu sync.Mutex
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			cmu.Lock()
-			conns = append(conns, c, u)
-			cmu.Unlock()
-			dead := &atomic.Bool{}
-			p.mu.Lock()
-			p.holes = append(p.holes, dead)
-			p.mu.Unlock()
-			for _, pair := range [][2]net.Conn{{c, u}, {u, c}} {
-				p.wg.Add(1)
-				go func() {
-					defer p.wg.Done()
-					buf := make([]byte, 32<<10)
-					for {
-						n, err := pair[0].Read(buf)
-						if err != nil {
-							pair[1].Close()
-							return
-						}
-						if !dead.Load() {
-							pair[1].Write(buf[:n])
-						}
-					}
-				}()
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		cmu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		cmu.Unlock()
-		p.wg.Wait()
-	})
-	return p
-}
-
-// swallow makes every connection open now go silent.
-func (p *blackhole) swallow() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, d := range p.holes {
-		d.Store(true)
-	}
-}
-
 func TestWS_SilentSubscriptionIsReplaced(t *testing.T) {
-	hole := newBlackhole(t, redisSrv.Addr)
-	rdb := redis.NewClient(&redis.Options{Addr: hole.ln.Addr().String(), ReadTimeout: time.Second, ContextTimeoutEnabled: true})
+	hole := redistest.NewBlackhole(t, redisSrv.Addr)
+	rdb := redis.NewClient(&redis.Options{Addr: hole.Addr(), ReadTimeout: time.Second, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { rdb.Close() })
 	prefix := redistest.Prefix()
 	a := newApp(t, appOpts{rdb: rdb, prefix: prefix, probe: 200 * time.Millisecond})
 	b := newApp(t, appOpts{prefix: prefix})
 
 	w := watcher(t, a, "s", 0)
-	hole.swallow()
+	hole.Swallow()
 	viewer(t, b, "s", 1)
 	// The message of that change went into the hole. (A re-read still
 	// pending from subscribing may bring it over a new pool connection.)

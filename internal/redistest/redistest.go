@@ -149,6 +149,56 @@ func launch(dir, port string, extra []string) (*exec.Cmd, error) {
 	return cmd, nil
 }
 
+// Snapshot saves the server's data (SAVE) and keeps a copy of the dump
+// outside its directory, for RestartFrom; it returns the copy's path.
+func (s *Server) Snapshot(tb testing.TB) string {
+	tb.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: s.Addr})
+	defer rdb.Close()
+	if err := rdb.Save(context.Background()).Err(); err != nil {
+		tb.Fatalf("SAVE: %v", err)
+	}
+	path := filepath.Join(tb.TempDir(), "snapshot.rdb")
+	copyFile(tb, filepath.Join(s.dir, "dump.rdb"), path)
+	return path
+}
+
+// RestartFrom kills the server and starts it again from a snapshot taken
+// earlier, as a restore of an older backup (or a failover to a replica
+// that lagged) does; see Restart.
+func (s *Server) RestartFrom(tb testing.TB, snapshot string, extra ...string) {
+	tb.Helper()
+	s.Kill()
+	copyFile(tb, snapshot, filepath.Join(s.dir, "dump.rdb"))
+	if err := s.Restart(extra...); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// RestartEmpty kills the server and starts it again without its data, as a
+// Redis without persistence comes back.
+func (s *Server) RestartEmpty(tb testing.TB) {
+	tb.Helper()
+	s.Kill()
+	if err := os.Remove(filepath.Join(s.dir, "dump.rdb")); err != nil && !os.IsNotExist(err) {
+		tb.Fatal(err)
+	}
+	if err := s.Restart(); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func copyFile(tb testing.TB, from, to string) {
+	tb.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 // wait waits until the server answers PING, or with loading also until it
 // answers that it is loading its data.
 func (s *Server) wait(limit time.Duration, loading bool) error {
