@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check CI runs: installs what the tests need where it is missing
 # (redis-server, Chromium, php-cli), then gofmt, go vet, the race-enabled Go
-# tests, a short run of each fuzz target and the WordPress plugin's PHP tests.
+# tests, the chaos run's short form, a short run of each fuzz target and the
+# WordPress plugin's PHP tests.
 # FUZZTIME sets the fuzz runs' length (default 5s; docs/benchmarks.md records
 # a long run).
 set -euo pipefail
@@ -32,6 +33,9 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 go test -race -count=1 -timeout 15m ./... "$@"
+# The chaos run's short form: one round of every fault (scripts/chaos.sh runs
+# the long one).
+go test -race -count=1 -timeout 10m -run '^TestChaos$' ./cmd/presence -args -chaos=short
 # go test -fuzz takes one target of one package at a time.
 for target in FuzzParseFrame:./internal/httpapi FuzzParseEvent:./internal/httpapi FuzzBusParse:./internal/redisstore; do
   go test -run '^$' -fuzz "^${target%%:*}\$" -fuzztime "${FUZZTIME:-5s}" "${target#*:}"
