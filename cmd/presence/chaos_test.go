@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -57,7 +59,7 @@ func TestChaos(t *testing.T) {
 	// The baseline: the crowd settled before any fault.
 	rig.traffic(3 * time.Second)
 	rig.settle("start")
-	base := rig.goroutines()
+	base := rig.level()
 	for round := range rounds {
 		for i, f := range faults {
 			t.Logf("round %d: %s", round+1, f.name)
@@ -69,7 +71,7 @@ func TestChaos(t *testing.T) {
 			}
 			heal := rig.settle(f.name)
 			results[i].heal = append(results[i].heal, heal)
-			rig.checkGoroutines(f.name, base)
+			rig.checkLevel(f.name, base)
 			if t.Failed() {
 				t.FailNow()
 			}
@@ -257,6 +259,11 @@ func (r *chaosRig) faults() []fault {
 		}},
 		{name: "a client stops reading", inject: func() {
 			c := r.clients[0]
+			waitUntil(r.t, 5*time.Second, "client 0 connected", func() bool {
+				c.mu.Lock()
+				defer c.mu.Unlock()
+				return c.live
+			})
 			c.stallReads(true)
 			slow = r.sum("presence_slow_clients_total")
 			// Big events on its post fill its socket buffers and then its
@@ -370,24 +377,34 @@ func (r *chaosRig) sum(name string) float64 {
 	return n
 }
 
-// goroutines sums the app servers' goroutines.
-func (r *chaosRig) goroutines() float64 { return r.sum("go_goroutines") }
+// level is what the app servers hold: goroutines and heap in use.
+type level struct{ goroutines, heap float64 }
 
-// checkGoroutines fails when the app servers hold clearly more goroutines
-// than before any fault, with as many clients: a leak.
-func (r *chaosRig) checkGoroutines(what string, base float64) {
+func (r *chaosRig) level() level {
+	return level{r.sum("go_goroutines"), r.sum("go_memstats_heap_inuse_bytes")}
+}
+
+// checkLevel fails when the app servers hold clearly more goroutines or
+// heap than before any fault, with as many clients: a leak. The heap gets
+// more room, since a fault's burst (reconnects, the flood of events) leaves
+// garbage that the next collection takes.
+func (r *chaosRig) checkLevel(what string, base level) {
 	r.t.Helper()
-	limit := base*1.1 + 20
-	var now float64
+	limit := level{base.goroutines*1.1 + 20, base.heap*1.5 + 32<<20}
+	var now level
 	// Goroutines of closed connections end a moment after the close.
 	for end := time.Now().Add(5 * time.Second); ; {
-		if now = r.goroutines(); now <= limit || time.Now().After(end) {
+		now = r.level()
+		if now.goroutines <= limit.goroutines && now.heap <= limit.heap || time.Now().After(end) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if now > limit {
-		r.t.Errorf("after %s: app servers hold %.0f goroutines, %.0f before any fault", what, now, base)
+	if now.goroutines > limit.goroutines {
+		r.t.Errorf("after %s: app servers hold %.0f goroutines, %.0f before any fault", what, now.goroutines, base.goroutines)
+	}
+	if now.heap > limit.heap {
+		r.t.Errorf("after %s: app servers' heap in use is %.0f MiB, %.0f MiB before any fault", what, now.heap/(1<<20), base.heap/(1<<20))
 	}
 }
 
@@ -440,7 +457,21 @@ func (c *chaosClient) dial(ctx context.Context) *websocket.Conn {
 	for ctx.Err() == nil {
 		addr := c.rig.addrs[rand.IntN(len(c.rig.addrs))]
 		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		conn, _, err := websocket.Dial(dctx, "ws://"+addr+"/v1/ws", nil)
+		var opts *websocket.DialOptions
+		if c.id == 0 {
+			// The client that stops reading: a small, fixed receive buffer
+			// (the kernel would otherwise grow it to 32 MiB here), so that
+			// a flood reaches the server's send queue.
+			d := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+				var serr error
+				err := rc.Control(func(fd uintptr) {
+					serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10)
+				})
+				return errors.Join(err, serr)
+			}}
+			opts = &websocket.DialOptions{HTTPClient: &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}}
+		}
+		conn, _, err := websocket.Dial(dctx, "ws://"+addr+"/v1/ws", opts)
 		cancel()
 		if err == nil {
 			conn.SetReadLimit(1 << 20)
