@@ -73,9 +73,10 @@ type Count struct {
 	// Views is the total number of views the post has had, counted once per
 	// session and post.
 	Views int64
-	// Seq orders the counts of one store: every change of any post takes the
-	// next number, so of two counts of a post the one with the larger Seq is
-	// newer. It lets a server that reads a count and also hears of changes
+	// Seq orders the counts of one store: every change of any post takes a
+	// number larger than any before it (the Redis store skips ahead to its
+	// clock, so that a Redis that lost data never goes back), so of two counts
+	// of a post the one with the larger Seq is newer. It lets a server that reads a count and also hears of changes
 	// through pub/sub keep the newest value whatever order they arrive in.
 	Seq int64
 }
