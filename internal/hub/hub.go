@@ -213,13 +213,10 @@ func (h *Hub) update(cnt presence.Count) {
 		// the tabs are about to reconnect and register again.
 		return
 	}
-	// A read after a subscription takes a newer seq even when nothing has
-	// changed (seq follows Redis's clock): the members have this count.
-	same := r.count.Seq != 0 && r.count.Viewers == cnt.Viewers && r.count.Views == cnt.Views
+	// A newer count with the same numbers (a read takes a newer seq even
+	// when nothing changed) still goes to the members: one whose own view
+	// or watch failed has nothing yet, and the others skip it (enqueueCount).
 	r.count = cnt
-	if same {
-		return
-	}
 	if r.timer != nil {
 		return
 	}

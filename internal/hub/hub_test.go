@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -140,4 +141,62 @@ func gathered(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("%s not registered", name)
 	return 0
+}
+
+// nopBus is a Bus for tests that deliver messages themselves.
+type nopBus struct{}
+
+func (nopBus) Subscribe(...presence.PostID)   {}
+func (nopBus) Unsubscribe(...presence.PostID) {}
+
+// failCounts is a store whose next Counts fails, as during a Redis outage.
+type failCounts struct {
+	presence.Store
+	fail atomic.Bool
+}
+
+func (s *failCounts) Counts(ctx context.Context, posts []presence.PostID) ([]presence.Count, error) {
+	if s.fail.CompareAndSwap(true, false) {
+		return nil, presence.ErrUnavailable
+	}
+	return s.Store.Counts(ctx, posts)
+}
+
+// A count that a re-read brings, newer but with the numbers the room
+// already sent, must still reach a member whose own watch failed; members
+// that have it get nothing.
+func TestHub_RereadReachesClientWithoutCount(t *testing.T) {
+	store := &failCounts{Store: memstore.New(memstore.Config{})}
+	h := hub.New(store, nopBus{}, hub.Config{Coalesce: -1}, zaptest.NewLogger(t))
+	ctx := context.Background()
+	viewer, _ := h.Join()
+	if err := viewer.View(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	had, _ := h.Join()
+	if err := had.Watch(ctx, []presence.PostID{"p"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(had.Take()); n != 1 {
+		t.Fatalf("the first watcher got %d frames, want its count", n)
+	}
+	store.fail.Store(true)
+	missed, _ := h.Join()
+	if err := missed.Watch(ctx, []presence.PostID{"p"}); err == nil {
+		t.Fatal("the second watch worked; the test needs it to fail")
+	}
+	missed.Take() // nothing, or nothing but what the failure queued
+	counts, err := store.Counts(ctx, []presence.PostID{"p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reread := counts[0]
+	reread.Seq += 100 // newer, same numbers
+	h.Deliver(presence.Message{Count: &reread})
+	if n := len(missed.Take()); n != 1 {
+		t.Errorf("the watcher whose watch failed got %d frames from the re-read, want 1", n)
+	}
+	if n := len(had.Take()); n != 0 {
+		t.Errorf("the watcher that had the count got %d frames, want none", n)
+	}
 }
