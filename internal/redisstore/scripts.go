@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"embed"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -17,14 +18,22 @@ var (
 	pruneScript   = newScript("prune.lua")
 	refreshScript = newScript("refresh.lua")
 	dueScript     = newScript("due.lua")
-	countsScript  = newScript("counts.lua")
+	// Reads may write seq (moving it to the clock): allow-oom keeps them
+	// working on a Redis at maxmemory with noeviction, as reads did before.
+	countsScript  = newScript("counts.lua", "allow-oom")
 	inspectScript = newScript("inspect.lua")
 )
 
 var allScripts = []*redis.Script{viewScript, leaveScript, pruneScript, refreshScript, dueScript, countsScript, inspectScript}
 
-func newScript(name string) *redis.Script {
-	return redis.NewScript(mustRead("common.lua") + "\n" + mustRead(name))
+// newScript builds a script from common.lua and name; flags, if any, go in
+// the shebang line that Redis 7 reads them from, which must come first.
+func newScript(name string, flags ...string) *redis.Script {
+	head := ""
+	if len(flags) > 0 {
+		head = "#!lua flags=" + strings.Join(flags, ",") + "\n"
+	}
+	return redis.NewScript(head + mustRead("common.lua") + "\n" + mustRead(name))
 }
 
 func mustRead(name string) string {

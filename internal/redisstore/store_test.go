@@ -367,3 +367,29 @@ func TestStore_ViewsLifetime(t *testing.T) {
 		t.Errorf("ExpireViews keeping views forever = %d, %v; want 0", n, err)
 	}
 }
+
+// TestStore_ReadsWorkAtMaxmemory: a read may move seq to the clock, a
+// write, but a Redis at maxmemory with noeviction, which refuses views,
+// must still answer reads, as it did when reads wrote nothing.
+func TestStore_ReadsWorkAtMaxmemory(t *testing.T) {
+	r := redistest.Start(t)
+	rdb := r.Client(t)
+	s := New(rdb, Config{TTL: time.Minute}, zaptest.NewLogger(t))
+	ctx := context.Background()
+	if _, err := s.View(ctx, "a", "p", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.View(ctx, "b", "p", true); err == nil {
+		t.Fatal("a view at maxmemory worked; the test needs Redis to refuse writes")
+	}
+	counts, err := s.Counts(ctx, []presence.PostID{"p"})
+	if err != nil || counts[0].Viewers != 1 {
+		t.Fatalf("Counts at maxmemory = %+v, %v; want 1 viewer", counts, err)
+	}
+}
