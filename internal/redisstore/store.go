@@ -165,7 +165,7 @@ func (s *Store) Refresh(ctx context.Context, sessions []presence.Session) ([]pre
 		for _, ss := range batch {
 			args = append(args, string(ss.ID), string(ss.Post))
 		}
-		res, err := refreshScript.Run(ctx, s.rdb, []string{s.keys.deadlines()}, args...).StringSlice()
+		res, err := refreshScript.Run(ctx, s.rdb, []string{s.keys.deadlines(), s.keys.viewers()}, args...).StringSlice()
 		if err != nil {
 			errs = append(errs, s.fail("refresh", err))
 			if isUnavailable(err) {

@@ -393,3 +393,32 @@ func TestStore_ReadsWorkAtMaxmemory(t *testing.T) {
 		t.Fatalf("Counts at maxmemory = %+v, %v; want 1 viewer", counts, err)
 	}
 }
+
+// TestStore_RefreshFindsHalfState: a live session that lost its viewers
+// entry or its place in the post's set (a failover or restore that kept
+// only part of a script's writes, a hand edit) is reported missing by
+// Refresh, and the app server's view of it puts everything back; gc check
+// is clean afterwards.
+func TestStore_RefreshFindsHalfState(t *testing.T) {
+	s, rdb := newStore(t, time.Minute)
+	ctx := context.Background()
+	for _, sid := range []presence.SessionID{"a", "b", "c"} {
+		if _, err := s.View(ctx, sid, "p", true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rdb.HDel(ctx, s.keys.viewers(), "a")
+	rdb.SRem(ctx, s.keys.postViewers("p"), "b")
+	missing, err := s.Refresh(ctx, []presence.Session{{ID: "a", Post: "p"}, {ID: "b", Post: "p"}, {ID: "c", Post: "p"}})
+	if err != nil || len(missing) != 2 || missing[0] != "a" || missing[1] != "b" {
+		t.Fatalf("Refresh = %v, %v; want a and b missing", missing, err)
+	}
+	for _, sid := range missing {
+		if _, err := s.View(ctx, sid, "p", false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r, err := s.Check(ctx, time.Second); err != nil || !r.Clean() || r.Members != 3 {
+		t.Errorf("after the views again: %s, %v; want clean with 3 viewers", r.Summary(), err)
+	}
+}
