@@ -20,7 +20,7 @@ const (
 	checkClean   = 0
 	checkDrift   = 1
 	checkFailed  = 2
-	repairRounds = 100 // a report lists at most MaxListed drift entries: repair in rounds
+	repairRounds = 1000 // a report lists at most MaxListed drift entries: up to a million
 )
 
 // check runs "gc check": it reads the Redis the PRESENCE_* variables name,
@@ -72,19 +72,38 @@ func check(ctx context.Context, args []string, getenv func(string) string, stdou
 	store := redisstore.New(rdb, redisstore.Config{Prefix: cfg.KeyPrefix, TTL: cfg.SessionTTL, ViewsTTL: viewsTTL}, zap.NewNop())
 
 	r, err := store.Check(ctx, *grace)
-	repaired := 0
-	for round := 0; err == nil && *repair && r.Repairable() && round < repairRounds; round++ {
-		var n int
-		if n, err = store.Repair(ctx, r); err == nil {
-			repaired += n
-			r, err = store.Check(ctx, *grace)
+	// Rounds, because a report lists at most MaxListed entries; they stop
+	// when a round fixes nothing more (what the prune script leaves alone
+	// stays drift).
+	repaired := make(map[string]bool)
+	for round := 0; err == nil && *repair && round < repairRounds; round++ {
+		before := r.Repairable()
+		if len(before) == 0 {
+			break
+		}
+		if _, err = store.Repair(ctx, r); err != nil {
+			break
+		}
+		if r, err = store.Check(ctx, *grace); err != nil {
+			break
+		}
+		after := r.Repairable()
+		fixed := 0
+		for d := range before {
+			if !after[d] {
+				repaired[d.Session] = true
+				fixed++
+			}
+		}
+		if fixed == 0 {
+			break
 		}
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "gc check: could not check:", err)
 		return checkFailed
 	}
-	r.Repaired = repaired
+	r.Repaired = len(repaired)
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(r); err != nil {

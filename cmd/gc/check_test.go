@@ -67,6 +67,16 @@ func TestCheck(t *testing.T) {
 		t.Errorf("SCARD after -repair = %d, want 2", n)
 	}
 
+	// A live session that lost its viewers entry: its deadline and set
+	// member are orphans that the prune script cannot mend (the key is
+	// alive; its app server's refresh registers it again). -repair must
+	// say so and stop, not go round.
+	rdb.HDel(ctx, prefix+"viewers", "b")
+	code, report, line = run("-repair")
+	if code != 1 || report["repaired"] != nil || !strings.Contains(line, "1 orphan_deadline, 1 orphan_member") {
+		t.Fatalf("-repair of what gc cannot mend: exit %d, report %v, line %q; want 1 and both orphans left", code, report, line)
+	}
+
 	if code, _, _ := run("-nope"); code != 2 {
 		t.Errorf("unknown flag: exit %d, want 2", code)
 	}

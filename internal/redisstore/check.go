@@ -62,7 +62,7 @@ type Report struct {
 	ByKind map[string]int `json:"by_kind"`
 	// Drift lists the drift found, at most MaxListed entries.
 	Drift []Drift `json:"drift"`
-	// Repaired is how many sessions Repair ran the prune script on.
+	// Repaired is how many sessions gc check -repair mended.
 	Repaired int `json:"repaired,omitempty"`
 	// Millis is how long the check took.
 	Millis int64 `json:"ms"`
@@ -270,14 +270,17 @@ func (s *Store) scanPairs(ctx context.Context, scan func(cursor uint64) *redis.S
 	}
 }
 
-// Repairable reports whether the report lists drift that Repair handles.
-func (r Report) Repairable() bool {
+// Repairable returns the drift the report lists that Repair runs the prune
+// script on. The script fixes most of it; what it leaves (an orphaned
+// deadline whose session key is still alive, say) stays listed.
+func (r Report) Repairable() map[Drift]bool {
+	out := make(map[Drift]bool)
 	for _, d := range r.Drift {
 		if repairable[d.Kind] {
-			return true
+			out[d] = true
 		}
 	}
-	return false
+	return out
 }
 
 // Repair runs the prune script, as gc does, on every session the report
