@@ -324,10 +324,13 @@ func (r *chaosRig) invariants() string {
 	}
 	for _, c := range r.clients {
 		c.mu.Lock()
-		live, post, watch, last := c.live, c.post, c.watch, copyCounts(c.last)
+		live, down, post, watch, last := c.live, c.down, c.post, c.watch, copyCounts(c.last)
 		c.mu.Unlock()
 		if !live {
 			return fmt.Sprintf("client %d is not connected", c.id)
+		}
+		if down {
+			return fmt.Sprintf("client %d was last told that its server cannot reach Redis", c.id)
 		}
 		for _, p := range []string{post, watch} {
 			if p != "" && last[p] != want[p] {
@@ -419,6 +422,7 @@ type chaosClient struct {
 	post  string           // the post it views
 	watch string           // the post it watches, or ""
 	live  bool             // connected and its view sent
+	down  bool             // its server last said it cannot reach Redis
 	last  map[string]int64 // viewers of the last count per post on this connection
 	conn  *websocket.Conn
 	stall bool
@@ -521,7 +525,7 @@ func (c *chaosClient) session(ctx context.Context, conn *websocket.Conn) {
 				c.mu.Lock()
 				c.last = make(map[string]int64)
 				post, watch := c.post, c.watch
-				c.live = true
+				c.live, c.down = true, false
 				c.mu.Unlock()
 				c.send(conn, `{"type":"view","post":"`+post+`"}`)
 				if watch != "" {
@@ -530,6 +534,10 @@ func (c *chaosClient) session(ctx context.Context, conn *websocket.Conn) {
 			case "count":
 				c.mu.Lock()
 				c.last[f.Post] = f.Viewers
+				c.mu.Unlock()
+			case "status":
+				c.mu.Lock()
+				c.down = f.Store == "down"
 				c.mu.Unlock()
 			}
 		}

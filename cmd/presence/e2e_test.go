@@ -253,6 +253,7 @@ type frame struct {
 	Views   int64  `json:"views"`
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	Store   string `json:"store"`
 }
 
 // client is one browser tab.
