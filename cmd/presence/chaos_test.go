@@ -264,6 +264,17 @@ func (r *chaosRig) faults() []fault {
 				defer c.mu.Unlock()
 				return c.live
 			})
+			// A post of its own: the flood is for it alone, so it comes
+			// fast enough to fill the server's queue before a write times
+			// out, and does not slow every other client.
+			c.mu.Lock()
+			c.post = stallPost
+			conn := c.conn
+			c.mu.Unlock()
+			c.send(conn, `{"type":"view","post":"`+stallPost+`"}`)
+			waitUntil(r.t, 5*time.Second, "client 0 on its own post", func() bool {
+				return r.rdb.SCard(ctx, r.prefix+"viewers:"+stallPost).Val() == 1
+			})
 			c.stallReads(true)
 			slow = r.sum("presence_slow_clients_total")
 			// Big events on its post fill its socket buffers and then its
@@ -285,6 +296,9 @@ func (r *chaosRig) faults() []fault {
 		}},
 	}
 }
+
+// stallPost is where the client that stops reading gets its flood.
+const stallPost = "stall"
 
 // settle waits, with the clients quiet, until every invariant holds, and
 // returns how long that took; it fails the test if they do not hold
@@ -338,7 +352,7 @@ func (r *chaosRig) invariants() string {
 			}
 		}
 	}
-	for _, p := range r.posts {
+	for _, p := range append(slices.Clip(r.posts), stallPost) {
 		n, err := r.rdb.SCard(ctx, r.prefix+"viewers:"+p).Result()
 		if err != nil {
 			return fmt.Sprintf("SCARD %s: %v", p, err)
@@ -424,7 +438,7 @@ type chaosClient struct {
 	live  bool             // connected and its view sent
 	down  bool             // its server last said it cannot reach Redis
 	last  map[string]int64 // viewers of the last count per post on this connection
-	conn  *websocket.Conn
+	conn  *websocket.Conn  // the current connection
 	stall bool
 	wake  chan struct{} // closed when stall is lifted
 }
@@ -498,6 +512,9 @@ func (c *chaosClient) send(conn *websocket.Conn, frame string) {
 // session runs one connection until it ends.
 func (c *chaosClient) session(ctx context.Context, conn *websocket.Conn) {
 	defer conn.CloseNow()
+	c.mu.Lock()
+	c.conn = conn
+	c.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
