@@ -84,7 +84,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if sweep == 0 {
 		sweep = -1 // gc: zero means its default, negative means none
 	}
-	col := gc.New(store, gc.Config{Poll: cfg.GCPoll, Sweep: sweep, Wake: expiry.Wakeups(), Registerer: reg}, log)
+	col := gc.New(store, gc.Config{Poll: cfg.GCPoll, Sweeper: store, Sweep: sweep, Wake: expiry.Wakeups(), Registerer: reg}, log)
 
 	// Health and metrics on their own port.
 	hh := health.New(map[string]health.Check{"redis": store.Ping}, reg)

@@ -198,16 +198,10 @@ func posts(cfg config.Config) string {
 type storeParts struct {
 	name    string // of the /readyz check
 	store   presence.Store
-	pub     httpapi.Publisher
-	bus     feed
+	pub     presence.Publisher
+	bus     presence.Feed
 	runners []func(context.Context) error
 	close   func()
-}
-
-// feed is a hub.Bus that also delivers the changes.
-type feed interface {
-	hub.Bus
-	Run(ctx context.Context, deliver func(presence.Message)) error
 }
 
 // openStore picks the store: memory without a Redis URL, Redis with one. The

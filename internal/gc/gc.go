@@ -1,7 +1,8 @@
-// Package gc prunes dead sessions. A Collector polls its Source for sessions
-// whose deadline has passed and prunes them; wake-ups (Redis expiry events in
-// cmd/gc, nothing in embedded mode) only make it poll sooner. Sources are
-// idempotent, so any number of collectors may run against one store.
+// Package gc prunes dead sessions. A Collector polls a store's Pruner for
+// sessions whose deadline has passed and prunes them; wake-ups (Redis expiry
+// events in cmd/gc, nothing in embedded mode) only make it poll sooner.
+// Pruning is idempotent, so any number of collectors may run against one
+// store.
 package gc
 
 import (
@@ -14,29 +15,16 @@ import (
 	"github.com/presence/presence/internal/presence"
 )
 
-// Source is what a Collector needs of a store.
-type Source interface {
-	// Due returns up to limit sessions whose deadline has passed and, when
-	// none is due, how long until the next deadline (negative: none).
-	Due(ctx context.Context, limit int) ([]presence.SessionID, time.Duration, error)
-	// Prune removes the sessions that are really dead and returns, for each
-	// one removed, how long after its deadline that happened.
-	Prune(ctx context.Context, sids []presence.SessionID) ([]time.Duration, error)
-}
-
-// Sweeper is an optional Source method: a full pass over all sessions that
-// repairs what the deadlines index missed.
-type Sweeper interface {
-	Sweep(ctx context.Context) (int, error)
-}
-
 // Config configures a Collector. The zero value is usable.
 type Config struct {
 	// Poll is the longest time between two polls. Default: 1s.
 	Poll time.Duration
 	// Batch is how many sessions one poll prunes at a time. Default: 500.
 	Batch int
-	// Sweep is the time between full sweeps, when the Source is a Sweeper.
+	// Sweeper makes the full sweeps, for a store whose deadlines index can
+	// miss sessions (Redis: a failover, a hand edit). Default: none.
+	Sweeper presence.Sweeper
+	// Sweep is the time between full sweeps when there is a Sweeper.
 	// Default: 5m; negative disables.
 	Sweep time.Duration
 	// Wake makes the collector poll at once when it receives. Default: nil.
@@ -50,9 +38,9 @@ type Config struct {
 // count as expired.
 const minWait = 5 * time.Millisecond
 
-// Collector prunes dead sessions of one Source.
+// Collector prunes dead sessions of one store.
 type Collector struct {
-	src Source
+	src presence.Pruner
 	cfg Config
 	log *zap.Logger
 
@@ -64,7 +52,7 @@ type Collector struct {
 }
 
 // New returns a Collector for src.
-func New(src Source, cfg Config, log *zap.Logger) *Collector {
+func New(src presence.Pruner, cfg Config, log *zap.Logger) *Collector {
 	if cfg.Poll <= 0 {
 		cfg.Poll = time.Second
 	}
@@ -112,7 +100,7 @@ func (c *Collector) Run(ctx context.Context) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	var sweep <-chan time.Time
-	if _, ok := c.src.(Sweeper); ok && c.cfg.Sweep > 0 {
+	if c.cfg.Sweeper != nil && c.cfg.Sweep > 0 {
 		t := time.NewTicker(c.cfg.Sweep)
 		defer t.Stop()
 		sweep = t.C
@@ -126,7 +114,7 @@ func (c *Collector) Run(ctx context.Context) error {
 			c.wakes.Inc()
 		case <-timer.C:
 		case <-sweep:
-			if n, err := c.src.(Sweeper).Sweep(ctx); err != nil {
+			if n, err := c.cfg.Sweeper.Sweep(ctx); err != nil {
 				c.errors.Inc()
 				c.log.Warn("sweep failed", zap.Error(err))
 			} else if n > 0 {

@@ -379,7 +379,7 @@ func TestCollector_LeavesReregisteredSession(t *testing.T) {
 					t.Errorf("View again: %v", err)
 				}
 			}
-			var src gc.Source = e.store
+			var src presence.Pruner = e.store
 			if tc.reregisterAfterDue {
 				once := sync.Once{}
 				src = raceSource{Store: e.store, between: func() { once.Do(reregister) }}

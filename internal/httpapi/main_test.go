@@ -70,8 +70,8 @@ func newApp(t *testing.T, o appOpts) *app {
 	reg := prometheus.NewRegistry()
 	var (
 		store   presence.Store
-		bus     feed
-		pub     httpapi.Publisher
+		bus     presence.Feed
+		pub     presence.Publisher
 		rstore  *redisstore.Store
 		mstore  *memstore.Store
 		rdb     *redis.Client
@@ -116,12 +116,6 @@ func newApp(t *testing.T, o appOpts) *app {
 		wg.Wait()
 	})
 	return &app{URL: srv.URL, prefix: o.prefix, store: store, redis: rstore, memory: mstore, rdb: rdb, hub: h, reg: reg}
-}
-
-// feed is a hub.Bus that delivers changes: the Redis bus or the memory store.
-type feed interface {
-	hub.Bus
-	Run(ctx context.Context, deliver func(presence.Message)) error
 }
 
 // bothStores runs a test against the Redis store and the memory store: the

@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -20,12 +19,6 @@ import (
 
 // MaxEventBody is the largest publish request body, in bytes.
 const MaxEventBody = 16 << 10
-
-// Publisher sends an event to the viewers and watchers of its post on every
-// app server and says how many app servers took it.
-type Publisher interface {
-	Publish(ctx context.Context, ev presence.Event) (int, error)
-}
 
 type publishBody struct {
 	Name string          `json:"name"`

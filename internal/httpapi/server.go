@@ -82,7 +82,7 @@ type Config struct {
 type Server struct {
 	hub    *hub.Hub
 	store  presence.Store
-	pub    Publisher
+	pub    presence.Publisher
 	keys   [][sha256.Size]byte // hashes of the publish keys
 	health *health.Handler
 	cfg    Config
@@ -114,7 +114,7 @@ type Server struct {
 }
 
 // New returns a Server. pub carries published events; both stores are one.
-func New(h *hub.Hub, store presence.Store, pub Publisher, hh *health.Handler, cfg Config, log *zap.Logger) *Server {
+func New(h *hub.Hub, store presence.Store, pub presence.Publisher, hh *health.Handler, cfg Config, log *zap.Logger) *Server {
 	if cfg.ReadLimit <= 0 {
 		cfg.ReadLimit = MaxFrame
 	}

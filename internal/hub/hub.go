@@ -2,7 +2,7 @@
 // or watches which post, the per-post coalescing of count updates, the
 // bounded send queue of every client, and the refresh loop that keeps the
 // sessions alive in the store. It knows nothing of WebSocket, Redis or HTTP:
-// the transport reads and writes frames, the store and the Bus move state.
+// the transport reads and writes frames, the store and its Feed move state.
 package hub
 
 import (
@@ -17,14 +17,6 @@ import (
 
 	"github.com/presence/presence/internal/presence"
 )
-
-// Bus carries count changes and events between app servers. The hub tells it
-// which posts it has local interest in; the Bus delivers their messages to
-// Deliver. Both calls must return at once.
-type Bus interface {
-	Subscribe(posts ...presence.PostID)
-	Unsubscribe(posts ...presence.PostID)
-}
 
 // Config configures a Hub. The zero value is usable.
 type Config struct {
@@ -52,7 +44,7 @@ var ErrClosed = presence.Errorf(presence.CodeUnavailable, "the server is shuttin
 // they view or watch.
 type Hub struct {
 	store presence.Store
-	bus   Bus
+	bus   presence.Subscriber
 	cfg   Config
 	log   *zap.Logger
 	m     metrics
@@ -85,7 +77,7 @@ type metrics struct {
 
 // New returns a Hub that keeps its sessions in store and hears of other
 // servers' changes through bus.
-func New(store presence.Store, bus Bus, cfg Config, log *zap.Logger) *Hub {
+func New(store presence.Store, bus presence.Subscriber, cfg Config, log *zap.Logger) *Hub {
 	if cfg.Coalesce == 0 {
 		cfg.Coalesce = 250 * time.Millisecond
 	}
@@ -190,7 +182,7 @@ func (h *Hub) setStore(up bool, err error) {
 	}
 }
 
-// Deliver takes a message from the Bus (or a store's own feed).
+// Deliver takes a message from the store's Feed. It must return at once.
 func (h *Hub) Deliver(m presence.Message) {
 	if m.Count != nil {
 		h.update(*m.Count)

@@ -65,7 +65,15 @@ type session struct {
 	index    int // in the heap
 }
 
-var _ presence.Store = (*Store)(nil)
+// The roles the embedded store fills (see presence/roles.go): all but
+// Sweeper, since its deadlines live in the same structure as its sessions
+// and cannot drift apart from them.
+var (
+	_ presence.Store     = (*Store)(nil)
+	_ presence.Feed      = (*Store)(nil)
+	_ presence.Publisher = (*Store)(nil)
+	_ presence.Pruner    = (*Store)(nil)
+)
 
 // New returns an empty Store.
 func New(cfg Config) *Store {

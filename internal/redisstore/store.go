@@ -48,7 +48,14 @@ type Store struct {
 	errors   *prometheus.CounterVec
 }
 
-var _ presence.Store = (*Store)(nil)
+// The roles each type fills (see presence/roles.go).
+var (
+	_ presence.Store     = (*Store)(nil)
+	_ presence.Publisher = (*Store)(nil)
+	_ presence.Pruner    = (*Store)(nil)
+	_ presence.Sweeper   = (*Store)(nil)
+	_ presence.Feed      = (*Bus)(nil)
+)
 
 // New returns a Store on rdb. It does not touch Redis: an unreachable Redis
 // shows up as errors wrapping presence.ErrUnavailable, and in Ping.

@@ -14,16 +14,10 @@ import (
 	"github.com/presence/presence/internal/presence"
 )
 
-// Source is what gc needs of a store; every store serves it.
-type Source interface {
-	Due(ctx context.Context, limit int) ([]presence.SessionID, time.Duration, error)
-	Prune(ctx context.Context, sids []presence.SessionID) ([]time.Duration, error)
-}
-
 // Harness is one fresh, empty store under test.
 type Harness struct {
 	Store  presence.Store
-	Source Source
+	Source presence.Pruner
 	// Feed returns the change messages of the posts, in publish order,
 	// starting no later than when Feed returns.
 	Feed func(t *testing.T, posts ...presence.PostID) <-chan presence.Message
