@@ -104,7 +104,10 @@ type Server struct {
 	freshMu sync.Mutex
 	fresh   map[net.Conn]struct{}
 
+	// Lines that can fire per connection or per frame: one per 10s each.
 	storeWarn logging.Throttle
+	leaveWarn logging.Throttle
+	slowInfo  logging.Throttle
 	limits    *limiter
 
 	sent      prometheus.Counter
@@ -152,6 +155,8 @@ func New(h *hub.Hub, store presence.Store, pub presence.Publisher, hh *health.Ha
 		drain:      make(chan struct{}),
 		fresh:      make(map[net.Conn]struct{}),
 		storeWarn:  logging.Throttle{Every: 10 * time.Second},
+		leaveWarn:  logging.Throttle{Every: 10 * time.Second},
+		slowInfo:   logging.Throttle{Every: 10 * time.Second},
 		limits:     newLimiter(cfg.MaxConns, cfg.MaxConnsPerIP, cfg.TrustedProxies, log.Named("http")),
 		sent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "presence_frames_sent_total", Help: "WebSocket frames written to clients.",

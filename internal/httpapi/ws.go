@@ -123,7 +123,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 
 	lctx, lcancel := context.WithTimeout(context.Background(), leaveTimeout)
 	if err := c.Leave(lctx); err != nil {
-		log.Warn("cannot remove session; it expires after one TTL", zap.Error(err))
+		// Every connection that closes during an outage ends here.
+		if ok, skipped := s.leaveWarn.Allow(time.Now()); ok {
+			log.Warn("cannot remove session; it expires after one TTL", zap.Error(err), zap.Int("similar_since_last", skipped))
+		}
 	}
 	lcancel()
 	cancel()
@@ -334,7 +337,9 @@ func (s *Server) writeLoop(ctx context.Context, conn *websocket.Conn, c *hub.Cli
 			return
 		case <-c.Done():
 			if errors.Is(c.Err(), hub.ErrSlow) {
-				log.Info("closing a client that does not keep up", zap.Error(c.Err()))
+				if ok, skipped := s.slowInfo.Allow(time.Now()); ok {
+					log.Info("closing a client that does not keep up", zap.Error(c.Err()), zap.Int("similar_since_last", skipped))
+				}
 				conn.Close(CloseSlow, "send queue full")
 			}
 			return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -235,7 +236,10 @@ func (c *Client) reregister(ctx context.Context) {
 	cnt, err := h.store.View(ctx, c.ID, post, false)
 	if err != nil {
 		h.m.errors.Inc()
-		h.log.Warn("cannot register a session again", zap.String("session", string(c.ID)), zap.Error(err))
+		if ok, skipped := h.reregWarn.Allow(time.Now()); ok {
+			h.log.Warn("cannot register a session again", zap.String("session", string(c.ID)), zap.Error(err),
+				zap.Int("similar_since_last", skipped))
+		}
 		return
 	}
 	h.m.rereg.Inc()

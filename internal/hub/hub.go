@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/presence/presence/internal/logging"
 	"github.com/presence/presence/internal/presence"
 )
 
@@ -54,6 +55,8 @@ type Hub struct {
 	sessions  map[presence.SessionID]*Client
 	closed    bool
 	storeDown bool // the last store check failed; new clients are told so
+
+	reregWarn logging.Throttle // one line per session would flood an outage's log
 }
 
 // room is the local interest in one post.
@@ -91,12 +94,13 @@ func New(store presence.Store, bus presence.Subscriber, cfg Config, log *zap.Log
 		cfg.StoreCheck = time.Second
 	}
 	h := &Hub{
-		store:    store,
-		bus:      bus,
-		cfg:      cfg,
-		log:      log.Named("hub"),
-		rooms:    make(map[presence.PostID]*room),
-		sessions: make(map[presence.SessionID]*Client),
+		store:     store,
+		bus:       bus,
+		cfg:       cfg,
+		log:       log.Named("hub"),
+		rooms:     make(map[presence.PostID]*room),
+		sessions:  make(map[presence.SessionID]*Client),
+		reregWarn: logging.Throttle{Every: 10 * time.Second},
 		m: metrics{
 			open: prometheus.NewGauge(prometheus.GaugeOpts{
 				Name: "presence_connections_open", Help: "Clients connected to this app server.",

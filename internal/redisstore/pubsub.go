@@ -52,6 +52,7 @@ type Bus struct {
 	bad        prometheus.Counter
 	badWarn    logging.Throttle
 	rereadWarn logging.Throttle
+	syncWarn   logging.Throttle
 }
 
 // BusConfig configures a Bus. The zero value is usable.
@@ -87,6 +88,7 @@ func NewBus(store *Store, cfg BusConfig) *Bus {
 		probe:      store.keys.probeChannel(string(presence.NewSessionID())),
 		badWarn:    logging.Throttle{Every: 10 * time.Second},
 		rereadWarn: logging.Throttle{Every: 10 * time.Second},
+		syncWarn:   logging.Throttle{Every: 10 * time.Second},
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "presence_pubsub_reconnects_total",
 			Help: "Times the post channels' pub/sub connection was re-established.",
@@ -202,7 +204,11 @@ func (b *Bus) subscription(ctx context.Context, deliver func(presence.Message), 
 			if err := b.sync(ctx, ps); err != nil {
 				// go-redis keeps the channels and subscribes them when its
 				// connection is back, and the re-read follows then.
-				b.log.Warn("cannot update post subscriptions now; they follow on reconnect", zap.Error(err))
+				// Each new local post kicks a sync: one line per 10s.
+				if ok, skipped := b.syncWarn.Allow(time.Now()); ok {
+					b.log.Warn("cannot update post subscriptions now; they follow on reconnect", zap.Error(err),
+						zap.Int("similar_since_last", skipped))
+				}
 			}
 		case <-tick.C:
 			if probeDue != nil {
