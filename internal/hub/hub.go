@@ -1,8 +1,3 @@
-// Package hub holds an app server's live sessions: which local client views
-// or watches which post, the per-post coalescing of count updates, the
-// bounded send queue of every client, and the refresh loop that keeps the
-// sessions alive in the store. It knows nothing of WebSocket, Redis or HTTP:
-// the transport reads and writes frames, the store and its Feed move state.
 package hub
 
 import (

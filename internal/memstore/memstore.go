@@ -27,9 +27,15 @@ type Config struct {
 // DefaultTTL is the session TTL when Config.TTL is zero.
 const DefaultTTL = 90 * time.Second
 
-// Store keeps presence in memory. It also serves the hub as its Bus (every
-// change goes to every sink; the hub ignores posts it has no room for) and
-// gc.Collector as its Source.
+// Store keeps presence in memory. It is also its own Feed (every change
+// goes to every sink; the hub ignores posts it has no room for), Publisher
+// and Pruner.
+//
+// Two locks, never held together. mu guards the state and is held while
+// sinks are called, so that changes reach them in order: a sink (the hub)
+// takes its own lock under mu, and so must never call the store while
+// holding it. imu guards only the posts subscribed to, because the hub
+// subscribes while holding its lock: taking mu there would close a cycle.
 type Store struct {
 	ttl      time.Duration
 	viewsTTL time.Duration // 0: forever
@@ -45,9 +51,7 @@ type Store struct {
 	sinks     map[int]func(presence.Message)
 	nextSink  int
 
-	// imu guards interest on its own: the hub subscribes while holding its
-	// lock, and sinks take the hub's lock while mu is held.
-	imu      sync.Mutex
+	imu      sync.Mutex               // see Store
 	interest map[presence.PostID]bool // posts the hub subscribed to
 }
 
@@ -246,7 +250,7 @@ func (s *Store) Prune(_ context.Context, sids []presence.SessionID) ([]time.Dura
 	return lags, nil
 }
 
-// Subscribe is part of the hub's Bus. Every change goes to every sink
+// Subscribe implements presence.Subscriber. Every change goes to every sink
 // anyway (the hub ignores posts it has no room for); the Store only keeps
 // the posts so that Publish can say whether this server took an event.
 func (s *Store) Subscribe(posts ...presence.PostID) {
@@ -257,7 +261,7 @@ func (s *Store) Subscribe(posts ...presence.PostID) {
 	}
 }
 
-// Unsubscribe is part of the hub's Bus; see Subscribe.
+// Unsubscribe implements presence.Subscriber; see Subscribe.
 func (s *Store) Unsubscribe(posts ...presence.PostID) {
 	s.imu.Lock()
 	defer s.imu.Unlock()
