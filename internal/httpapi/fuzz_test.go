@@ -38,7 +38,7 @@ func FuzzParseFrame(f *testing.F) {
 			}
 			// The message goes back in an error frame, which browsers
 			// refuse unless it is valid UTF-8.
-			if frame, _ := json.Marshal(errorFrame{Type: "error", Code: "x", Message: presence.ErrorMessage(err)}); !utf8.Valid(frame) {
+			if frame := presence.ErrorFrameOf(err); !utf8.Valid(frame) {
 				t.Fatalf("error frame is not UTF-8: %q", frame)
 			}
 			return

@@ -52,18 +52,6 @@ type clientFrame struct {
 	Tokens []string          // watch, as sent: CheckAll pairs them with Posts
 }
 
-type helloFrame struct {
-	Type    string             `json:"type"`
-	Session presence.SessionID `json:"session"`
-	TTL     int64              `json:"ttl"`
-}
-
-type errorFrame struct {
-	Type    string `json:"type"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if s.isClosing() {
 		s.refuse(w, causeShutdown, retryServerFull*time.Second)
@@ -309,15 +297,13 @@ func truncate(s string, n int) string {
 func (s *Server) sendError(c *hub.Client, err error) {
 	code := presence.ErrorCode(err)
 	s.rejected.WithLabelValues(code).Inc()
-	b, _ := json.Marshal(errorFrame{Type: "error", Code: code, Message: presence.ErrorMessage(err)})
-	c.Send(b)
+	c.Send(presence.ErrorFrameOf(err))
 }
 
 // writeLoop is the connection's only writer of data frames: hello first,
 // then whatever the hub queues, until the client leaves or is too slow.
 func (s *Server) writeLoop(ctx context.Context, conn *websocket.Conn, c *hub.Client, log *zap.Logger) {
-	hello, _ := json.Marshal(helloFrame{Type: "hello", Session: c.ID, TTL: int64(s.store.TTL() / time.Second)})
-	if err := s.write(ctx, conn, hello); err != nil {
+	if err := s.write(ctx, conn, presence.Hello(c.ID, s.store.TTL())); err != nil {
 		conn.CloseNow()
 		return
 	}

@@ -249,7 +249,7 @@ func (c *Client) reregister(ctx context.Context) {
 // offer queues a count for this client and lets the room know of it; the
 // room's flush skips this client, which already has it.
 func (c *Client) offer(cnt presence.Count) {
-	c.enqueueCount(cnt, countFrame(cnt))
+	c.enqueueCount(cnt, cnt.Frame())
 	c.hub.update(cnt)
 }
 

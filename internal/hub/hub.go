@@ -2,7 +2,6 @@ package hub
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"sync"
 	"time"
@@ -142,22 +141,13 @@ func (h *Hub) Join() (*Client, error) {
 	h.sessions[c.ID] = c
 	h.m.open.Inc()
 	if h.storeDown {
-		c.Send(statusFrame(false))
+		c.Send(presence.Status(false))
 	}
 	return c, nil
 }
 
-// statusFrame tells a client whether the server can reach its store: while
-// it cannot, counts are not live.
-func statusFrame(up bool) []byte {
-	if up {
-		return []byte(`{"type":"status","store":"up"}`)
-	}
-	return []byte(`{"type":"status","store":"down"}`)
-}
-
 // setStore records the outcome of a store check and, when it changed, tells
-// every client.
+// every client: while the store is away, counts are not live.
 func (h *Hub) setStore(up bool, err error) {
 	h.mu.Lock()
 	if h.storeDown != up {
@@ -175,7 +165,7 @@ func (h *Hub) setStore(up bool, err error) {
 	} else {
 		h.log.Warn("the store does not answer; clients are told counts are paused", zap.Error(err))
 	}
-	frame := statusFrame(up)
+	frame := presence.Status(up)
 	for _, c := range clients {
 		c.Send(frame)
 	}
@@ -231,7 +221,7 @@ func (h *Hub) flush(r *room) {
 
 func (h *Hub) flushLocked(r *room, now time.Time) {
 	r.last = now
-	frame := countFrame(r.count)
+	frame := r.count.Frame()
 	for c := range r.members {
 		c.enqueueCount(r.count, frame)
 	}
@@ -250,18 +240,6 @@ func (h *Hub) event(ev presence.Event) {
 	for c := range r.members {
 		c.Send(frame)
 	}
-}
-
-type countWire struct {
-	Type    string          `json:"type"`
-	Post    presence.PostID `json:"post"`
-	Viewers int64           `json:"viewers"`
-	Views   int64           `json:"views"`
-}
-
-func countFrame(c presence.Count) []byte {
-	b, _ := json.Marshal(countWire{Type: "count", Post: c.Post, Viewers: c.Viewers, Views: c.Views})
-	return b
 }
 
 // join adds c to the post's room, creating the room and subscribing to the

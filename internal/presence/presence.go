@@ -5,7 +5,6 @@
 package presence
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -151,27 +150,4 @@ func NewEvent(post PostID, name string, data json.RawMessage) (Event, error) {
 		return Event{}, Errorf(CodeBadRequest, "event data is not valid JSON")
 	}
 	return Event{Post: post, Name: name, Data: data}, nil
-}
-
-// MaxEventFrame is the largest event frame, as sent to browsers and on a
-// post's channel.
-const MaxEventFrame = 20 << 10
-
-// Frame returns the event's frame, {"type":"event","post":..,"name":..,
-// "data":..}, which goes to browsers and, as it is, on the post's channel.
-// Data is compacted but not HTML-escaped: escaping would grow "<" sixfold,
-// and a size limit must hold for the bytes that are sent, not for an
-// intermediate form.
-func (e Event) Frame() []byte {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	// NewEvent checked Data; nothing else can fail.
-	_ = enc.Encode(struct {
-		Type string          `json:"type"`
-		Post PostID          `json:"post"`
-		Name string          `json:"name"`
-		Data json.RawMessage `json:"data"`
-	}{"event", e.Post, e.Name, e.Data})
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 }

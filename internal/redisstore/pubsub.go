@@ -2,7 +2,6 @@ package redisstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -392,48 +391,11 @@ func (b *Bus) post(channel string) (presence.PostID, bool) {
 // push megabytes to every client.
 const MaxMessage = presence.MaxEventFrame
 
-// wireMessage is what travels on a post's channel: the wire protocol's count
-// or event frame. PHP code publishes events in the same format.
-type wireMessage struct {
-	Type    string          `json:"type"`
-	Post    string          `json:"post"`
-	Viewers *int64          `json:"viewers,omitempty"`
-	Views   *int64          `json:"views,omitempty"`
-	Seq     int64           `json:"seq,omitempty"`
-	Name    string          `json:"name,omitempty"`
-	Data    json.RawMessage `json:"data,omitempty"`
-}
-
-// parse checks a channel message as carefully as a browser frame: anything
-// on Redis could come from any client of it.
+// parse checks a message from a post's channel (see presence.ParseMessage).
 func (b *Bus) parse(channel, payload string) (presence.Message, error) {
-	if len(payload) > MaxMessage {
-		return presence.Message{}, fmt.Errorf("message of %d bytes, at most %d allowed", len(payload), MaxMessage)
-	}
 	post, ok := b.post(channel)
 	if !ok {
 		return presence.Message{}, fmt.Errorf("not a post channel")
 	}
-	var w wireMessage
-	if err := json.Unmarshal([]byte(payload), &w); err != nil {
-		return presence.Message{}, fmt.Errorf("not JSON: %w", err)
-	}
-	if w.Post != "" && w.Post != string(post) {
-		return presence.Message{}, fmt.Errorf("post %q does not match channel", w.Post)
-	}
-	switch w.Type {
-	case "count":
-		if w.Viewers == nil || w.Views == nil || *w.Viewers < 0 || *w.Views < 0 {
-			return presence.Message{}, errors.New("count needs non-negative viewers and views")
-		}
-		return presence.Message{Count: &presence.Count{Post: post, Viewers: *w.Viewers, Views: *w.Views, Seq: w.Seq}}, nil
-	case "event":
-		ev, err := presence.NewEvent(post, w.Name, w.Data)
-		if err != nil {
-			return presence.Message{}, err
-		}
-		return presence.Message{Event: &ev}, nil
-	default:
-		return presence.Message{}, fmt.Errorf("unknown type %q", w.Type)
-	}
+	return presence.ParseMessage(post, []byte(payload))
 }

@@ -422,3 +422,42 @@ func TestStore_RefreshFindsHalfState(t *testing.T) {
 		t.Errorf("after the views again: %s, %v; want clean with 3 viewers", r.Summary(), err)
 	}
 }
+
+// TestStore_ScriptsPublishTheWireFormat: the Lua scripts build the count
+// message themselves (the numbers exist only inside Redis); it must be
+// byte for byte what presence.Count.Message makes, the one Go definition.
+func TestStore_ScriptsPublishTheWireFormat(t *testing.T) {
+	s, rdb := newStore(t, time.Minute)
+	ctx := context.Background()
+	ps := rdb.Subscribe(ctx, s.keys.channel("13"))
+	defer ps.Close()
+	if _, err := ps.ReceiveTimeout(ctx, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, sid := range []presence.SessionID{"a", "b"} {
+		c, err := s.View(ctx, sid, "13", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := ps.ReceiveTimeout(ctx, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := msg.(*redis.Message).Payload
+		if want := string(c.Message()); got != want {
+			t.Errorf("the view script published\n%s\nthe Go wire format is\n%s", got, want)
+		}
+	}
+	if err := s.Leave(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := ps.ReceiveTimeout(ctx, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := msg.(*redis.Message).Payload
+	m, err := presence.ParseMessage("13", []byte(got))
+	if err != nil || m.Count == nil || got != string(m.Count.Message()) {
+		t.Errorf("the leave script published %s; parsed %+v, %v; the Go wire format differs", got, m.Count, err)
+	}
+}

@@ -41,8 +41,9 @@ local function read(post)
 end
 
 -- publish gives the post's change the next seq and tells every app server
--- that listens for the post; the payload is the wire protocol's count frame
--- plus seq, so PHP code and app servers share one format.
+-- that listens for the post. The payload is presence.CountMessage (wire.go),
+-- built here because the numbers exist only inside Redis; a Go test checks
+-- its bytes against that type.
 local function publish(post)
   seq()
   local n = redis.call('INCR', KEYS[3])

@@ -1,0 +1,35 @@
+package presence
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+// TestFrames pins every frame's bytes: the JSON api/protocol.md documents.
+func TestFrames(t *testing.T) {
+	ev, err := NewEvent("13", "comment", json.RawMessage(`{ "text": "<b>&</b>" }`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := Count{Post: "13", Viewers: 5, Views: 120, Seq: 4711}
+	for _, tc := range []struct{ got, want string }{
+		{string(Hello("t3IfUFm_UObWYn5Af9mcgg", 90*time.Second)), `{"type":"hello","session":"t3IfUFm_UObWYn5Af9mcgg","ttl":90}`},
+		{string(c.Frame()), `{"type":"count","post":"13","viewers":5,"views":120}`},
+		{string(c.Message()), `{"type":"count","post":"13","viewers":5,"views":120,"seq":4711}`},
+		// Compacted, not HTML-escaped: the size limit holds for these bytes.
+		{string(ev.Frame()), `{"type":"event","post":"13","name":"comment","data":{"text":"<b>&</b>"}}`},
+		{string(ErrorFrameOf(Errorf(CodeInvalidPost, "post id is empty"))), `{"type":"error","code":"invalid_post","message":"post id is empty"}`},
+		{string(Status(false)), `{"type":"status","store":"down"}`},
+		{string(Status(true)), `{"type":"status","store":"up"}`},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("frame\n%s\nwant\n%s", tc.got, tc.want)
+		}
+	}
+	// What the store publishes parses back to the same count.
+	m, err := ParseMessage("13", c.Message())
+	if err != nil || m.Count == nil || *m.Count != c {
+		t.Errorf("ParseMessage(Message()) = %+v, %v; want %+v", m.Count, err, c)
+	}
+}
