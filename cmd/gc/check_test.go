@@ -22,6 +22,7 @@ import (
 func TestCheck(t *testing.T) {
 	srv := redistest.Start(t)
 	prefix := redistest.Prefix()
+	keys := redisstore.NewKeys(prefix)
 	env := map[string]string{"PRESENCE_REDIS_URL": srv.URL(), "PRESENCE_KEY_PREFIX": prefix}
 	run := func(args ...string) (int, map[string]any, string) {
 		t.Helper()
@@ -50,8 +51,8 @@ func TestCheck(t *testing.T) {
 	}
 
 	// A session whose key is gone long past its deadline: a ghost viewer.
-	rdb.Del(ctx, prefix+"session:a")
-	rdb.ZAdd(ctx, prefix+"deadlines", redis.Z{Score: float64(time.Now().Add(-time.Minute).UnixMilli()), Member: "a"})
+	rdb.Del(ctx, keys.Session("a"))
+	rdb.ZAdd(ctx, keys.Deadlines(), redis.Z{Score: float64(time.Now().Add(-time.Minute).UnixMilli()), Member: "a"})
 	code, report, line = run()
 	if code != 1 || !strings.Contains(line, "drift: 1 dead") {
 		t.Fatalf("ghost viewer: exit %d, line %q; want 1 and 1 dead", code, line)
@@ -63,7 +64,7 @@ func TestCheck(t *testing.T) {
 	if code != 0 || report["repaired"] != float64(1) || !strings.Contains(line, "after repairing 1 sessions") {
 		t.Fatalf("-repair: exit %d, report %v, line %q; want 0 after repairing 1", code, report, line)
 	}
-	if n := rdb.SCard(ctx, prefix+"viewers:13").Val(); n != 2 {
+	if n := rdb.SCard(ctx, keys.PostViewers("13")).Val(); n != 2 {
 		t.Errorf("SCARD after -repair = %d, want 2", n)
 	}
 
@@ -71,7 +72,7 @@ func TestCheck(t *testing.T) {
 	// member are orphans that the prune script cannot mend (the key is
 	// alive; its app server's refresh registers it again). -repair must
 	// say so and stop, not go round.
-	rdb.HDel(ctx, prefix+"viewers", "b")
+	rdb.HDel(ctx, keys.Viewers(), "b")
 	code, report, line = run("-repair")
 	if code != 1 || report["repaired"] != nil || !strings.Contains(line, "1 orphan_deadline, 1 orphan_member") {
 		t.Fatalf("-repair of what gc cannot mend: exit %d, report %v, line %q; want 1 and both orphans left", code, report, line)

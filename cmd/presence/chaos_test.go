@@ -23,6 +23,8 @@ import (
 	"github.com/coder/websocket"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/presence/presence/internal/presence"
+	"github.com/presence/presence/internal/redisstore"
 	"github.com/presence/presence/internal/redistest"
 )
 
@@ -273,7 +275,7 @@ func (r *chaosRig) faults() []fault {
 			c.mu.Unlock()
 			c.send(conn, `{"type":"view","post":"`+stallPost+`"}`)
 			waitUntil(r.t, 5*time.Second, "client 0 on its own post", func() bool {
-				return r.rdb.SCard(ctx, r.prefix+"viewers:"+stallPost).Val() == 1
+				return r.rdb.SCard(ctx, redisstore.NewKeys(r.prefix).PostViewers(stallPost)).Val() == 1
 			})
 			c.stallReads(true)
 			slow = r.sum("presence_slow_clients_total")
@@ -353,7 +355,7 @@ func (r *chaosRig) invariants() string {
 		}
 	}
 	for _, p := range append(slices.Clip(r.posts), stallPost) {
-		n, err := r.rdb.SCard(ctx, r.prefix+"viewers:"+p).Result()
+		n, err := r.rdb.SCard(ctx, redisstore.NewKeys(r.prefix).PostViewers(presence.PostID(p))).Result()
 		if err != nil {
 			return fmt.Sprintf("SCARD %s: %v", p, err)
 		}

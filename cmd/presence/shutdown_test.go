@@ -15,6 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/presence/presence/internal/redisstore"
 	"github.com/presence/presence/internal/redistest"
 )
 
@@ -117,7 +118,7 @@ func TestE2E_ShutdownDrains(t *testing.T) {
 		}
 	})
 	waitUntil(t, 30*time.Second, "5,000 sessions in Redis", func() bool {
-		return rdb.HLen(ctx, prefix+"viewers").Val() == tabs
+		return rdb.HLen(ctx, redisstore.NewKeys(prefix).Viewers()).Val() == tabs
 	})
 
 	// The slow tab views a post of its own and reads nothing, while events
@@ -131,7 +132,7 @@ func TestE2E_ShutdownDrains(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, 10*time.Second, "the slow tab's session", func() bool {
-		return rdb.SCard(ctx, prefix+"viewers:slow").Val() == 1
+		return rdb.SCard(ctx, redisstore.NewKeys(prefix).PostViewers("slow")).Val() == 1
 	})
 	big := `{"name":"big","data":"` + strings.Repeat("x", 15<<10) + `"}`
 	for range 100 {
@@ -219,7 +220,7 @@ func TestE2E_ShutdownDrains(t *testing.T) {
 	if took > 10*time.Second {
 		t.Errorf("exited %s after SIGTERM, want within the 9s budget", took.Round(time.Millisecond))
 	}
-	if n := rdb.HLen(ctx, prefix+"viewers").Val(); n != 0 {
+	if n := rdb.HLen(ctx, redisstore.NewKeys(prefix).Viewers()).Val(); n != 0 {
 		t.Errorf("%d sessions left in Redis after the drain, want 0", n)
 	}
 	t.Logf("tabs closed within %s, process exited %s after SIGTERM", latest.Sub(stopped).Round(time.Millisecond), took.Round(time.Millisecond))

@@ -51,13 +51,13 @@ func newEnv(t *testing.T, s *redistest.Server, ttl time.Duration) env {
 	return env{rdb: rdb, store: store, prefix: prefix}
 }
 
-func (e env) viewersKey() string               { return e.prefix + "viewers" }
-func (e env) deadlinesKey() string             { return e.prefix + "deadlines" }
-func (e env) postKey(p presence.PostID) string { return e.prefix + "viewers:" + string(p) }
+func (e env) viewersKey() string               { return redisstore.NewKeys(e.prefix).Viewers() }
+func (e env) deadlinesKey() string             { return redisstore.NewKeys(e.prefix).Deadlines() }
+func (e env) postKey(p presence.PostID) string { return redisstore.NewKeys(e.prefix).PostViewers(p) }
 func (e env) sessionKey(s presence.SessionID) string {
-	return e.prefix + "session:" + string(s)
+	return redisstore.NewKeys(e.prefix).Session(s)
 }
-func (e env) channel(p presence.PostID) string { return e.prefix + "presence:post:" + string(p) }
+func (e env) channel(p presence.PostID) string { return redisstore.NewKeys(e.prefix).Channel(p) }
 
 // view registers a session through the store and returns its deadline as
 // Redis recorded it (ms since the epoch by Redis TIME, the machine's clock).

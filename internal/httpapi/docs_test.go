@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/presence/presence/internal/presence"
+	"github.com/presence/presence/internal/redisstore"
 	"github.com/presence/presence/internal/redistest"
 )
 
@@ -114,7 +115,7 @@ func TestProtocolDoc_Examples(t *testing.T) {
 		case typ == "count":
 			seen["count message"] = true
 			// The scripts publish exactly these fields.
-			feed := a.rdb.Subscribe(context.Background(), a.prefix+"presence:post:docs")
+			feed := a.rdb.Subscribe(context.Background(), redisstore.NewKeys(a.prefix).Channel("docs"))
 			if _, err := feed.Receive(context.Background()); err != nil {
 				t.Fatal(err)
 			}
@@ -166,7 +167,7 @@ func TestProtocolDoc_Examples(t *testing.T) {
 				t.Errorf("event example for post %v; this test expects post 13", ex["post"])
 				continue
 			}
-			if err := a.rdb.Publish(context.Background(), a.prefix+"presence:post:13", string(raw)).Err(); err != nil {
+			if err := a.rdb.Publish(context.Background(), redisstore.NewKeys(a.prefix).Channel("13"), string(raw)).Err(); err != nil {
 				t.Fatal(err)
 			}
 			got := w.waitFor("event", func(m map[string]any) bool { return m["type"] == "event" })

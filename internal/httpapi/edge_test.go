@@ -19,6 +19,7 @@ import (
 
 	"github.com/presence/presence/internal/httpapi"
 	"github.com/presence/presence/internal/presence"
+	"github.com/presence/presence/internal/redisstore"
 )
 
 // These tests are the attacks a hostile page or client can make on a public
@@ -95,7 +96,7 @@ func waitSubscribed(t *testing.T, a *app, post string) {
 	if a.rdb == nil {
 		return
 	}
-	channel := a.prefix + "presence:post:" + post
+	channel := redisstore.NewKeys(a.prefix).Channel(presence.PostID(post))
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		n, err := a.rdb.PubSubNumSub(context.Background(), channel).Result()
@@ -265,7 +266,7 @@ func TestEdge_MadeUpPostsExpire(t *testing.T) {
 		// Every count of a made-up post goes, and nothing else is left.
 		want := []string{}
 		if a.memory == nil {
-			want = []string{a.prefix + "seq"}
+			want = []string{redisstore.NewKeys(a.prefix).Seq()}
 		}
 		deadline = time.Now().Add(15 * time.Second)
 		for {
@@ -483,7 +484,7 @@ func TestEdge_EventWithInvalidUTF8(t *testing.T) {
 		}
 		if a.rdb != nil {
 			bad := "{\"type\":\"event\",\"name\":\"x\",\"data\":\"caf\xe9\"}"
-			if err := a.rdb.Publish(context.Background(), a.prefix+"presence:post:13", bad).Err(); err != nil {
+			if err := a.rdb.Publish(context.Background(), redisstore.NewKeys(a.prefix).Channel("13"), bad).Err(); err != nil {
 				t.Fatal(err)
 			}
 		}

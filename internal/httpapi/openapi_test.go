@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/presence/presence/internal/httpapi"
+	"github.com/presence/presence/internal/redisstore"
 	"github.com/presence/presence/internal/redistest"
 )
 
@@ -56,7 +57,7 @@ func TestOpenAPI_EveryDocumentedStatus(t *testing.T) {
 	dial(t, crowded, nil)
 	// A key of the wrong type makes the counts script fail inside Redis:
 	// a real internal error, not a mock.
-	if err := up.rdb.Set(context.Background(), up.prefix+"viewers:broken", "x", 0).Err(); err != nil {
+	if err := up.rdb.Set(context.Background(), redisstore.NewKeys(up.prefix).PostViewers("broken"), "x", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	r := redistest.Start(t)

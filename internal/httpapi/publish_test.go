@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/presence/presence/internal/redisstore"
 )
 
 const (
@@ -242,7 +244,7 @@ func TestPublish_FromRedisCLI(t *testing.T) {
 	host, port, _ := strings.Cut(redisSrv.Addr, ":")
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		out, err := exec.Command("redis-cli", "-h", host, "-p", port, "PUBLISH", a.prefix+"presence:post:42", msg).CombinedOutput()
+		out, err := exec.Command("redis-cli", "-h", host, "-p", port, "PUBLISH", redisstore.NewKeys(a.prefix).Channel("42"), msg).CombinedOutput()
 		if err != nil {
 			t.Fatalf("redis-cli: %v: %s", err, out)
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/presence/presence/internal/httpapi"
 	"github.com/presence/presence/internal/presence"
+	"github.com/presence/presence/internal/redisstore"
 	"github.com/presence/presence/internal/redistest"
 )
 
@@ -199,7 +200,7 @@ func TestWS_BadInput(t *testing.T) {
 			t.Errorf("counts after bad frames = %v, %v; want nothing written", cs, err)
 		}
 		if a.rdb != nil {
-			if n, err := a.rdb.HLen(ctx, a.prefix+"viewers").Result(); err != nil || n != 0 {
+			if n, err := a.rdb.HLen(ctx, redisstore.NewKeys(a.prefix).Viewers()).Result(); err != nil || n != 0 {
 				t.Errorf("viewers hash has %d entries (%v), want 0", n, err)
 			}
 		}

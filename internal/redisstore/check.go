@@ -114,17 +114,17 @@ func (s *Store) Check(ctx context.Context, grace time.Duration) (Report, error) 
 			m[post] = struct{}{}
 		}
 	}
-	n, err := s.scanPairs(ctx, func(c uint64) *redis.ScanCmd { return s.rdb.HScan(ctx, s.keys.viewers(), c, "*", batchSize) }, see)
+	n, err := s.scanPairs(ctx, func(c uint64) *redis.ScanCmd { return s.rdb.HScan(ctx, s.keys.Viewers(), c, "*", batchSize) }, see)
 	if err != nil {
 		return r, s.fail("check", err)
 	}
 	r.Sessions = n
-	n, err = s.scanPairs(ctx, func(c uint64) *redis.ScanCmd { return s.rdb.ZScan(ctx, s.keys.deadlines(), c, "*", batchSize) }, see)
+	n, err = s.scanPairs(ctx, func(c uint64) *redis.ScanCmd { return s.rdb.ZScan(ctx, s.keys.Deadlines(), c, "*", batchSize) }, see)
 	if err != nil {
 		return r, s.fail("check", err)
 	}
 	r.Deadlines = n
-	setPrefix := s.keys.postViewers("")
+	setPrefix := s.keys.PostViewers("")
 	var cursor uint64
 	for {
 		keys, next, err := s.rdb.ScanType(ctx, cursor, s.keys.postViewersPattern(), batchSize, "set").Result()
@@ -182,12 +182,11 @@ func (s *Store) Check(ctx context.Context, grace time.Duration) (Report, error) 
 	}
 	// 100 sessions a call keeps each call under a millisecond on 100k.
 	for batch := range slices.Chunk(pairs, 100) {
-		args := make([]any, 0, 1+2*len(batch))
-		args = append(args, s.keys.prefix)
+		args := append(make([]any, 0, 4+2*len(batch)), s.keys.names()...)
 		for _, p := range batch {
 			args = append(args, p.sid, p.post)
 		}
-		res, err := inspectScript.Run(ctx, s.rdb, []string{s.keys.viewers(), s.keys.deadlines()}, args...).Slice()
+		res, err := inspectScript.Run(ctx, s.rdb, []string{s.keys.Viewers(), s.keys.Deadlines()}, args...).Slice()
 		if err != nil {
 			return r, s.fail("check", err)
 		}

@@ -37,21 +37,21 @@ func TestStore_CheckFindsEveryDrift(t *testing.T) {
 	}
 
 	view("dead", "a")
-	rdb.Del(ctx, k.session("dead"))
-	rdb.ZAdd(ctx, k.deadlines(), redisZ(time.Now().Add(-time.Minute), "dead"))
+	rdb.Del(ctx, k.Session("dead"))
+	rdb.ZAdd(ctx, k.Deadlines(), redisZ(time.Now().Add(-time.Minute), "dead"))
 	view("young", "a") // expired just now: gc's to prune, not drift
-	rdb.Del(ctx, k.session("young"))
-	rdb.ZAdd(ctx, k.deadlines(), redisZ(time.Now(), "young"))
+	rdb.Del(ctx, k.Session("young"))
+	rdb.ZAdd(ctx, k.Deadlines(), redisZ(time.Now(), "young"))
 	view("notinset", "a")
-	rdb.SRem(ctx, k.postViewers("a"), "notinset")
+	rdb.SRem(ctx, k.PostViewers("a"), "notinset")
 	view("nodeadline", "a")
-	rdb.ZRem(ctx, k.deadlines(), "nodeadline")
+	rdb.ZRem(ctx, k.Deadlines(), "nodeadline")
 	view("sesspost", "a")
-	rdb.Set(ctx, k.session("sesspost"), "b", time.Minute)
+	rdb.Set(ctx, k.Session("sesspost"), "b", time.Minute)
 	view("wrongset", "a")
-	rdb.SAdd(ctx, k.postViewers("b"), "wrongset")
-	rdb.SAdd(ctx, k.postViewers("c"), "orphan")
-	rdb.ZAdd(ctx, k.deadlines(), redisZ(time.Now().Add(time.Minute), "orphandl"))
+	rdb.SAdd(ctx, k.PostViewers("b"), "wrongset")
+	rdb.SAdd(ctx, k.PostViewers("c"), "orphan")
+	rdb.ZAdd(ctx, k.Deadlines(), redisZ(time.Now().Add(time.Minute), "orphandl"))
 
 	r, err = s.Check(ctx, 5*time.Second)
 	if err != nil {
@@ -86,7 +86,7 @@ func TestStore_CheckFindsEveryDrift(t *testing.T) {
 	if !maps.Equal(r.ByKind, want) {
 		t.Errorf("after Repair ByKind = %v, want %v (what gc does not repair)", r.ByKind, want)
 	}
-	if c, _ := rdb.SCard(ctx, k.postViewers("a")).Result(); c != 24 {
+	if c, _ := rdb.SCard(ctx, k.PostViewers("a")).Result(); c != 24 {
 		t.Errorf("SCARD a after Repair = %d, want 24 (dead pruned)", c)
 	}
 }

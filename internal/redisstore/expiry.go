@@ -18,7 +18,7 @@ import (
 // subscriber is away, so the deadlines index stays the source of truth.
 type Expiry struct {
 	rdb  *redis.Client
-	keys keys
+	keys Keys
 	log  *zap.Logger
 	wake chan struct{}
 

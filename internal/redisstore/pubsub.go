@@ -32,7 +32,7 @@ import (
 type Bus struct {
 	rdb   *redis.Client
 	store *Store
-	keys  keys
+	keys  Keys
 	cfg   BusConfig
 	log   *zap.Logger
 
@@ -270,7 +270,7 @@ func (b *Bus) sync(ctx context.Context, ps *redis.PubSub) error {
 	b.mu.Lock()
 	var sub, unsub []string
 	for p, on := range b.want {
-		c := b.keys.channel(p)
+		c := b.keys.Channel(p)
 		if on {
 			sub = append(sub, c)
 			b.channel[c] = true

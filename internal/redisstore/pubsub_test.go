@@ -116,7 +116,7 @@ func TestBus_BadMessagesAreDropped(t *testing.T) {
 	b, out := runBus(t, s)
 	b.Subscribe("13")
 	waitMsg(t, out, "re-read", isCount("13", 0))
-	ch := s.keys.channel("13")
+	ch := s.keys.Channel("13")
 	for _, payload := range []string{
 		`not json`,
 		`{"type":"count","post":"13"}`,

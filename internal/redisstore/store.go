@@ -41,7 +41,7 @@ const DefaultTTL = 90 * time.Second
 // garbage collector (Due, Prune, Sweep).
 type Store struct {
 	rdb      *redis.Client
-	keys     keys
+	keys     Keys
 	ttl      time.Duration
 	viewsTTL time.Duration // 0: forever
 	log      *zap.Logger
@@ -71,7 +71,7 @@ func New(rdb *redis.Client, cfg Config, log *zap.Logger) *Store {
 	}
 	s := &Store{
 		rdb:      rdb,
-		keys:     keys{prefix: cfg.Prefix},
+		keys:     NewKeys(cfg.Prefix),
 		ttl:      cfg.TTL,
 		viewsTTL: cfg.ViewsTTL,
 		log:      log.Named("redis"),
@@ -137,8 +137,8 @@ func (s *Store) View(ctx context.Context, sid presence.SessionID, post presence.
 	if countView {
 		count = "1"
 	}
-	res, err := viewScript.Run(ctx, s.rdb, s.countKeys(),
-		s.keys.prefix, string(sid), string(post), s.ttl.Milliseconds(), count, s.viewsTTL.Milliseconds()).Int64Slice()
+	args := append(s.keys.names(), string(sid), string(post), s.ttl.Milliseconds(), count, s.viewsTTL.Milliseconds())
+	res, err := viewScript.Run(ctx, s.rdb, s.countKeys(), args...).Int64Slice()
 	if err != nil {
 		return presence.Count{}, s.fail("view", err)
 	}
@@ -167,12 +167,12 @@ func (s *Store) Refresh(ctx context.Context, sessions []presence.Session) ([]pre
 	var missing []presence.SessionID
 	var errs []error
 	for batch := range slices.Chunk(sessions, batchSize) {
-		args := make([]any, 0, 2*len(batch)+2)
-		args = append(args, s.keys.prefix, s.ttl.Milliseconds())
+		args := append(make([]any, 0, 2*len(batch)+5), s.keys.names()...)
+		args = append(args, s.ttl.Milliseconds())
 		for _, ss := range batch {
 			args = append(args, string(ss.ID), string(ss.Post))
 		}
-		res, err := refreshScript.Run(ctx, s.rdb, []string{s.keys.deadlines(), s.keys.viewers()}, args...).StringSlice()
+		res, err := refreshScript.Run(ctx, s.rdb, []string{s.keys.Deadlines(), s.keys.Viewers()}, args...).StringSlice()
 		if err != nil {
 			errs = append(errs, s.fail("refresh", err))
 			if isUnavailable(err) {
@@ -192,8 +192,7 @@ func (s *Store) Counts(ctx context.Context, posts []presence.PostID) ([]presence
 	if len(posts) == 0 {
 		return nil, nil
 	}
-	args := make([]any, 0, len(posts)+1)
-	args = append(args, s.keys.prefix)
+	args := append(make([]any, 0, len(posts)+4), s.keys.names()...)
 	for _, p := range posts {
 		args = append(args, string(p))
 	}
@@ -216,7 +215,7 @@ func (s *Store) Counts(ctx context.Context, posts []presence.PostID) ([]presence
 // subscribers, and each app server holds one subscription per post it has
 // clients on.
 func (s *Store) Publish(ctx context.Context, ev presence.Event) (int, error) {
-	n, err := s.rdb.Publish(ctx, s.keys.channel(ev.Post), ev.Frame()).Result()
+	n, err := s.rdb.Publish(ctx, s.keys.Channel(ev.Post), ev.Frame()).Result()
 	if err != nil {
 		return 0, s.fail("publish", err)
 	}
@@ -226,7 +225,7 @@ func (s *Store) Publish(ctx context.Context, ev presence.Event) (int, error) {
 // Due returns up to limit sessions whose deadline has passed and, when none
 // is due, the time until the next deadline (-1 when there is none).
 func (s *Store) Due(ctx context.Context, limit int) ([]presence.SessionID, time.Duration, error) {
-	res, err := dueScript.Run(ctx, s.rdb, []string{s.keys.deadlines()}, limit).Slice()
+	res, err := dueScript.Run(ctx, s.rdb, []string{s.keys.Deadlines()}, limit).Slice()
 	if err != nil {
 		return nil, 0, s.fail("due", err)
 	}
@@ -272,7 +271,7 @@ func (s *Store) Sweep(ctx context.Context) (int, error) {
 	pruned := 0
 	for {
 		// HSCAN NOVALUES needs Redis 7.4; fields and values alternate here.
-		kv, next, err := s.rdb.HScan(ctx, s.keys.viewers(), cursor, "*", batchSize).Result()
+		kv, next, err := s.rdb.HScan(ctx, s.keys.Viewers(), cursor, "*", batchSize).Result()
 		if err != nil {
 			return pruned, s.fail("sweep", err)
 		}
@@ -339,10 +338,9 @@ func (s *Store) ExpireViews(ctx context.Context) (int, error) {
 	}
 }
 
-// sidArgs is the ARGV of the leave and prune scripts: prefix, then sids.
+// sidArgs is the ARGV of the leave and prune scripts: names, then sids.
 func (s *Store) sidArgs(sids []presence.SessionID) []any {
-	args := make([]any, 0, len(sids)+1)
-	args = append(args, s.keys.prefix)
+	args := append(make([]any, 0, len(sids)+4), s.keys.names()...)
 	for _, sid := range sids {
 		args = append(args, string(sid))
 	}
@@ -350,7 +348,7 @@ func (s *Store) sidArgs(sids []presence.SessionID) []any {
 }
 
 func (s *Store) countKeys() []string {
-	return []string{s.keys.viewers(), s.keys.deadlines(), s.keys.seq()}
+	return []string{s.keys.Viewers(), s.keys.Deadlines(), s.keys.Seq()}
 }
 
 // fail counts a Redis error and wraps it; errors of the connection (refused,

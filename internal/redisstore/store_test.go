@@ -40,7 +40,7 @@ func feed(t *testing.T, s *Store, rdb *redis.Client, posts ...presence.PostID) <
 	t.Helper()
 	chans := make([]string, len(posts))
 	for i, p := range posts {
-		chans[i] = s.keys.channel(p)
+		chans[i] = s.keys.Channel(p)
 	}
 	ctx := context.Background()
 	ps := rdb.Subscribe(ctx, chans...)
@@ -83,7 +83,7 @@ func TestStore_Conformance(t *testing.T) {
 func checkInvariants(t *testing.T, s *Store, rdb *redis.Client, want map[presence.SessionID]presence.PostID, posts []presence.PostID) {
 	t.Helper()
 	ctx := context.Background()
-	hash, err := rdb.HGetAll(ctx, s.keys.viewers()).Result()
+	hash, err := rdb.HGetAll(ctx, s.keys.Viewers()).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,12 +94,12 @@ func checkInvariants(t *testing.T, s *Store, rdb *redis.Client, want map[presenc
 		if hash[string(sid)] != string(post) {
 			t.Errorf("viewers[%s]=%q, want %q", sid, hash[string(sid)], post)
 		}
-		if v, _ := rdb.Get(ctx, s.keys.session(sid)).Result(); v != string(post) {
+		if v, _ := rdb.Get(ctx, s.keys.Session(sid)).Result(); v != string(post) {
 			t.Errorf("session:%s=%q, want %q", sid, v, post)
 		}
 	}
 	for _, p := range posts {
-		members, err := rdb.SMembers(ctx, s.keys.postViewers(p)).Result()
+		members, err := rdb.SMembers(ctx, s.keys.PostViewers(p)).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,7 +118,7 @@ func checkInvariants(t *testing.T, s *Store, rdb *redis.Client, want map[presenc
 			}
 		}
 	}
-	if n, _ := rdb.ZCard(ctx, s.keys.deadlines()).Result(); n != int64(len(want)) {
+	if n, _ := rdb.ZCard(ctx, s.keys.Deadlines()).Result(); n != int64(len(want)) {
 		t.Errorf("deadlines holds %d sessions, want %d", n, len(want))
 	}
 }
@@ -175,7 +175,7 @@ func TestStore_PruneRacingReregistration(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The key expires; before gc prunes, the app server registers it again.
-	waitGone(t, rdb, s.keys.session("s1"))
+	waitGone(t, rdb, s.keys.Session("s1"))
 	if _, err := s.View(ctx, "s1", "13", false); err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +200,7 @@ func TestStore_SweepRepairsIndex(t *testing.T) {
 		}
 	}
 	// Lose the whole index and one session's key, as a failover might.
-	rdb.Del(ctx, s.keys.deadlines(), s.keys.session("dead"))
+	rdb.Del(ctx, s.keys.Deadlines(), s.keys.Session("dead"))
 	n, err := s.Sweep(ctx)
 	if err != nil || n != 1 {
 		t.Fatalf("Sweep = %d, %v; want 1 pruned", n, err)
@@ -288,9 +288,11 @@ func TestStore_SeqSurvivesLoss(t *testing.T) {
 	}{
 		{"FLUSHALL", func(ctx context.Context, rdb *redis.Client, _ int64) error { return rdb.FlushAll(ctx).Err() }},
 		{"older seq", func(ctx context.Context, rdb *redis.Client, seq int64) error {
-			return rdb.Set(ctx, "seq", seq-1000, 0).Err()
+			return rdb.Set(ctx, NewKeys("").Seq(), seq-1000, 0).Err()
 		}},
-		{"seq not a number", func(ctx context.Context, rdb *redis.Client, _ int64) error { return rdb.Set(ctx, "seq", "x", 0).Err() }},
+		{"seq not a number", func(ctx context.Context, rdb *redis.Client, _ int64) error {
+			return rdb.Set(ctx, NewKeys("").Seq(), "x", 0).Err()
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := redistest.Start(t)
@@ -330,12 +332,12 @@ func TestStore_ViewsLifetime(t *testing.T) {
 	prefix := "t[1]*" + redistest.Prefix() // glob characters must not widen the scan
 	s := New(rdb, Config{Prefix: prefix, TTL: time.Minute, ViewsTTL: time.Hour}, zaptest.NewLogger(t))
 	other := "t1x" + prefix[5:]
-	for _, k := range []string{prefix + "views:old-1", prefix + "views:old-2", other + "views:not-mine"} {
+	for _, k := range []string{NewKeys(prefix).Views("old-1"), NewKeys(prefix).Views("old-2"), NewKeys(other).Views("not-mine")} {
 		if err := rdb.Incr(ctx, k).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := rdb.Set(ctx, prefix+"views:has-ttl", 5, time.Minute).Err(); err != nil {
+	if err := rdb.Set(ctx, NewKeys(prefix).Views("has-ttl"), 5, time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
 	n, err := s.ExpireViews(ctx)
@@ -343,24 +345,24 @@ func TestStore_ViewsLifetime(t *testing.T) {
 		t.Fatalf("ExpireViews = %d, %v; want the 2 counters without a TTL", n, err)
 	}
 	for k, want := range map[string][2]time.Duration{
-		prefix + "views:old-1":   {59 * time.Minute, time.Hour},
-		prefix + "views:old-2":   {59 * time.Minute, time.Hour},
-		prefix + "views:has-ttl": {50 * time.Second, time.Minute},
-		other + "views:not-mine": {-1, -1},
+		NewKeys(prefix).Views("old-1"):   {59 * time.Minute, time.Hour},
+		NewKeys(prefix).Views("old-2"):   {59 * time.Minute, time.Hour},
+		NewKeys(prefix).Views("has-ttl"): {50 * time.Second, time.Minute},
+		NewKeys(other).Views("not-mine"): {-1, -1},
 	} {
 		ttl, err := rdb.PTTL(ctx, k).Result()
 		if err != nil || ttl < want[0] || ttl > want[1] {
 			t.Errorf("PTTL %s = %s (%v), want %s to %s", k, ttl, err, want[0], want[1])
 		}
 	}
-	rdb.Del(ctx, other+"views:not-mine")
+	rdb.Del(ctx, NewKeys(other).Views("not-mine"))
 
 	// Kept forever: the next view takes the TTL away.
 	forever := New(rdb, Config{Prefix: prefix, TTL: time.Minute, ViewsTTL: -1}, zaptest.NewLogger(t))
 	if _, err := forever.View(ctx, "s1", "old-1", true); err != nil {
 		t.Fatal(err)
 	}
-	if ttl, err := rdb.PTTL(ctx, prefix+"views:old-1").Result(); err != nil || ttl != -1 {
+	if ttl, err := rdb.PTTL(ctx, NewKeys(prefix).Views("old-1")).Result(); err != nil || ttl != -1 {
 		t.Errorf("PTTL after a view by a store keeping views forever = %s (%v), want none", ttl, err)
 	}
 	if n, err := forever.ExpireViews(ctx); err != nil || n != 0 {
@@ -407,8 +409,8 @@ func TestStore_RefreshFindsHalfState(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rdb.HDel(ctx, s.keys.viewers(), "a")
-	rdb.SRem(ctx, s.keys.postViewers("p"), "b")
+	rdb.HDel(ctx, s.keys.Viewers(), "a")
+	rdb.SRem(ctx, s.keys.PostViewers("p"), "b")
 	missing, err := s.Refresh(ctx, []presence.Session{{ID: "a", Post: "p"}, {ID: "b", Post: "p"}, {ID: "c", Post: "p"}})
 	if err != nil || len(missing) != 2 || missing[0] != "a" || missing[1] != "b" {
 		t.Fatalf("Refresh = %v, %v; want a and b missing", missing, err)
@@ -429,7 +431,7 @@ func TestStore_RefreshFindsHalfState(t *testing.T) {
 func TestStore_ScriptsPublishTheWireFormat(t *testing.T) {
 	s, rdb := newStore(t, time.Minute)
 	ctx := context.Background()
-	ps := rdb.Subscribe(ctx, s.keys.channel("13"))
+	ps := rdb.Subscribe(ctx, s.keys.Channel("13"))
 	defer ps.Close()
 	if _, err := ps.ReceiveTimeout(ctx, 5*time.Second); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,20 @@
--- common: helpers prepended to every script. Those that touch posts expect
--- KEYS[1] to be the viewers hash, KEYS[3] the seq counter and ARGV[1] the
--- key prefix; now_ms needs nothing.
-local prefix = ARGV[1]
+-- common: helpers prepended to every script.
+--
+-- No key or channel name is spelled in Lua: Go builds them (keys.go). The
+-- fixed keys come as KEYS; the names of per-post and per-session keys, which
+-- a script may only learn inside Redis (the post a moving session leaves),
+-- come as four prefixes that a post or session id completes. Scripts that
+-- touch posts or sessions take those at ARGV[1..4] and call names() first;
+-- the helpers below that touch posts also expect KEYS[1] to be the viewers
+-- hash and KEYS[3] the seq counter. now_ms and clock_us need nothing.
+local N = {}
+
+local function names()
+  N.viewers, N.views, N.channel, N.session = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+end
+
+-- first_arg is where a script that calls names() finds its own arguments.
+local first_arg = 5
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -35,8 +48,8 @@ end
 
 -- read returns {viewers, views, seq} of a post without changing it.
 local function read(post)
-  local viewers = redis.call('SCARD', prefix .. 'viewers:' .. post)
-  local views = tonumber(redis.call('GET', prefix .. 'views:' .. post) or '0')
+  local viewers = redis.call('SCARD', N.viewers .. post)
+  local views = tonumber(redis.call('GET', N.views .. post) or '0')
   return {viewers, views, seq()}
 end
 
@@ -47,10 +60,10 @@ end
 local function publish(post)
   seq()
   local n = redis.call('INCR', KEYS[3])
-  local viewers = redis.call('SCARD', prefix .. 'viewers:' .. post)
-  local views = redis.call('GET', prefix .. 'views:' .. post) or '0'
+  local viewers = redis.call('SCARD', N.viewers .. post)
+  local views = redis.call('GET', N.views .. post) or '0'
   -- %d, because Lua would print a number this large as 1.79e+15.
-  redis.call('PUBLISH', prefix .. 'presence:post:' .. post,
+  redis.call('PUBLISH', N.channel .. post,
     '{"type":"count","post":"' .. post .. '","viewers":' .. viewers ..
     ',"views":' .. views .. ',"seq":' .. string.format('%d', n) .. '}')
   return {viewers, tonumber(views), n}
@@ -64,7 +77,7 @@ local function forget(sid, changed)
     return nil
   end
   redis.call('HDEL', KEYS[1], sid)
-  if redis.call('SREM', prefix .. 'viewers:' .. post, sid) == 1 then
+  if redis.call('SREM', N.viewers .. post, sid) == 1 then
     changed[post] = true
   end
   return post

@@ -2,14 +2,15 @@
 -- KEYS[1] - viewers hash (unused; the helpers' layout)
 -- KEYS[2] - deadlines sorted set (unused)
 -- KEYS[3] - seq counter
--- ARGV[1] - key prefix
--- ARGV[2..n] - post ids
+-- ARGV[1..4] - key and channel names (see names() in common.lua)
+-- ARGV[5..n] - post ids
 -- Returns {seq, viewers1, views1, viewers2, views2, ...}: reading seq in the
 -- same script lets the caller order these counts against published ones.
 -- It writes only to move seq forward to the clock (see seq).
+names()
 local out = {seq()}
-for i = 2, #ARGV do
-  out[#out + 1] = redis.call('SCARD', prefix .. 'viewers:' .. ARGV[i])
-  out[#out + 1] = tonumber(redis.call('GET', prefix .. 'views:' .. ARGV[i]) or '0')
+for i = first_arg, #ARGV do
+  out[#out + 1] = redis.call('SCARD', N.viewers .. ARGV[i])
+  out[#out + 1] = tonumber(redis.call('GET', N.views .. ARGV[i]) or '0')
 end
 return out

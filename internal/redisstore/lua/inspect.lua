@@ -1,24 +1,25 @@
 -- inspect: the state of some sessions at one instant, for gc check.
 -- KEYS[1] - viewers hash
 -- KEYS[2] - deadlines sorted set
--- ARGV[1] - key prefix
--- ARGV[2..n] - pairs of session id, the post whose set it was found in ("" if
+-- ARGV[1..4] - key and channel names (see names() in common.lua)
+-- ARGV[5..n] - pairs of session id, the post whose set it was found in ("" if
 --              none); the scan that found them is not atomic, this is
 -- Returns {now_ms, then per pair: post in the hash or "", session key's post
 -- or "", deadline in ms or -1, 1 if in the found set's, 1 if in its hash
 -- post's set}.
+names()
 local out = {now_ms()}
-for i = 2, #ARGV, 2 do
+for i = first_arg, #ARGV, 2 do
   local sid, found = ARGV[i], ARGV[i + 1]
   local post = redis.call('HGET', KEYS[1], sid) or ''
-  local sess = redis.call('GET', prefix .. 'session:' .. sid) or ''
+  local sess = redis.call('GET', N.session .. sid) or ''
   local deadline = redis.call('ZSCORE', KEYS[2], sid)
   local in_found, in_own = 0, 0
   if found ~= '' then
-    in_found = redis.call('SISMEMBER', prefix .. 'viewers:' .. found, sid)
+    in_found = redis.call('SISMEMBER', N.viewers .. found, sid)
   end
   if post ~= '' then
-    in_own = redis.call('SISMEMBER', prefix .. 'viewers:' .. post, sid)
+    in_own = redis.call('SISMEMBER', N.viewers .. post, sid)
   end
   out[#out + 1] = post
   out[#out + 1] = sess

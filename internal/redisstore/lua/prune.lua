@@ -2,18 +2,19 @@
 -- KEYS[1] - viewers hash
 -- KEYS[2] - deadlines sorted set
 -- KEYS[3] - seq counter
--- ARGV[1] - key prefix
--- ARGV[2..n] - session ids that are due
+-- ARGV[1..4] - key and channel names (see names() in common.lua)
+-- ARGV[5..n] - session ids that are due
 -- Returns, for each pruned session, how many ms after its deadline it was
 -- pruned. A session whose key still exists is live (an app server refreshed
 -- or re-registered it): its deadline is set back to the key's real expiry and
 -- nothing else is touched, so racing app servers and gc replicas are safe.
+names()
 local now = now_ms()
 local lags = {}
 local changed = {}
-for i = 2, #ARGV do
+for i = first_arg, #ARGV do
   local sid = ARGV[i]
-  local key = prefix .. 'session:' .. sid
+  local key = N.session .. sid
   -- EXISTS on an expired key also makes Redis expire it now (lazy expiry).
   if redis.call('EXISTS', key) == 1 then
     local pttl = redis.call('PTTL', key)

@@ -1,21 +1,22 @@
 -- refresh: push live sessions' deadlines one TTL into the future.
 -- KEYS[1] - deadlines sorted set
 -- KEYS[2] - viewers hash
--- ARGV[1] - key prefix
--- ARGV[2] - session TTL in milliseconds
--- ARGV[3..n] - pairs of session id, post id the app server believes it views
+-- ARGV[1..4] - key and channel names (see names() in common.lua)
+-- ARGV[5] - session TTL in milliseconds
+-- ARGV[6..n] - pairs of session id, post id the app server believes it views
 -- Returns the session ids whose key is gone or names another post, or that
 -- are missing from the viewers hash or the post's set; the app server
 -- registers those again with view, which also repairs a move whose reply was
 -- lost, and state that a failover, a restore or a hand edit left half there.
-local ttl = tonumber(ARGV[2])
+names()
+local ttl = tonumber(ARGV[first_arg])
 local now = now_ms()
 local missing = {}
-for i = 3, #ARGV, 2 do
+for i = first_arg + 1, #ARGV, 2 do
   local sid, post = ARGV[i], ARGV[i + 1]
-  local key = prefix .. 'session:' .. sid
+  local key = N.session .. sid
   if redis.call('GET', key) == post and redis.call('HGET', KEYS[2], sid) == post
-      and redis.call('SISMEMBER', prefix .. 'viewers:' .. post, sid) == 1 then
+      and redis.call('SISMEMBER', N.viewers .. post, sid) == 1 then
     redis.call('PEXPIRE', key, ttl)
     redis.call('ZADD', KEYS[1], now + ttl, sid)
   else
