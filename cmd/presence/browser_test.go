@@ -96,7 +96,7 @@ func waitPage(t *testing.T, tab context.Context, sel, what string, ok func(strin
 
 func TestBrowser_DemoPage(t *testing.T) {
 	const key = "browser-test-publish-key"
-	p := startProc(t, "app", presenceBin, "PRESENCE_ADDR=127.0.0.1:0", "PRESENCE_SESSION_TTL=5s", "PRESENCE_PUBLISH_KEYS="+key)
+	p := runApp(t, "app", "PRESENCE_ADDR=127.0.0.1:0", "PRESENCE_SESSION_TTL=5s", "PRESENCE_PUBLISH_KEYS="+key)
 	addr := p.addr(t)
 	page := "http://" + addr + "/?post=hello-world"
 	counter := `#counter [data-presence-viewers="hello-world"]`
@@ -168,15 +168,13 @@ func TestBrowser_DemoPage(t *testing.T) {
 
 	// Stop the server: the widget keeps the last value while it is away,
 	// and recovers by itself once a server listens on the address again.
-	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
+	p.stop()
 	if code := p.exited(t, 10*time.Second); code != 0 {
-		t.Fatalf("presence exited %d on SIGINT", code)
+		t.Fatalf("presence exited %d when stopped: %v", code, p.err)
 	}
 	waitText(t, tab1, "#status", "disconnected", 5*time.Second)
 	waitText(t, tab1, counter, "1", time.Second)
-	restarted := startProc(t, "app-restarted", presenceBin, "PRESENCE_ADDR="+addr, "PRESENCE_SESSION_TTL=5s")
+	restarted := runApp(t, "app-restarted", "PRESENCE_ADDR="+addr, "PRESENCE_SESSION_TTL=5s")
 	restarted.addr(t)
 	// The widget retries with backoff (0.5 s doubling, with jitter).
 	waitText(t, tab1, "#status", "connected", 15*time.Second)
@@ -191,7 +189,7 @@ func TestBrowser_DemoPage(t *testing.T) {
 // it recovers by itself when Redis is back.
 func TestBrowser_DemoPageRedisOutage(t *testing.T) {
 	rs := redistest.Start(t)
-	p := startProc(t, "app", presenceBin, "PRESENCE_ADDR=127.0.0.1:0", "PRESENCE_REDIS_URL="+rs.URL(),
+	p := runApp(t, "app", "PRESENCE_ADDR=127.0.0.1:0", "PRESENCE_REDIS_URL="+rs.URL(),
 		"PRESENCE_KEY_PREFIX="+redistest.Prefix(), "PRESENCE_SESSION_TTL=3s")
 	addr := p.addr(t)
 	counter := `#counter [data-presence-viewers="hello-world"]`

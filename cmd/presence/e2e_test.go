@@ -24,9 +24,12 @@ import (
 	"github.com/presence/presence/internal/redistest"
 )
 
-// These tests run the real binaries, built once per test run, against a
-// real redis-server, and drive them over real sockets as browsers and PHP
-// code would.
+// These tests run the app server against a real redis-server and drive it
+// over real sockets as browsers and PHP code would. Most run it in the
+// test's own process through run, the function main calls, so the race
+// detector covers the wiring (runApp); those about signals, crashes, exit
+// codes and a process's own output run the binaries, built once per test
+// run without -race (startProc).
 
 var (
 	// redisSrv is shared by every test; each test uses its own key prefix.
@@ -130,10 +133,39 @@ func (l *logLines) find(ok func(map[string]any) bool) (map[string]any, <-chan st
 // proc is a running binary, killed and reaped when its test ends.
 type proc struct {
 	name string
-	cmd  *exec.Cmd
+	cmd  *exec.Cmd // nil for an app server run in the test's process
+	stop func()    // ends an app server run in the test's process, as SIGTERM does
 	logs *logLines
 	done chan struct{} // closed once the process has exited
-	err  error         // Wait's result, set before done is closed
+	err  error         // Wait's (or run's) result, set before done is closed
+}
+
+// runApp runs an app server in the test's own process, through the same
+// run function main calls, so that the race detector covers the wiring; it
+// is stopped (as by SIGTERM) and waited for when the test ends. Tests of
+// signals, crashes, exit codes and a process's own stderr start the binary
+// with startProc instead.
+func runApp(t *testing.T, name string, env ...string) *proc {
+	t.Helper()
+	vars := make(map[string]string)
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v // later entries win over earlier ones
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &proc{name: name, stop: cancel, logs: newLogLines(), done: make(chan struct{})}
+	go func() {
+		p.err = run(ctx, nil, func(k string) string { return vars[k] }, p.logs)
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-p.done
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, p.logs.String())
+		}
+	})
+	return p
 }
 
 func startProc(t *testing.T, name, bin string, env ...string) *proc {
@@ -223,6 +255,12 @@ func (p *proc) exited(t *testing.T, limit time.Duration) int {
 	t.Helper()
 	select {
 	case <-p.done:
+		if p.cmd == nil {
+			if p.err != nil {
+				return 1 // what main exits with when run fails
+			}
+			return 0
+		}
 		return p.cmd.ProcessState.ExitCode()
 	case <-time.After(limit):
 		t.Fatalf("%s still running %s later", p.name, limit)

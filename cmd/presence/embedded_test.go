@@ -9,11 +9,11 @@ import (
 	"github.com/presence/presence/internal/presence"
 )
 
-// TestE2E_EmbeddedMode runs the binary as a new user does, with no Redis
+// TestE2E_EmbeddedMode runs the app server as a new user does, with no Redis
 // configured: two tabs count each other, the first log line says which mode
 // runs, and the server is ready.
 func TestE2E_EmbeddedMode(t *testing.T) {
-	p := startProc(t, "embedded", presenceBin, "PRESENCE_ADDR=127.0.0.1:0")
+	p := runApp(t, "embedded", "PRESENCE_ADDR=127.0.0.1:0")
 	addr := p.addr(t)
 
 	first := p.logs.String()
@@ -40,12 +40,12 @@ func TestE2E_EmbeddedMode(t *testing.T) {
 	}
 }
 
-// TestE2E_SignedPosts runs the binary with PRESENCE_POST_SECRET: the first
+// TestE2E_SignedPosts runs the app server with PRESENCE_POST_SECRET: the first
 // log line says so, made-up posts are refused and a token made the way
 // README's PHP makes one is accepted.
 func TestE2E_SignedPosts(t *testing.T) {
 	const secret = "0123456789abcdef0123456789abcdef"
-	p := startProc(t, "signed", presenceBin, "PRESENCE_ADDR=127.0.0.1:0", "PRESENCE_POST_SECRET="+secret)
+	p := runApp(t, "signed", "PRESENCE_ADDR=127.0.0.1:0", "PRESENCE_POST_SECRET="+secret)
 	addr := p.addr(t)
 	first := p.logs.String()
 	if first = first[:strings.IndexByte(first, '\n')]; !strings.Contains(first, "only posts with a token") || strings.Contains(first, secret) {

@@ -101,7 +101,7 @@ func pageServer(t *testing.T, pages map[string]string) string {
 func startWidgetApp(t *testing.T, env ...string) string {
 	t.Helper()
 	env = append([]string{"PRESENCE_ADDR=127.0.0.1:0", "PRESENCE_ALLOWED_ORIGINS=127.0.0.1:*"}, env...)
-	return startProc(t, "app", presenceBin, env...).addr(t)
+	return runApp(t, "app", env...).addr(t)
 }
 
 // postToken is the token a site signing with secret gives post.

@@ -12,6 +12,8 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -91,8 +93,11 @@ func New(rdb *redis.Client, cfg Config, log *zap.Logger) *Store {
 // lines (dial failures, pub/sub reconnects) go to log, so that stderr stays
 // one JSON object per line.
 func Dial(url string, log *zap.Logger) (*redis.Client, error) {
-	// go-redis has one logger for the whole process.
-	redis.SetLogger(redisLogger{log.Named("go-redis").Sugar()})
+	// go-redis has one logger for the whole process, and setting it races
+	// with its use: it is set once, to a logger that writes to the newest
+	// Dial's. (One process dials once; tests run several servers in one.)
+	redisLogOnce.Do(func() { redis.SetLogger(redisLogger{}) })
+	redisLog.Store(log.Named("go-redis").Sugar())
 	opt, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse redis URL: %w", err)
@@ -103,10 +108,17 @@ func Dial(url string, log *zap.Logger) (*redis.Client, error) {
 	return redis.NewClient(opt), nil
 }
 
-type redisLogger struct{ log *zap.SugaredLogger }
+var (
+	redisLogOnce sync.Once
+	redisLog     atomic.Pointer[zap.SugaredLogger]
+)
 
-func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
-	l.log.Warnf(format, v...)
+type redisLogger struct{}
+
+func (redisLogger) Printf(_ context.Context, format string, v ...any) {
+	if l := redisLog.Load(); l != nil {
+		l.Warnf(format, v...)
+	}
 }
 
 // LoadScripts loads every script into Redis's cache so later calls need no
