@@ -15,7 +15,8 @@ import (
 	"github.com/presence/presence/internal/redisstore"
 )
 
-// Exit statuses of gc check.
+// Exit statuses of gc check. README documents them, and the chaos run of
+// cmd/presence counts any status but 0 as not healed.
 const (
 	checkClean   = 0
 	checkDrift   = 1
@@ -30,6 +31,8 @@ func check(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs := flag.NewFlagSet("gc check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	repair := fs.Bool("repair", false, "repair what gc repairs by itself (prune dead sessions, restore deadlines) and report what is left")
+	// A session whose key has just expired is not drift yet: gc prunes it at
+	// its deadline, so without a grace a healthy system would report it.
 	grace := fs.Duration("grace", 2*time.Second, "how long after its deadline a session whose key expired may wait for gc before it counts as dead")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: gc check [-repair] [-grace 2s]")
@@ -48,6 +51,8 @@ func check(ctx context.Context, args []string, getenv func(string) string, stdou
 		fmt.Fprintf(stderr, "gc check: unexpected argument %q\n", fs.Arg(0))
 		return checkFailed
 	}
+	// The settings come from the environment only (the arguments were
+	// check's own flags), so the check reads the Redis and prefix gc prunes.
 	cfg, err := config.Load("gc check", nil, getenv, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "gc check:", err)
@@ -57,6 +62,8 @@ func check(ctx context.Context, args []string, getenv func(string) string, stdou
 		fmt.Fprintln(stderr, "gc check: PRESENCE_REDIS_URL is not set; it names the Redis to check")
 		return checkFailed
 	}
+	// stderr is for the one summary line; only warnings (go-redis's dial
+	// failures among them) may join it.
 	log := logging.New(stderr, "warn")
 	defer log.Sync()
 	rdb, err := redisstore.Dial(cfg.RedisURL, log)
@@ -67,14 +74,17 @@ func check(ctx context.Context, args []string, getenv func(string) string, stdou
 	defer rdb.Close()
 	viewsTTL := cfg.ViewsTTL
 	if viewsTTL == 0 {
-		viewsTTL = -1
+		viewsTTL = -1 // as in run: zero means the store's default, negative forever
 	}
 	store := redisstore.New(rdb, redisstore.Config{Prefix: cfg.KeyPrefix, TTL: cfg.SessionTTL, ViewsTTL: viewsTTL}, zap.NewNop())
 
+	// Check sees each session through a script, at one instant, so traffic
+	// racing the scan is not reported: it is safe on a live Redis.
 	r, err := store.Check(ctx, *grace)
 	// Rounds, because a report lists at most MaxListed entries; they stop
 	// when a round fixes nothing more (what the prune script leaves alone
-	// stays drift).
+	// stays drift). repaired is a set, as one session can be mended over
+	// several rounds and counts once.
 	repaired := make(map[string]bool)
 	for round := 0; err == nil && *repair && round < repairRounds; round++ {
 		before := r.Repairable()

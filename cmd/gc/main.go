@@ -33,12 +33,16 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// "check" is a subcommand rather than a flag: it has its own flags and
+	// exit statuses (0 clean, 1 drift, 2 could not check), and it runs
+	// where gc runs, with gc's settings.
 	if len(os.Args) > 1 && os.Args[1] == "check" {
 		code := check(ctx, os.Args[2:], os.Getenv, os.Stdout, os.Stderr)
 		stop()
 		os.Exit(code)
 	}
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
+		// -h is not a failure: Load has printed the usage already.
 		if errors.Is(err, flag.ErrHelp) {
 			return
 		}
@@ -47,6 +51,9 @@ func main() {
 	}
 }
 
+// run is the whole of gc: it returns when ctx ends (a signal) or a part
+// fails. Arguments, environment and stderr are passed in, so that a test can
+// drive it inside the test's own process.
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
 	// Configuration and logging.
 	cfg, err := config.Load("gc", args, getenv, stderr)
@@ -55,12 +62,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	log := logging.New(stderr, cfg.LogLevel)
 	defer log.Sync()
+	// Embedded mode runs the same collector inside presence; a gc process
+	// has nothing to prune without Redis.
 	if cfg.Embedded() {
 		return errors.New("PRESENCE_REDIS_URL is not set: gc prunes a Redis store, e.g. PRESENCE_REDIS_URL=redis://127.0.0.1:6379/0")
 	}
+	// gc must share the app servers' key prefix and views TTL; the line
+	// shows what it took, secrets masked.
 	log.Info("starting gc", zap.Any("config", cfg.Fields()))
 
 	// Store, expiry events and collector.
+	// A registry of its own, passed to every part; README promises the
+	// go_* and process_* series beside gc's.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	rdb, err := redisstore.Dial(cfg.RedisURL, log)
@@ -75,19 +88,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	// The sweep also gives views counters without a lifetime the views TTL,
 	// so gc must run with the app servers' PRESENCE_VIEWS_TTL.
 	store := redisstore.New(rdb, redisstore.Config{Prefix: cfg.KeyPrefix, TTL: cfg.SessionTTL, ViewsTTL: viewsTTL, Registerer: reg}, log)
+	// Not fatal: start-up order does not matter, so gc starts while Redis
+	// is away and the collector retries at every poll.
 	if err := store.Ping(ctx); err != nil {
 		log.Error("Redis is unreachable; retrying every poll interval, /readyz answers 503 until it is back",
 			zap.String("redis", rdb.Options().Addr), zap.Error(err))
 	}
+	// Expired-key events only wake the collector early; the deadlines index
+	// is what it trusts, as Redis reports expiries late (README: a median of
+	// 21 s with 10k live sessions) and pub/sub loses events on reconnect.
 	expiry := redisstore.NewExpiry(store, reg)
 	sweep := cfg.SweepInterval
 	if sweep == 0 {
 		sweep = -1 // gc: zero means its default, negative means none
 	}
+	// The store is also the Sweeper: its sweeps repair index entries lost to
+	// a failover or a hand edit, and give views totals without a TTL one.
 	col := gc.New(store, gc.Config{Poll: cfg.GCPoll, Sweeper: store, Sweep: sweep, Wake: expiry.Wakeups(), Registerer: reg}, log)
 
 	// Health and metrics on their own port.
 	hh := health.New(map[string]health.Check{"redis": store.Ping}, reg)
+	// Bind before serving, so a taken port is an error of run, returned at
+	// once, rather than a failure inside the errgroup.
 	ln, err := net.Listen("tcp", cfg.GCAddr)
 	if err != nil {
 		return fmt.Errorf("PRESENCE_GC_ADDR: %w", err)
@@ -95,11 +117,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	srv := hh.Server()
 	log.Info("listening", zap.String("addr", ln.Addr().String()))
 
-	// Run until a signal or the first failure.
+	// Run until a signal or the first failure: the errgroup's context ends
+	// with either, and every part returns when it does.
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return expiry.Run(gctx) })
 	g.Go(func() error { return col.Run(gctx) })
 	g.Go(func() error {
+		// ErrServerClosed is the Shutdown below, not a failure.
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve: %w", err)
 		}
@@ -107,6 +131,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	})
 	g.Go(func() error {
 		<-gctx.Done()
+		// A fresh context, as gctx has ended; bounded, so a request in flight
+		// cannot keep the process from exiting.
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		return srv.Shutdown(sctx)

@@ -16,19 +16,40 @@ import (
 	"time"
 )
 
-// Config holds every setting of presence and gc.
+// Config holds every setting of presence and gc. Both binaries load and
+// validate all of it, including the settings they do not use themselves.
+// Defaults are those of the settings table below (and README's).
 type Config struct {
-	Addr           string
-	GCAddr         string
-	RedisURL       string
-	KeyPrefix      string
-	SessionTTL     time.Duration
-	Coalesce       time.Duration
-	GCPoll         time.Duration
-	SweepInterval  time.Duration
+	// Addr is the app server's public listener (default :8080); GCAddr is
+	// gc's listener for /healthz, /readyz and /metrics (default :8081).
+	Addr   string
+	GCAddr string
+	// RedisURL names the Redis of both binaries. Empty (the default) runs
+	// presence in embedded mode, where gc has nothing to do and refuses to
+	// start.
+	RedisURL string
+	// KeyPrefix goes before every Redis key and channel name. Default: none.
+	KeyPrefix string
+	// SessionTTL is how long a session lives without a refresh (default
+	// 90s); app servers refresh their sessions every SessionTTL/3.
+	SessionTTL time.Duration
+	// Coalesce is the per-post window of count frames (default 250ms); 0
+	// sends every change at once.
+	Coalesce time.Duration
+	// GCPoll is the longest time between two polls of the deadlines index
+	// (default 1s): dead sessions are pruned within about one GCPoll.
+	GCPoll time.Duration
+	// SweepInterval is the time between gc's walks of the viewers hash
+	// (default 5m), which repair lost index entries; 0 turns them off.
+	SweepInterval time.Duration
+	// AllowedOrigins are the origin patterns of pages that may open
+	// WebSockets and read the REST counts. Default: the server's own host.
 	AllowedOrigins []string
-	PublishKeys    []string
-	LogLevel       string
+	// PublishKeys are the bearer keys of the publish API. Default: none,
+	// and publishing is off.
+	PublishKeys []string
+	// LogLevel is debug, info (the default), warn or error.
+	LogLevel string
 	// PostSecrets are the secrets post tokens are signed with; empty accepts
 	// any post id.
 	PostSecrets []string
@@ -54,6 +75,9 @@ type setting struct {
 	flag, env, def, help string
 }
 
+// settings is the one list of every setting. Defaults are strings in the
+// variables' own syntax, so they go through the same parsing and validation
+// as a value an operator sets.
 var settings = []setting{
 	{"addr", "PRESENCE_ADDR", ":8080", "app server listen address"},
 	{"gc-addr", "PRESENCE_GC_ADDR", ":8081", "gc's listen address for /healthz, /readyz and /metrics"},
@@ -77,8 +101,13 @@ var settings = []setting{
 // Load parses args (without the program name) over the environment read by
 // getenv. With -h it writes the usage to out and returns flag.ErrHelp.
 func Load(name string, args []string, getenv func(string) string, out io.Writer) (Config, error) {
+	// ContinueOnError: a bad flag comes back as an error for run to
+	// return, rather than an os.Exit inside the flag package.
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(out)
+
+	// Every flag's default is its variable's value when that is set, which is
+	// how a flag overrides its variable.
 	vals := make(map[string]*string, len(settings))
 	for _, s := range settings {
 		def := s.def
@@ -97,6 +126,8 @@ func Load(name string, args []string, getenv func(string) string, out io.Writer)
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
+	// The flag package stops parsing at the first argument that is not a
+	// flag, so the flags after a stray word would be silently ignored.
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected argument %q; settings are flags or PRESENCE_* variables (see -h)", fs.Arg(0))
 	}
@@ -111,6 +142,10 @@ func Load(name string, args []string, getenv func(string) string, out io.Writer)
 		PostSecrets:    splitList(*vals["post-secret"]),
 		AdminAddr:      strings.TrimSpace(*vals["admin-addr"]),
 	}
+
+	// Parsing errors are collected rather than returned, so one start-up
+	// lists every problem of the configuration at once, each naming its
+	// variable.
 	var errs []error
 	dur := func(flagName, env string, dst *time.Duration) {
 		d, err := time.ParseDuration(*vals[flagName])
@@ -161,6 +196,8 @@ func Load(name string, args []string, getenv func(string) string, out io.Writer)
 
 // parsePrefix reads a CIDR, or a single address as the prefix of its own.
 // IPv4-mapped IPv6 prefixes become IPv4 ones, as peers' addresses do.
+// Without that, a proxy listed as ::ffff:10.0.0.0/104 would never match,
+// because the limiter compares unmapped peer addresses.
 func parsePrefix(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
@@ -168,6 +205,8 @@ func parsePrefix(s string) (netip.Prefix, error) {
 			return p, err
 		}
 		if p.Addr().Is4In6() {
+			// The first 96 bits are the ::ffff: mapping itself; a shorter
+			// prefix also covers IPv6 addresses and has no IPv4 form.
 			if p.Bits() < 96 {
 				return netip.Prefix{}, fmt.Errorf("an IPv4-mapped prefix shorter than /96")
 			}
@@ -186,18 +225,23 @@ func parsePrefix(s string) (netip.Prefix, error) {
 // each WebSocket holds one file, and the rest keeps a tenth (at least 64, at
 // most 1,000) for Redis connections, HTTP requests and the admin listener,
 // so /healthz and REST still answer when the limit is reached. 0 (unknown
-// limit) means no limit.
+// limit) means no limit. Under the 20,000 open files of the machine in
+// docs/benchmarks.md it is 19,000.
 func DefaultMaxConns(nofile uint64) int {
 	if nofile == 0 {
 		return 0
 	}
 	headroom := min(max(nofile/10, 64), 1000)
+	// 0 would mean no limit: a tiny open-files limit must still cap the
+	// WebSockets rather than lift the cap.
 	if nofile <= headroom {
 		return 1
 	}
 	return int(nofile - headroom)
 }
 
+// defaultOf is the default of the setting with this flag name; Load falls
+// back on it when a value does not parse.
 func defaultOf(flagName string) string {
 	for _, s := range settings {
 		if s.flag == flagName {
@@ -257,6 +301,9 @@ func (c Config) Validate() error {
 	if c.SweepInterval < 0 {
 		bad("PRESENCE_SWEEP_INTERVAL: must not be negative, got %s", c.SweepInterval)
 	}
+	// coder/websocket reports a malformed pattern only when a cross-origin
+	// handshake reaches it, and then refuses that handshake; checking here
+	// turns a page that can never connect into a start-up error.
 	for _, o := range c.AllowedOrigins {
 		if _, err := path.Match(o, ""); err != nil {
 			bad("PRESENCE_ALLOWED_ORIGINS: bad pattern %q: %v", o, err)
@@ -281,6 +328,8 @@ func (c Config) Validate() error {
 	case c.ViewsTTL < 0:
 		bad("PRESENCE_VIEWS_TTL: must not be negative, got %s", c.ViewsTTL)
 	case c.ViewsTTL == 0 && len(c.PostSecrets) == 0:
+		// Measured before views totals expired (docs/benchmarks.md): 200
+		// connections of one address left 8,196 keys without a TTL in 5 s.
 		bad("PRESENCE_VIEWS_TTL: 0 keeps every post's views forever, and without PRESENCE_POST_SECRET any client can name new posts; set PRESENCE_POST_SECRET or a TTL")
 	case c.ViewsTTL > 0 && c.ViewsTTL < c.SessionTTL:
 		// Refreshes do not renew the total: shorter, a post could lose it
@@ -294,6 +343,8 @@ func (c Config) Validate() error {
 		if _, port, err := net.SplitHostPort(c.AdminAddr); err != nil {
 			bad("PRESENCE_ADMIN_ADDR: want host:port or :port, got %q", c.AdminAddr)
 		} else if c.AdminAddr == c.Addr && port != "0" {
+			// Port 0 is exempt: two listeners on :0 get different ports,
+			// which is how the tests run both.
 			bad("PRESENCE_ADMIN_ADDR: must differ from PRESENCE_ADDR (%s), or /metrics would be public again", c.Addr)
 		}
 	}
@@ -344,7 +395,8 @@ func masked(secrets []string) []string {
 	return out
 }
 
-// mask hides the password of a URL.
+// mask hides the password of a URL, in the start-up line and in Validate's
+// messages alike.
 func mask(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.User == nil {

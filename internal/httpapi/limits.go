@@ -33,6 +33,8 @@ const (
 	causeShutdown     = "shutting_down" // the server is stopping
 )
 
+// refusalCauses are created as labels by New, so every cause shows from
+// the start; a cause left out here appears only after its first refusal.
 var refusalCauses = []string{causeServerFull, causePerIP, causePerIPRate, causeOrigin, causeBadHandshake, causeShutdown}
 
 // Retry-After of the two limits, in seconds: a full server frees slots as
@@ -55,9 +57,11 @@ type limiter struct {
 	log        *zap.Logger
 	xffWarn    logging.Throttle
 
+	// mu guards the counts; it is held only for map and counter updates,
+	// never across I/O.
 	mu        sync.Mutex
 	total     int
-	byIP      map[netip.Addr]*addrState
+	byIP      map[netip.Addr]*addrState // by ipKey
 	lastSweep time.Time
 }
 
@@ -71,6 +75,7 @@ type addrState struct {
 func newLimiter(max, perIP int, trusted []netip.Prefix, log *zap.Logger) *limiter {
 	return &limiter{
 		max: max, perIP: perIP, trusted: trusted, log: log,
+		// api/protocol.md promises this warning at most every 10 minutes.
 		xffWarn: logging.Throttle{Every: 10 * time.Minute},
 		byIP:    make(map[netip.Addr]*addrState),
 	}
@@ -87,6 +92,9 @@ func (l *limiter) acquire(ip netip.Addr, now time.Time) (release func(), cause s
 	if l.max > 0 && l.total >= l.max {
 		return nil, causeServerFull, retryServerFull * time.Second
 	}
+	// A new address starts with a whole allowance: perIP opens at once.
+	// It is stored only once accepted, so refusing a new address leaves
+	// nothing behind.
 	st := l.byIP[key]
 	if st == nil {
 		st = &addrState{opens: bucket{tokens: float64(l.perIP), last: now}}
@@ -102,6 +110,8 @@ func (l *limiter) acquire(ip netip.Addr, now time.Time) (release func(), cause s
 	l.byIP[key] = st
 	l.total++
 	st.conns++
+	// once: a second release would free a slot that another connection
+	// holds, and the counts would drift below the truth.
 	var once sync.Once
 	return func() {
 		once.Do(func() {
@@ -109,6 +119,10 @@ func (l *limiter) acquire(ip netip.Addr, now time.Time) (release func(), cause s
 			defer l.mu.Unlock()
 			l.total--
 			st.conns--
+			// With a per-address limit the entry outlives its last
+			// connection: its bucket must remember the opens, or closing
+			// and reopening one connection would escape the rate. sweep
+			// drops it once the bucket is whole again.
 			if l.perIP <= 0 && st.conns == 0 {
 				delete(l.byIP, key)
 			}
@@ -116,7 +130,8 @@ func (l *limiter) acquire(ip netip.Addr, now time.Time) (release func(), cause s
 	}, "", 0
 }
 
-// opensRate is how many connections a second an address may open.
+// opensRate is how many connections a second an address may open: perIP a
+// minute.
 func (l *limiter) opensRate() float64 { return float64(l.perIP) / 60 }
 
 // sweep drops, once a minute, the addresses with no connection whose
@@ -162,6 +177,8 @@ func (l *limiter) clientIP(r *http.Request) netip.Addr {
 	if len(xff) == 0 {
 		return ip
 	}
+	// An untrusted peer's header is ignored, since anyone can send one; the
+	// warning is for the operator whose proxy is not listed yet.
 	if !l.isTrusted(ip) {
 		if ok, skipped := l.xffWarn.Allow(time.Now()); ok {
 			l.log.Warn("X-Forwarded-For ignored: the peer is not in PRESENCE_TRUSTED_PROXIES; if it is your proxy, "+
@@ -222,6 +239,8 @@ func (l *limiter) isTrusted(ip netip.Addr) bool {
 // made, with a JSON error and Retry-After.
 func (s *Server) refuse(w http.ResponseWriter, cause string, retry time.Duration) {
 	s.refused.WithLabelValues(cause).Inc()
+	// Retry-After takes whole seconds: rounded up, so the wait is never
+	// shorter than the limiter's, and at least 1, never "retry at once".
 	w.Header().Set("Retry-After", strconv.Itoa(max(1, int((retry+time.Second-1)/time.Second))))
 	switch cause {
 	case causeServerFull:
@@ -238,6 +257,8 @@ func (s *Server) refuse(w http.ResponseWriter, cause string, retry time.Duration
 	}
 }
 
+// hubClosed answers a handshake that arrives while the server stops: 503
+// unavailable, with the same advice as the 1001 close of connected tabs.
 var hubClosed = presence.Errorf(presence.CodeUnavailable, "the server is shutting down; connect again, to another server if there is one")
 
 // handshakeWriter keeps the plain-text error that the WebSocket library
@@ -250,6 +271,8 @@ type handshakeWriter struct {
 	body   bytes.Buffer
 }
 
+// WriteHeader passes 101 on, since the upgrade must reach the client as the
+// library wrote it, and keeps every other status for flush.
 func (w *handshakeWriter) WriteHeader(status int) {
 	if status == http.StatusSwitchingProtocols {
 		w.ResponseWriter.WriteHeader(status)
@@ -258,6 +281,8 @@ func (w *handshakeWriter) WriteHeader(status int) {
 	w.status = status
 }
 
+// Write keeps the body of a kept refusal: the library's plain-text reason,
+// which flush turns into the JSON message.
 func (w *handshakeWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		return w.ResponseWriter.Write(b)
@@ -267,7 +292,8 @@ func (w *handshakeWriter) Write(b []byte) (int, error) {
 
 func (w *handshakeWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// handshakeCodes names the library's refusals in the API's error codes.
+// handshakeCodes names the library's refusals in the API's error codes;
+// api/protocol.md lists all four with their statuses.
 var handshakeCodes = map[int]string{
 	http.StatusBadRequest:       presence.CodeBadRequest,
 	http.StatusForbidden:        presence.CodeForbidden,
@@ -288,9 +314,13 @@ func (w *handshakeWriter) flush() string {
 	cause := causeBadHandshake
 	switch w.status {
 	case http.StatusForbidden:
+		// The library's 403 is its origin check; the hint names the
+		// setting, as api/protocol.md quotes it.
 		cause = causeOrigin
 		msg += "; allow the page's origin with PRESENCE_ALLOWED_ORIGINS"
 	case http.StatusMethodNotAllowed:
+		// A 405 carries Allow, as the router's do; a HEAD with upgrade
+		// headers ends here, and only GET upgrades.
 		w.Header().Set("Allow", "GET")
 	}
 	writeErrorStatus(w.ResponseWriter, w.status, code, msg)

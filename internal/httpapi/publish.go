@@ -17,14 +17,22 @@ import (
 	"github.com/presence/presence/internal/presence"
 )
 
-// MaxEventBody is the largest publish request body, in bytes.
+// MaxEventBody is the largest publish request body, in bytes. It bounds
+// what is read; whether an event fits is decided on its frame, against
+// presence.MaxEventFrame (20 KiB), which is also the limit of a post's
+// channel.
 const MaxEventBody = 16 << 10
 
+// publishBody is the request body. Data stays raw: the frame carries it as
+// sent, compacted but never re-encoded or HTML-escaped.
 type publishBody struct {
 	Name string          `json:"name"`
 	Data json.RawMessage `json:"data"`
 }
 
+// publishReply is the 202 answer. Servers is how many app servers took the
+// event (those with a tab on the post); 0 is not an error, since nobody may
+// be reading the post.
 type publishReply struct {
 	Post    presence.PostID `json:"post"`
 	Name    string          `json:"name"`
@@ -54,10 +62,13 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, err)
 		return
 	}
+	// Parsed rather than compared, so parameters such as charset=utf-8 pass.
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 		s.reject(w, presence.Errorf(presence.CodeUnsupported, "send the event as Content-Type: application/json"))
 		return
 	}
+	// A declared length over the limit is refused before a byte is read;
+	// MaxBytesReader catches chunked bodies and lengths that lie.
 	if r.ContentLength > MaxEventBody {
 		s.reject(w, presence.Errorf(presence.CodeTooLarge, "the body is %d bytes, at most %d allowed", r.ContentLength, MaxEventBody))
 		return
@@ -87,6 +98,8 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
+	// 202: the event is handed on, not delivered. Like Redis pub/sub it is
+	// fire-and-forget, and a tab not connected now never receives it.
 	s.published.Inc()
 	writeJSON(w, http.StatusAccepted, publishReply{Post: post, Name: ev.Name, Servers: n})
 }
@@ -104,6 +117,8 @@ func parseEvent(post presence.PostID, raw []byte) (presence.Event, error) {
 		}
 		return presence.Event{}, presence.Errorf(presence.CodeBadRequest, `the body must be {"name":"comment","data":<any JSON>}: %s`, describeJSONError(err))
 	}
+	// Decode stops after one value; without this check, anything after the
+	// object would be dropped without the caller knowing.
 	if dec.More() {
 		return presence.Event{}, presence.Errorf(presence.CodeBadRequest, "the body holds more than one JSON value")
 	}
@@ -121,6 +136,8 @@ func (s *Server) keyAccepted(token string) bool {
 	return ok == 1
 }
 
+// logPublishConfig says at start-up whether publishing is on and with how
+// many keys, never the keys themselves.
 func (s *Server) logPublishConfig() {
 	if len(s.keys) == 0 {
 		s.log.Info("publishing is off: no PRESENCE_PUBLISH_KEYS")

@@ -13,7 +13,8 @@ import (
 	"github.com/presence/presence/internal/presence"
 )
 
-// MaxBatch is how many posts one GET /v1/viewers may ask for.
+// MaxBatch is how many posts one GET /v1/viewers may ask for. It is also the
+// limit of one watch or unwatch frame (parsePosts).
 const MaxBatch = 100
 
 type postBody struct {
@@ -22,7 +23,10 @@ type postBody struct {
 	Views   int64           `json:"views"`
 }
 
+// getPost serves GET /v1/posts/{post}: viewers and views of one post.
 func (s *Server) getPost(w http.ResponseWriter, r *http.Request) {
+	// The id is checked before its token, so a malformed id is a 400 about
+	// the id, on REST as on the WebSocket.
 	post, err := presence.ParsePostID(chi.URLParam(r, "post"))
 	if err != nil {
 		s.reject(w, err)
@@ -40,6 +44,8 @@ func (s *Server) getPost(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, postBody{Post: post, Viewers: counts[0].Viewers, Views: counts[0].Views})
 }
 
+// getViewers serves GET /v1/viewers?post=1&post=2: the viewers of up to
+// MaxBatch posts, read in one store call so they come from one instant.
 func (s *Server) getViewers(w http.ResponseWriter, r *http.Request) {
 	raw := r.URL.Query()["post"]
 	if len(raw) == 0 {
@@ -64,6 +70,8 @@ func (s *Server) getViewers(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, err)
 		return
 	}
+	// Repeats are dropped only after the token check, which pairs tokens
+	// with the posts as sent; the store is then asked for each post once.
 	posts := make([]presence.PostID, 0, len(raw))
 	seen := make(map[presence.PostID]bool, len(raw))
 	for _, p := range parsed {
@@ -84,6 +92,9 @@ func (s *Server) getViewers(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"counts": out})
 }
 
+// reject answers a client's mistake and counts it by code in
+// presence_client_errors_total; it logs nothing, since bad input is the
+// client's to fix and could otherwise fill the log.
 func (s *Server) reject(w http.ResponseWriter, err error) {
 	s.rejected.WithLabelValues(presence.ErrorCode(err)).Inc()
 	writeError(w, err)
@@ -95,6 +106,8 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 	if r.Context().Err() != nil {
 		return // the client went away; nobody reads an answer
 	}
+	// During an outage every request fails the same way: one line per 10 s,
+	// with the number held back.
 	if ok, skipped := s.storeWarn.Allow(time.Now()); ok {
 		s.log.Warn("store call failed", zap.String("path", r.URL.Path), zap.Error(err), zap.Int("similar_since_last", skipped))
 	}
@@ -119,6 +132,8 @@ func (s *Server) cors(next http.Handler) http.Handler {
 // (coder/websocket's authenticateOrigin), so one setting means one thing.
 func (s *Server) originAllowed(origin, host string) bool {
 	u, err := url.Parse(origin)
+	// An origin without a host (the "null" of a sandboxed frame or a local
+	// file) names no site that a pattern could allow.
 	if err != nil || u.Host == "" {
 		return false
 	}
@@ -133,6 +148,8 @@ func (s *Server) originAllowed(origin, host string) bool {
 		if strings.Contains(p, "://") {
 			target = u.Scheme + "://" + u.Host
 		}
+		// A malformed pattern never matches; config.Validate refuses one at
+		// start-up.
 		if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(target)); ok {
 			return true
 		}

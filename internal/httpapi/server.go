@@ -94,6 +94,8 @@ type Server struct {
 	base       context.Context
 	cancelBase context.CancelFunc
 
+	// mu guards closing; wg counts the WebSocket handlers for Shutdown, and
+	// every wg.Add happens under mu (see track).
 	mu      sync.Mutex
 	closing bool
 	drain   chan struct{} // closed by Shutdown: every writer sends its queue, then closes
@@ -110,6 +112,7 @@ type Server struct {
 	slowInfo  logging.Throttle
 	limits    *limiter
 
+	// README's metrics table documents each of these by name.
 	sent      prometheus.Counter
 	rejected  *prometheus.CounterVec
 	refused   *prometheus.CounterVec
@@ -176,6 +179,8 @@ func New(h *hub.Hub, store presence.Store, pub presence.Publisher, hh *health.Ha
 	for _, cause := range refusalCauses {
 		s.refused.WithLabelValues(cause)
 	}
+	// Only the keys' hashes are kept: keyAccepted compares fixed-size
+	// hashes, so a key's length cannot show in the time a comparison takes.
 	for _, k := range cfg.PublishKeys {
 		s.keys = append(s.keys, sha256.Sum256([]byte(k)))
 	}
@@ -213,9 +218,12 @@ func (s *Server) routes() chi.Router {
 	if !s.cfg.HideMetrics {
 		r.Get("/metrics", s.health.Metrics)
 	}
+	// Through GetHead a HEAD reaches serveWS too: the library answers it
+	// 426 without upgrade headers, as a GET, and 405 with them.
 	r.Get("/v1/ws", s.serveWS)
 	r.Get("/widget.js", widget.Script)
 	r.Get("/", widget.Demo)
+	// CORS only for the REST counts, which pages of the site read.
 	r.Group(func(r chi.Router) {
 		r.Use(s.cors)
 		r.Get("/v1/posts/{post}", s.getPost)
@@ -232,7 +240,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.Se
 // HTTPServer returns an http.Server for s with the timeouts a public
 // listener needs. Hijacked WebSockets drop these deadlines; they bound plain
 // HTTP, so no client can hold a file descriptor with an idle, half-sent or
-// trickling request. Stop it with DrainHTTP.
+// trickling request. net/http's own error lines go through zap, so stderr
+// stays one JSON object per line. Stop it with DrainHTTP.
 func (s *Server) HTTPServer() *http.Server {
 	return &http.Server{
 		Handler:           s,
@@ -245,6 +254,9 @@ func (s *Server) HTTPServer() *http.Server {
 	}
 }
 
+// connState keeps the set of fresh connections for DrainHTTP. Every later
+// state means the first request arrived; a hijacked WebSocket in particular
+// leaves the set here, so DrainHTTP never closes one under its writer.
 func (s *Server) connState(c net.Conn, st http.ConnState) {
 	s.freshMu.Lock()
 	defer s.freshMu.Unlock()
@@ -276,6 +288,8 @@ func (s *Server) DrainHTTP(ctx context.Context, srv *http.Server) error {
 		s.freshMu.Unlock()
 		select {
 		case err := <-done:
+			// ctx ended with requests still running: cut them, so the
+			// drain stays within the caller's budget.
 			if err != nil {
 				srv.Close()
 			}
@@ -304,6 +318,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.cancelBase()
 		return nil
 	case <-ctx.Done():
+		// Cancelling ends every handler at once; waiting still, so no
+		// handler outlives Shutdown.
 		s.cancelBase()
 		<-done
 		return ctx.Err()
@@ -317,7 +333,9 @@ func (s *Server) isClosing() bool {
 }
 
 // track counts a WebSocket handler for Shutdown to wait for, unless the
-// server is shutting down.
+// server is shutting down. The check and wg.Add share mu with Shutdown's
+// closing, so a handler is either counted before Shutdown waits or refused:
+// wg.Add may not race wg.Wait.
 func (s *Server) track() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -328,4 +346,5 @@ func (s *Server) track() bool {
 	return true
 }
 
+// untrack ends what track began; call it once per true track.
 func (s *Server) untrack() { s.wg.Done() }

@@ -24,7 +24,7 @@ const CloseSlow = websocket.StatusPolicyViolation
 
 // CloseTooManyFrames is the close code of a client that sends frames faster
 // than Config.FrameRate allows: 1008, policy violation, reason "too many
-// frames".
+// frames". It shares its code with CloseSlow; the reason tells them apart.
 const CloseTooManyFrames = websocket.StatusPolicyViolation
 
 // leaveTimeout bounds the store call that removes a closed connection's
@@ -32,7 +32,8 @@ const CloseTooManyFrames = websocket.StatusPolicyViolation
 const leaveTimeout = 5 * time.Second
 
 // inFrame is any client frame as it arrives; fields a type does not use are
-// ignored.
+// ignored. Post is a pointer so that a missing post (bad_request) differs
+// from an empty one (invalid_post).
 type inFrame struct {
 	Type   string   `json:"type"`
 	Post   *string  `json:"post"`
@@ -52,6 +53,8 @@ type clientFrame struct {
 	Tokens []string          // watch, as sent: CheckAll pairs them with Posts
 }
 
+// serveWS serves GET /v1/ws: one goroutine reads (this one), one writes, and
+// pings run from a timer; all three end before it returns.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if s.isClosing() {
 		s.refuse(w, causeShutdown, retryServerFull*time.Second)
@@ -70,6 +73,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		// each: per-connection deflate state would cost more than it saves.
 		CompressionMode: websocket.CompressionDisabled,
 	}
+	// The library's docs ask for InsecureSkipVerify, not a "*" pattern, to
+	// allow every origin.
 	if slices.Contains(s.cfg.AllowedOrigins, "*") {
 		opts.InsecureSkipVerify = true
 	}
@@ -82,6 +87,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	conn.SetReadLimit(s.cfg.ReadLimit)
+	// Shutdown began during the upgrade: the socket is open by now, so the
+	// refusal is the 1001 close that connected tabs get too.
 	if !s.track() {
 		conn.Close(websocket.StatusGoingAway, "server shutting down")
 		return
@@ -94,6 +101,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	log := s.log.With(zap.String("session", string(c.ID)))
 
+	// s.base, never r.Context(): see Server.base.
 	ctx, cancel := context.WithCancel(s.base)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -105,10 +113,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	p := s.startPing(ctx, conn)
 
 	err = s.readLoop(ctx, conn, c, log)
+	// A close handshake or the server's own cancellation is a normal end;
+	// only other errors are worth a line, at debug.
 	if st := websocket.CloseStatus(err); st == -1 && !errors.Is(err, context.Canceled) {
 		log.Debug("connection ended", zap.Error(err))
 	}
 
+	// The session must leave even though the connection's context may be
+	// cancelled by now (shutdown), so the leave gets a context of its own.
 	lctx, lcancel := context.WithTimeout(context.Background(), leaveTimeout)
 	if err := c.Leave(lctx); err != nil {
 		// Every connection that closes during an outage ends here.
@@ -123,6 +135,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	conn.CloseNow()
 }
 
+// readLoop is the connection's only reader. It returns when the connection
+// ends; a bad frame gets an error frame and the loop goes on, as
+// api/protocol.md promises.
 func (s *Server) readLoop(ctx context.Context, conn *websocket.Conn, c *hub.Client, log *zap.Logger) error {
 	limit := bucket{tokens: float64(s.cfg.FrameBurst), last: time.Now()}
 	for {
@@ -145,6 +160,9 @@ func (s *Server) readLoop(ctx context.Context, conn *websocket.Conn, c *hub.Clie
 		err = s.handle(fctx, c, data)
 		cancel()
 		if err != nil {
+			// Client mistakes are only counted (sendError); store failures
+			// are logged too, one line per 10 s. Once the connection ends,
+			// failures are its cancellation, not the store's.
 			code := presence.ErrorCode(err)
 			if (code == presence.CodeInternal || code == presence.CodeUnavailable) && ctx.Err() == nil {
 				if ok, skipped := s.storeWarn.Allow(time.Now()); ok {
@@ -164,6 +182,8 @@ type bucket struct {
 	last   time.Time
 }
 
+// take spends one token if there is one. The type serves both the frame
+// rate and an address's opens; each caller passes its own rate and burst.
 func (b *bucket) take(now time.Time, rate float64, burst int) bool {
 	b.refill(now, rate, burst)
 	if b.tokens < 1 {
@@ -173,6 +193,8 @@ func (b *bucket) take(now time.Time, rate float64, burst int) bool {
 	return true
 }
 
+// refill adds what accrued since last, capped at burst: an idle client
+// saves up one burst, not more.
 func (b *bucket) refill(now time.Time, rate float64, burst int) {
 	b.tokens = min(float64(burst), b.tokens+now.Sub(b.last).Seconds()*rate)
 	b.last = now
@@ -212,6 +234,7 @@ func parseFrame(data []byte) (clientFrame, error) {
 			return clientFrame{}, err
 		}
 		f.Posts = posts
+		// Only watch carries tokens: unwatching a post needs no proof.
 		if in.Type == "watch" {
 			f.Tokens = in.Tokens
 		}
@@ -269,6 +292,9 @@ func describeJSONError(err error) string {
 	}
 }
 
+// parsePosts checks the list of a watch or unwatch: 1 to MaxBatch valid
+// ids. One bad id refuses the whole frame. The limit on posts watched in
+// all is the hub's, which knows what is watched already.
 func parsePosts(typ string, raw []string) ([]presence.PostID, error) {
 	if len(raw) == 0 {
 		return nil, presence.Errorf(presence.CodeBadRequest, `%s needs a non-empty posts list: {"type":"%s","posts":["1","2"]}`, typ, typ)
@@ -287,6 +313,7 @@ func parsePosts(typ string, raw []string) ([]presence.PostID, error) {
 	return posts, nil
 }
 
+// truncate shortens client input echoed in an error message.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -294,6 +321,9 @@ func truncate(s string, n int) string {
 	return s[:n] + "..."
 }
 
+// sendError counts err by code and queues its error frame. Error frames
+// fill the client's bounded queue like events: a client that sends bad
+// frames and reads nothing is closed as too slow.
 func (s *Server) sendError(c *hub.Client, err error) {
 	code := presence.ErrorCode(err)
 	s.rejected.WithLabelValues(code).Inc()
@@ -303,6 +333,8 @@ func (s *Server) sendError(c *hub.Client, err error) {
 // writeLoop is the connection's only writer of data frames: hello first,
 // then whatever the hub queues, until the client leaves or is too slow.
 func (s *Server) writeLoop(ctx context.Context, conn *websocket.Conn, c *hub.Client, log *zap.Logger) {
+	// api/protocol.md: nothing comes before hello, so it is written here,
+	// ahead of the queue, rather than queued.
 	if err := s.write(ctx, conn, presence.Hello(c.ID, s.store.TTL())); err != nil {
 		conn.CloseNow()
 		return
@@ -322,6 +354,9 @@ func (s *Server) writeLoop(ctx context.Context, conn *websocket.Conn, c *hub.Cli
 			conn.Close(websocket.StatusGoingAway, "server shutting down")
 			return
 		case <-c.Done():
+			// Only a full queue is said to the client, with 1008 and a
+			// reason. The other cause, ErrClosed, follows Leave, which runs
+			// after the read loop ended; serveWS closes the socket then.
 			if errors.Is(c.Err(), hub.ErrSlow) {
 				if ok, skipped := s.slowInfo.Allow(time.Now()); ok {
 					log.Info("closing a client that does not keep up", zap.Error(c.Err()), zap.Int("similar_since_last", skipped))
@@ -354,6 +389,8 @@ func isDone(ch <-chan struct{}) bool {
 	}
 }
 
+// write sends one frame within Config.WriteTimeout, and counts it only once
+// it is out: presence_frames_sent_total counts frames written, not queued.
 func (s *Server) write(ctx context.Context, conn *websocket.Conn, frame []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	defer cancel()
@@ -383,6 +420,8 @@ func (s *Server) startPing(ctx context.Context, conn *websocket.Conn) *pinger {
 			p.mu.Unlock()
 			return
 		}
+		// Added under mu, which stop takes to set stopped: after stop no
+		// ping starts, and wg.Wait sees every ping that did.
 		p.wg.Add(1)
 		p.mu.Unlock()
 		defer p.wg.Done()
@@ -396,6 +435,8 @@ func (s *Server) startPing(ctx context.Context, conn *websocket.Conn) *pinger {
 			conn.CloseNow()
 			return
 		}
+		// The next ping is armed only after this one's pong, so pings never
+		// overlap on a slow client.
 		p.mu.Lock()
 		if !p.stopped {
 			p.t.Reset(s.cfg.PingInterval)
