@@ -22,15 +22,11 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/presence/presence/internal/appserver"
 	"github.com/presence/presence/internal/config"
-	"github.com/presence/presence/internal/gc"
-	"github.com/presence/presence/internal/health"
 	"github.com/presence/presence/internal/httpapi"
 	"github.com/presence/presence/internal/hub"
 	"github.com/presence/presence/internal/logging"
-	"github.com/presence/presence/internal/memstore"
-	"github.com/presence/presence/internal/presence"
-	"github.com/presence/presence/internal/redisstore"
 )
 
 func main() {
@@ -53,36 +49,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	log := logging.New(stderr, cfg.LogLevel)
 	defer log.Sync()
-	// Store, its change feed and metrics.
+	// The app server: store, feed, hub, health, HTTP API, and metrics.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	st, err := openStore(ctx, cfg, reg, log)
+	a, err := appserver.New(ctx, appserver.Options{Config: cfg, API: appserver.APIConfig(cfg), Registry: reg, Log: log})
 	if err != nil {
 		return err
 	}
-	defer st.close()
-	store, bus := st.store, st.bus
+	defer a.Close()
 	if slices.Contains(cfg.AllowedOrigins, "*") {
 		log.Warn("PRESENCE_ALLOWED_ORIGINS has *: pages of any site may connect and read counts")
 	}
-
-	// Hub and HTTP API.
-	coalesce := cfg.Coalesce
-	if coalesce == 0 {
-		coalesce = -1 // hub: zero means its default, negative means none
-	}
-	h := hub.New(store, bus, hub.Config{Coalesce: coalesce, Registerer: reg}, log)
-	hh := health.New(map[string]health.Check{st.name: store.Ping}, reg)
-	api := httpapi.New(h, store, st.pub, hh, httpapi.Config{
-		AllowedOrigins: cfg.AllowedOrigins,
-		PublishKeys:    cfg.PublishKeys,
-		Signer:         presence.NewSigner(cfg.PostSecrets),
-		MaxConns:       cfg.MaxConns,
-		MaxConnsPerIP:  cfg.MaxConnsPerIP,
-		TrustedProxies: cfg.TrustedProxies,
-		HideMetrics:    cfg.AdminAddr != "",
-		Registerer:     reg,
-	}, log)
+	api, hh := a.API, a.Health
 
 	// Bind before serving, so a taken port fails here and now.
 	ln, err := net.Listen("tcp", cfg.Addr)
@@ -115,11 +93,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	workCtx, stopWork := context.WithCancel(context.Background())
 	defer stopWork()
 	g, gctx := errgroup.WithContext(workCtx)
-	g.Go(func() error { return bus.Run(gctx, h.Deliver) })
-	g.Go(func() error { return h.Run(gctx) })
-	for _, r := range st.runners {
-		g.Go(func() error { return r(gctx) })
-	}
+	g.Go(func() error { return a.Run(gctx) })
 	for i, srv := range servers {
 		g.Go(func() error {
 			if err := srv.Serve(listeners[i]); !errors.Is(err, http.ErrServerClosed) {
@@ -134,7 +108,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		case <-gctx.Done(): // a failure
 		}
 		log.Info("shutting down")
-		drain(log, srv, servers[1:], api, h)
+		drain(log, srv, servers[1:], api, a.Hub)
 		stopWork()
 		return nil
 	})
@@ -182,59 +156,4 @@ func drain(log *zap.Logger, public *http.Server, admin []*http.Server, api *http
 			log.Warn("admin HTTP shutdown", zap.Error(err))
 		}
 	}
-}
-
-// posts ends the first log line with what the server accepts as a post, so
-// that a public server that takes any id is noticed.
-func posts(cfg config.Config) string {
-	if len(cfg.PostSecrets) == 0 {
-		return "; PRESENCE_POST_SECRET is not set, so any post id is accepted: set it before serving a public site"
-	}
-	return "; only posts with a token signed by PRESENCE_POST_SECRET are accepted"
-}
-
-// storeParts is what run needs of a store: the store, the feed of changes
-// that other servers (or the store itself) make, and what else must run.
-type storeParts struct {
-	name    string // of the /readyz check
-	store   presence.Store
-	pub     presence.Publisher
-	bus     presence.Feed
-	runners []func(context.Context) error
-	close   func()
-}
-
-// openStore picks the store: memory without a Redis URL, Redis with one. The
-// first log line says which, so nobody runs embedded mode by accident.
-func openStore(ctx context.Context, cfg config.Config, reg *prometheus.Registry, log *zap.Logger) (storeParts, error) {
-	viewsTTL := cfg.ViewsTTL
-	if viewsTTL == 0 {
-		viewsTTL = -1 // stores: zero means their default, negative means forever
-	}
-	if cfg.Embedded() {
-		log.Info("starting presence in embedded mode: counts live in this process only and are not shared "+
-			"with other processes; set PRESENCE_REDIS_URL (e.g. redis://127.0.0.1:6379/0) and run cmd/gc to use Redis"+posts(cfg),
-			zap.String("mode", "embedded"), zap.Any("config", cfg.Fields()))
-		ms := memstore.New(memstore.Config{TTL: cfg.SessionTTL, ViewsTTL: viewsTTL})
-		// The same collector cmd/gc runs against Redis, in-process; with no
-		// expiry events it sleeps until the next deadline.
-		col := gc.New(ms, gc.Config{Poll: cfg.GCPoll, Registerer: reg}, log)
-		return storeParts{name: "memory", store: ms, pub: ms, bus: ms, runners: []func(context.Context) error{col.Run}, close: func() {}}, nil
-	}
-
-	log.Info("starting presence with Redis"+posts(cfg), zap.String("mode", "redis"), zap.Any("config", cfg.Fields()))
-	rdb, err := redisstore.Dial(cfg.RedisURL, log)
-	if err != nil {
-		return storeParts{}, fmt.Errorf("PRESENCE_REDIS_URL: %w", err)
-	}
-	store := redisstore.New(rdb, redisstore.Config{Prefix: cfg.KeyPrefix, TTL: cfg.SessionTTL, ViewsTTL: viewsTTL, Registerer: reg}, log)
-	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := store.LoadScripts(lctx); err != nil {
-		// Serve anyway: /readyz says 503 until Redis answers, and the
-		// scripts load themselves on first use.
-		log.Error("Redis is unreachable; serving anyway, /readyz answers 503 until it is back",
-			zap.String("redis", rdb.Options().Addr), zap.Error(err))
-	}
-	return storeParts{name: "redis", store: store, pub: store, bus: redisstore.NewBus(store, redisstore.BusConfig{Registerer: reg}), close: func() { rdb.Close() }}, nil
 }

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,8 +15,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/presence/presence/internal/gc"
-	"github.com/presence/presence/internal/health"
+	"github.com/presence/presence/internal/appserver"
+	"github.com/presence/presence/internal/config"
 	"github.com/presence/presence/internal/httpapi"
 	"github.com/presence/presence/internal/hub"
 	"github.com/presence/presence/internal/memstore"
@@ -66,46 +65,46 @@ func newApp(t *testing.T, o appOpts) *app {
 	if o.coalesce == 0 {
 		o.coalesce = 20 * time.Millisecond
 	}
-	log := zaptest.NewLogger(t)
-	reg := prometheus.NewRegistry()
-	var (
-		store   presence.Store
-		bus     presence.Feed
-		pub     presence.Publisher
-		rstore  *redisstore.Store
-		mstore  *memstore.Store
-		rdb     *redis.Client
-		runners []func(context.Context) error
-	)
-	if o.memory {
-		ms := memstore.New(memstore.Config{TTL: o.ttl, ViewsTTL: o.viewsTTL})
-		store, bus, pub, mstore = ms, ms, ms, ms
-		runners = append(runners, gc.New(ms, gc.Config{Poll: 100 * time.Millisecond}, log).Run)
-	} else {
-		rdb = o.rdb
+	// The same assembly cmd/presence runs; only what the settings do not
+	// reach (the client, queue size, probe and check intervals, the API's
+	// own limits) is the test's.
+	cfg := config.Config{KeyPrefix: o.prefix, SessionTTL: o.ttl, Coalesce: o.coalesce, GCPoll: 100 * time.Millisecond}
+	switch {
+	case o.viewsTTL == 0:
+		cfg.ViewsTTL = presence.DefaultViewsTTL
+	case o.viewsTTL > 0:
+		cfg.ViewsTTL = o.viewsTTL
+	}
+	rdb := o.rdb
+	if !o.memory {
+		cfg.RedisURL = "redis://" + redisSrv.Addr // names the mode; the client is rdb
 		if rdb == nil {
 			rdb = redisSrv.Client(t)
 		}
-		rstore = redisstore.New(rdb, redisstore.Config{Prefix: o.prefix, TTL: o.ttl, ViewsTTL: o.viewsTTL, Registerer: reg}, log)
-		store, bus, pub = rstore, redisstore.NewBus(rstore, redisstore.BusConfig{Registerer: reg, ProbeInterval: o.probe, ProbeTimeout: o.probe}), rstore
 	}
-	h := hub.New(store, bus, hub.Config{Coalesce: o.coalesce, QueueSize: o.queue, StoreCheck: o.check, Registerer: reg}, log)
-	hh := health.New(map[string]health.Check{"store": store.Ping}, reg)
 	o.api.AllowedOrigins = o.origins
-	o.api.Registerer = reg
-	api := httpapi.New(h, store, pub, hh, o.api, log)
+	reg := prometheus.NewRegistry()
+	as, err := appserver.New(context.Background(), appserver.Options{
+		Config:   cfg,
+		API:      o.api,
+		Hub:      hub.Config{QueueSize: o.queue, StoreCheck: o.check},
+		Bus:      redisstore.BusConfig{ProbeInterval: o.probe, ProbeTimeout: o.probe},
+		Redis:    rdb,
+		Registry: reg,
+		Log:      zaptest.NewLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, api := as.Hub, as.API
 	// The server cmd/presence runs, with its timeouts.
 	srv := httptest.NewUnstartedServer(api)
 	srv.Config = api.HTTPServer()
 	srv.Start()
 
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	runners = append(runners, h.Run, func(ctx context.Context) error { return bus.Run(ctx, h.Deliver) })
-	for _, r := range runners {
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = r(ctx) }()
-	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = as.Run(ctx) }()
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
@@ -113,9 +112,13 @@ func newApp(t *testing.T, o appOpts) *app {
 		_ = api.Shutdown(sctx)
 		srv.Close()
 		cancel()
-		wg.Wait()
+		<-done
+		as.Close()
 	})
-	return &app{URL: srv.URL, prefix: o.prefix, store: store, redis: rstore, memory: mstore, rdb: rdb, hub: h, reg: reg}
+	if o.memory {
+		rdb = nil
+	}
+	return &app{URL: srv.URL, prefix: o.prefix, store: as.Store, redis: as.Redis, memory: as.Memory, rdb: rdb, hub: h, reg: reg}
 }
 
 // bothStores runs a test against the Redis store and the memory store: the
