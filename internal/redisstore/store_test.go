@@ -3,8 +3,6 @@ package redisstore
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"sync"
 	"testing"
 	"time"
 
@@ -74,6 +72,9 @@ func TestStore_Conformance(t *testing.T) {
 			Feed: func(t *testing.T, posts ...presence.PostID) <-chan presence.Message {
 				return feed(t, s, rdb, posts...)
 			},
+			Consistent: func(t *testing.T, want map[presence.SessionID]presence.PostID, posts []presence.PostID) {
+				checkInvariants(t, s, rdb, want, posts)
+			},
 		}
 	})
 }
@@ -121,51 +122,6 @@ func checkInvariants(t *testing.T, s *Store, rdb *redis.Client, want map[presenc
 	if n, _ := rdb.ZCard(ctx, s.keys.Deadlines()).Result(); n != int64(len(want)) {
 		t.Errorf("deadlines holds %d sessions, want %d", n, len(want))
 	}
-}
-
-func TestStore_ConcurrentInvariants(t *testing.T) {
-	s, rdb := newStore(t, time.Minute)
-	posts := []presence.PostID{"p0", "p1", "p2"}
-	const workers, ops = 24, 80
-	final := make([]presence.PostID, workers)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sid := presence.SessionID(fmt.Sprintf("w%d", w))
-			r := rand.New(rand.NewPCG(uint64(w), 99))
-			ctx := context.Background()
-			for range ops {
-				var err error
-				switch r.IntN(5) {
-				case 0:
-					err = s.Leave(ctx, sid)
-					final[w] = ""
-				case 1:
-					// Another worker's session: prune must not touch it, live.
-					other := presence.SessionID(fmt.Sprintf("w%d", r.IntN(workers)))
-					_, err = s.Prune(ctx, []presence.SessionID{other})
-				default:
-					p := posts[r.IntN(len(posts))]
-					_, err = s.View(ctx, sid, p, r.IntN(2) == 0)
-					final[w] = p
-				}
-				if err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	want := map[presence.SessionID]presence.PostID{}
-	for w, p := range final {
-		if p != "" {
-			want[presence.SessionID(fmt.Sprintf("w%d", w))] = p
-		}
-	}
-	checkInvariants(t, s, rdb, want, posts)
 }
 
 func TestStore_PruneRacingReregistration(t *testing.T) {

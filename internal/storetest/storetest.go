@@ -21,6 +21,10 @@ type Harness struct {
 	// Feed returns the change messages of the posts, in publish order,
 	// starting no later than when Feed returns.
 	Feed func(t *testing.T, posts ...presence.PostID) <-chan presence.Message
+	// Consistent, if set, checks the store's own records against the
+	// sessions that must be live (want) after a concurrent run: what the
+	// counts alone cannot show. Nil for a store with nothing more to check.
+	Consistent func(t *testing.T, want map[presence.SessionID]presence.PostID, posts []presence.PostID)
 }
 
 // Factory makes a fresh Harness whose sessions live for ttl and whose views
@@ -208,10 +212,15 @@ var cases = []struct {
 				r := rand.New(rand.NewPCG(uint64(w), 7))
 				for range ops {
 					var err error
-					if r.IntN(4) == 0 {
+					switch r.IntN(5) {
+					case 0:
 						err = h.Store.Leave(context.Background(), sid)
 						final[w] = ""
-					} else {
+					case 1:
+						// Another worker's session, live: prune must leave it.
+						other := presence.SessionID(fmt.Sprintf("w%d", r.IntN(workers)))
+						_, err = h.Source.Prune(context.Background(), []presence.SessionID{other})
+					default:
 						p := posts[r.IntN(len(posts))]
 						_, err = h.Store.View(context.Background(), sid, p, false)
 						final[w] = p
@@ -225,15 +234,20 @@ var cases = []struct {
 		}
 		wg.Wait()
 		want := map[presence.PostID]int64{}
-		for _, p := range final {
+		live := map[presence.SessionID]presence.PostID{}
+		for w, p := range final {
 			if p != "" {
 				want[p]++
+				live[presence.SessionID(fmt.Sprintf("w%d", w))] = p
 			}
 		}
 		for _, c := range counts(t, h.Store, posts...) {
 			if c.Viewers != want[c.Post] {
 				t.Errorf("post %s viewers=%d, want %d", c.Post, c.Viewers, want[c.Post])
 			}
+		}
+		if h.Consistent != nil {
+			h.Consistent(t, live, posts)
 		}
 	}},
 	{"views totals expire unless viewed", func(t *testing.T, f Factory) {
