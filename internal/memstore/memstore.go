@@ -24,8 +24,6 @@ type Config struct {
 	ViewsTTL time.Duration
 }
 
-// DefaultTTL is the session TTL when Config.TTL is zero.
-const DefaultTTL = 90 * time.Second
 
 // Store keeps presence in memory. It is also its own Feed (every change
 // goes to every sink; the hub ignores posts it has no room for), Publisher
@@ -81,15 +79,7 @@ var (
 
 // New returns an empty Store.
 func New(cfg Config) *Store {
-	if cfg.TTL <= 0 {
-		cfg.TTL = DefaultTTL
-	}
-	switch {
-	case cfg.ViewsTTL == 0:
-		cfg.ViewsTTL = presence.DefaultViewsTTL
-	case cfg.ViewsTTL < 0:
-		cfg.ViewsTTL = 0
-	}
+	cfg.TTL, cfg.ViewsTTL = presence.StoreTTLs(cfg.TTL, cfg.ViewsTTL)
 	return &Store{
 		ttl:      cfg.TTL,
 		viewsTTL: cfg.ViewsTTL,

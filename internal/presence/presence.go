@@ -80,6 +80,26 @@ type Count struct {
 	Seq int64
 }
 
+// DefaultSessionTTL is how long a session lives without a refresh unless
+// configured otherwise.
+const DefaultSessionTTL = 90 * time.Second
+
+// StoreTTLs applies the defaults every store takes: a session TTL of zero is
+// DefaultSessionTTL; a views TTL of zero is DefaultViewsTTL, and a negative
+// one keeps views forever, which the stores hold as 0.
+func StoreTTLs(ttl, viewsTTL time.Duration) (time.Duration, time.Duration) {
+	if ttl <= 0 {
+		ttl = DefaultSessionTTL
+	}
+	switch {
+	case viewsTTL == 0:
+		viewsTTL = DefaultViewsTTL
+	case viewsTTL < 0:
+		viewsTTL = 0
+	}
+	return ttl, viewsTTL
+}
+
 // DefaultViewsTTL is how long a post's views total is kept after its last
 // view unless configured otherwise. Every view of a new id makes a counter;
 // without an expiry, clients naming made-up ids would fill the store. A

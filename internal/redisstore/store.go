@@ -36,8 +36,6 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
-// DefaultTTL is the session TTL when Config.TTL is zero.
-const DefaultTTL = 90 * time.Second
 
 // Store is the Redis implementation of presence.Store. It also serves the
 // garbage collector (Due, Prune, Sweep).
@@ -62,15 +60,7 @@ var (
 // New returns a Store on rdb. It does not touch Redis: an unreachable Redis
 // shows up as errors wrapping presence.ErrUnavailable, and in Ping.
 func New(rdb *redis.Client, cfg Config, log *zap.Logger) *Store {
-	if cfg.TTL <= 0 {
-		cfg.TTL = DefaultTTL
-	}
-	switch {
-	case cfg.ViewsTTL == 0:
-		cfg.ViewsTTL = presence.DefaultViewsTTL
-	case cfg.ViewsTTL < 0:
-		cfg.ViewsTTL = 0
-	}
+	cfg.TTL, cfg.ViewsTTL = presence.StoreTTLs(cfg.TTL, cfg.ViewsTTL)
 	s := &Store{
 		rdb:      rdb,
 		keys:     NewKeys(cfg.Prefix),
