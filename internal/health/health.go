@@ -33,7 +33,7 @@ func New(checks map[string]Check, gatherer prometheus.Gatherer) *Handler {
 // Healthz answers 200 while the process runs: liveness, not readiness, so an
 // orchestrator does not restart a server only because Redis is away.
 func (h *Handler) Healthz(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 // readyTimeout bounds all checks of one request together, so /readyz
@@ -46,20 +46,20 @@ const readyTimeout = 2 * time.Second
 func (h *Handler) Readyz(w http.ResponseWriter, r *http.Request) {
 	failed := h.run(r.Context())
 	if len(failed) > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "failed": failed})
+		WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "failed": failed})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 // Ready is Readyz for a public listener: 200 {"status":"ready"} or 503
 // {"status":"unavailable"}, and nothing about why.
 func (h *Handler) Ready(w http.ResponseWriter, r *http.Request) {
 	if len(h.run(r.Context())) > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
+		WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 // run runs every check and returns the failures by name.
@@ -120,13 +120,18 @@ func (h *Handler) Server() *http.Server {
 
 // writeError writes the error body of the app server's API.
 func writeError(w http.ResponseWriter, status int, code, message string) {
-	writeJSON(w, status, map[string]map[string]string{"error": {"code": code, "message": message}})
+	WriteJSON(w, status, map[string]map[string]string{"error": {"code": code, "message": message}})
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+// WriteJSON writes v as a JSON body with the headers every endpoint of the
+// service sends: never cached (counts and readiness change by the second),
+// never sniffed as anything but JSON.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
+	// The status is out already; a client that went away mid-body has
+	// nothing left to be told.
 	_ = json.NewEncoder(w).Encode(v)
 }

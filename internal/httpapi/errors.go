@@ -1,9 +1,9 @@
 package httpapi
 
 import (
-	"encoding/json"
 	"net/http"
 
+	"github.com/presence/presence/internal/health"
 	"github.com/presence/presence/internal/presence"
 )
 
@@ -50,15 +50,5 @@ func writeError(w http.ResponseWriter, err error) {
 }
 
 func writeErrorStatus(w http.ResponseWriter, status int, code, message string) {
-	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: message}})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	// The status is out already; a client that went away mid-body has
-	// nothing left to be told.
-	_ = json.NewEncoder(w).Encode(v)
+	health.WriteJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: message}})
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"go.uber.org/zap"
 
+	"github.com/presence/presence/internal/health"
 	"github.com/presence/presence/internal/presence"
 )
 
@@ -101,7 +102,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 	// 202: the event is handed on, not delivered. Like Redis pub/sub it is
 	// fire-and-forget, and a tab not connected now never receives it.
 	s.published.Inc()
-	writeJSON(w, http.StatusAccepted, publishReply{Post: post, Name: ev.Name, Servers: n})
+	health.WriteJSON(w, http.StatusAccepted, publishReply{Post: post, Name: ev.Name, Servers: n})
 }
 
 // parseEvent reads {"name":..., "data":...} strictly: an unknown field is

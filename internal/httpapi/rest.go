@@ -10,6 +10,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"go.uber.org/zap"
 
+	"github.com/presence/presence/internal/health"
 	"github.com/presence/presence/internal/presence"
 )
 
@@ -41,7 +42,7 @@ func (s *Server) getPost(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, postBody{Post: post, Viewers: counts[0].Viewers, Views: counts[0].Views})
+	health.WriteJSON(w, http.StatusOK, postBody{Post: post, Viewers: counts[0].Viewers, Views: counts[0].Views})
 }
 
 // getViewers serves GET /v1/viewers?post=1&post=2: the viewers of up to
@@ -89,7 +90,7 @@ func (s *Server) getViewers(w http.ResponseWriter, r *http.Request) {
 	for _, c := range counts {
 		out[c.Post] = c.Viewers
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"counts": out})
+	health.WriteJSON(w, http.StatusOK, map[string]any{"counts": out})
 }
 
 // reject answers a client's mistake and counts it by code in
