@@ -24,7 +24,6 @@ type Config struct {
 	ViewsTTL time.Duration
 }
 
-
 // Store keeps presence in memory. It is also its own Feed (every change
 // goes to every sink; the hub ignores posts it has no room for), Publisher
 // and Pruner.

@@ -36,7 +36,6 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
-
 // Store is the Redis implementation of presence.Store. It also serves the
 // garbage collector (Due, Prune, Sweep).
 type Store struct {
