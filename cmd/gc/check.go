@@ -66,7 +66,7 @@ func check(ctx context.Context, args []string, getenv func(string) string, stdou
 	// failures among them) may join it.
 	log := logging.New(stderr, "warn")
 	defer log.Sync()
-	rdb, err := redisstore.Dial(cfg.RedisURL, log)
+	rdb, err := redisstore.Connect(redisstore.Connection{URL: cfg.RedisURL, Sentinels: cfg.RedisSentinels, Master: cfg.RedisMaster}, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "gc check: PRESENCE_REDIS_URL:", err)
 		return checkFailed

@@ -69,14 +69,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	// gc must share the app servers' key prefix and views TTL; the line
 	// shows what it took, secrets masked.
-	log.Info("starting gc", zap.Any("config", cfg.Fields()))
+	log.Info("starting gc", zap.String("mode", cfg.RedisMode()), zap.Any("config", cfg.Fields()))
 
 	// Store, expiry events and collector.
 	// A registry of its own, passed to every part; README promises the
 	// go_* and process_* series beside gc's.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	rdb, err := redisstore.Dial(cfg.RedisURL, log)
+	rdb, err := redisstore.Connect(redisstore.Connection{URL: cfg.RedisURL, Sentinels: cfg.RedisSentinels, Master: cfg.RedisMaster}, log)
 	if err != nil {
 		return fmt.Errorf("PRESENCE_REDIS_URL: %w", err)
 	}

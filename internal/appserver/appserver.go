@@ -9,6 +9,7 @@ package appserver
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -107,11 +108,11 @@ func New(ctx context.Context, o Options) (*App, error) {
 		a.Store, a.Memory, a.feed, pub = ms, ms, ms, ms
 		a.runners = append(a.runners, col.Run)
 	} else {
-		log.Info("starting presence with Redis"+posts(cfg), zap.String("mode", "redis"), zap.Any("config", cfg.Fields()))
+		log.Info("starting presence with "+redisName(cfg)+posts(cfg), zap.String("mode", cfg.RedisMode()), zap.Any("config", cfg.Fields()))
 		rdb := o.Redis
 		if rdb == nil {
 			var err error
-			if rdb, err = redisstore.Dial(cfg.RedisURL, log); err != nil {
+			if rdb, err = redisstore.Connect(redisstore.Connection{URL: cfg.RedisURL, Sentinels: cfg.RedisSentinels, Master: cfg.RedisMaster}, log); err != nil {
 				return nil, fmt.Errorf("PRESENCE_REDIS_URL: %w", err)
 			}
 			a.close = func() { rdb.Close() }
@@ -163,6 +164,14 @@ func (a *App) Run(ctx context.Context) error {
 // Close releases what New opened (the Redis client it dialled), once Run
 // has returned.
 func (a *App) Close() { a.close() }
+
+// redisName says which Redis the first log line is about.
+func redisName(cfg config.Config) string {
+	if cfg.RedisMode() == "sentinel" {
+		return fmt.Sprintf("Redis Sentinel: master %q, sentinels %s", cfg.RedisMaster, strings.Join(cfg.RedisSentinels, ","))
+	}
+	return "Redis"
+}
 
 // posts ends the first log line with what the server accepts as a post, so
 // that a public server that takes any id is noticed.

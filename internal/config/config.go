@@ -28,6 +28,15 @@ type Config struct {
 	// presence in embedded mode, where gc has nothing to do and refuses to
 	// start.
 	RedisURL string
+	// RedisSentinels and RedisMaster select Sentinel mode: the app server
+	// and gc ask the sentinels for the master's address and follow a
+	// failover by themselves. RedisURL then carries only credentials, TLS
+	// and the database; its host is not used.
+	RedisSentinels []string
+	RedisMaster    string
+	// RedisCluster names the seed nodes of a Redis Cluster; not supported
+	// yet, so start-up stops with a message when it is set.
+	RedisCluster []string
 	// KeyPrefix goes before every Redis key and channel name. Default: none.
 	KeyPrefix string
 	// SessionTTL is how long a session lives without a refresh (default
@@ -82,6 +91,9 @@ var settings = []setting{
 	{"addr", "PRESENCE_ADDR", ":8080", "app server listen address"},
 	{"gc-addr", "PRESENCE_GC_ADDR", ":8081", "gc's listen address for /healthz, /readyz and /metrics"},
 	{"redis-url", "PRESENCE_REDIS_URL", "", "Redis URL, e.g. redis://127.0.0.1:6379/0; empty runs presence in embedded mode (gc requires it)"},
+	{"redis-sentinels", "PRESENCE_REDIS_SENTINELS", "", "comma-separated host:port of Redis Sentinels; with PRESENCE_REDIS_MASTER selects Sentinel mode (PRESENCE_REDIS_URL then carries only credentials, TLS and database)"},
+	{"redis-master", "PRESENCE_REDIS_MASTER", "", "name of the master the sentinels monitor (Sentinel mode)"},
+	{"redis-cluster", "PRESENCE_REDIS_CLUSTER", "", "comma-separated seed host:port of a Redis Cluster (not supported yet)"},
 	{"key-prefix", "PRESENCE_KEY_PREFIX", "", "prefix for every Redis key and channel, e.g. to share one Redis between applications"},
 	{"session-ttl", "PRESENCE_SESSION_TTL", "90s", "session lifetime without a refresh; refreshed every TTL/3 (1s to 1h)"},
 	{"coalesce", "PRESENCE_COALESCE", "250ms", "per-post window for count updates: at most one frame per window per client (0 to 10s)"},
@@ -136,6 +148,9 @@ func Load(name string, args []string, getenv func(string) string, out io.Writer)
 		GCAddr:         *vals["gc-addr"],
 		RedisURL:       strings.TrimSpace(*vals["redis-url"]),
 		KeyPrefix:      *vals["key-prefix"],
+		RedisSentinels: splitList(*vals["redis-sentinels"]),
+		RedisMaster:    strings.TrimSpace(*vals["redis-master"]),
+		RedisCluster:   splitList(*vals["redis-cluster"]),
 		AllowedOrigins: splitList(*vals["allowed-origins"]),
 		PublishKeys:    splitList(*vals["publish-keys"]),
 		LogLevel:       strings.ToLower(strings.TrimSpace(*vals["log-level"])),
@@ -278,6 +293,7 @@ func (c Config) Validate() error {
 			bad("%s: want host:port or :port, got %q", a.env, a.v)
 		}
 	}
+	sentinel := len(c.RedisSentinels) > 0
 	if c.RedisURL != "" {
 		u, err := url.Parse(c.RedisURL)
 		switch {
@@ -285,8 +301,28 @@ func (c Config) Validate() error {
 			bad("PRESENCE_REDIS_URL: %v", err)
 		case u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix":
 			bad("PRESENCE_REDIS_URL: scheme must be redis://, rediss:// or unix://, got %q", u.Scheme)
-		case u.Scheme != "unix" && u.Host == "":
+		case u.Scheme != "unix" && u.Host == "" && !sentinel:
 			bad("PRESENCE_REDIS_URL: no host in %q", mask(c.RedisURL))
+		case u.Scheme == "unix" && sentinel:
+			bad("PRESENCE_REDIS_URL: a unix:// URL cannot go with PRESENCE_REDIS_SENTINELS, which name the master by its sentinels")
+		}
+	}
+	// The three modes exclude each other, and a half-set Sentinel mode
+	// would quietly fall back to embedded mode or to one node.
+	switch {
+	case len(c.RedisCluster) > 0 && sentinel:
+		bad("PRESENCE_REDIS_CLUSTER and PRESENCE_REDIS_SENTINELS: set one of them, not both")
+	case len(c.RedisCluster) > 0:
+		bad("PRESENCE_REDIS_CLUSTER: Redis Cluster is not supported yet; use one Redis (PRESENCE_REDIS_URL) or Sentinel (PRESENCE_REDIS_SENTINELS)")
+	case sentinel && c.RedisMaster == "":
+		bad("PRESENCE_REDIS_SENTINELS needs PRESENCE_REDIS_MASTER, the name of the master the sentinels monitor")
+	case !sentinel && c.RedisMaster != "":
+		bad("PRESENCE_REDIS_MASTER needs PRESENCE_REDIS_SENTINELS, the sentinels that know it")
+	}
+	for _, a := range c.RedisSentinels {
+		host, port, err := net.SplitHostPort(a)
+		if _, perr := strconv.ParseUint(port, 10, 16); err != nil || host == "" || perr != nil {
+			bad("PRESENCE_REDIS_SENTINELS: want host:port, got %q", a)
 		}
 	}
 	if c.SessionTTL < time.Second || c.SessionTTL > time.Hour {
@@ -352,7 +388,20 @@ func (c Config) Validate() error {
 }
 
 // Embedded reports whether presence runs without Redis.
-func (c Config) Embedded() bool { return c.RedisURL == "" }
+func (c Config) Embedded() bool { return c.RedisURL == "" && len(c.RedisSentinels) == 0 }
+
+// RedisMode names how the processes reach Redis: "embedded" (none),
+// "redis" (one node) or "sentinel".
+func (c Config) RedisMode() string {
+	switch {
+	case len(c.RedisSentinels) > 0:
+		return "sentinel"
+	case c.RedisURL != "":
+		return "redis"
+	default:
+		return "embedded"
+	}
+}
 
 // Fields returns the effective settings for the start-up log line, with the
 // Redis password and the publish keys masked.
@@ -369,6 +418,8 @@ func (c Config) Fields() map[string]any {
 		"addr":             c.Addr,
 		"gc_addr":          c.GCAddr,
 		"redis_url":        mask(c.RedisURL),
+		"redis_sentinels":  c.RedisSentinels,
+		"redis_master":     c.RedisMaster,
 		"key_prefix":       c.KeyPrefix,
 		"session_ttl":      c.SessionTTL.String(),
 		"coalesce":         c.Coalesce.String(),

@@ -65,6 +65,12 @@ func TestLoad_Errors(t *testing.T) {
 		{map[string]string{"PRESENCE_LOG_LEVEL": "loud"}, nil, "PRESENCE_LOG_LEVEL"},
 		{map[string]string{"PRESENCE_ALLOWED_ORIGINS": "[bad"}, nil, "PRESENCE_ALLOWED_ORIGINS"},
 		{map[string]string{"PRESENCE_PUBLISH_KEYS": "short"}, nil, "PRESENCE_PUBLISH_KEYS"},
+		{map[string]string{"PRESENCE_REDIS_SENTINELS": "127.0.0.1:26379"}, nil, "PRESENCE_REDIS_SENTINELS needs PRESENCE_REDIS_MASTER"},
+		{map[string]string{"PRESENCE_REDIS_MASTER": "m"}, nil, "PRESENCE_REDIS_MASTER needs PRESENCE_REDIS_SENTINELS"},
+		{map[string]string{"PRESENCE_REDIS_SENTINELS": "26379", "PRESENCE_REDIS_MASTER": "m"}, nil, "PRESENCE_REDIS_SENTINELS: want host:port"},
+		{map[string]string{"PRESENCE_REDIS_SENTINELS": "a:1", "PRESENCE_REDIS_MASTER": "m", "PRESENCE_REDIS_CLUSTER": "b:2"}, nil, "set one of them, not both"},
+		{map[string]string{"PRESENCE_REDIS_CLUSTER": "b:2"}, nil, "Redis Cluster is not supported yet"},
+		{map[string]string{"PRESENCE_REDIS_SENTINELS": "a:1", "PRESENCE_REDIS_MASTER": "m", "PRESENCE_REDIS_URL": "unix:///tmp/r.sock"}, nil, "cannot go with PRESENCE_REDIS_SENTINELS"},
 		{nil, []string{"stray"}, "unexpected argument"},
 		{nil, []string{"-nope"}, "flag provided but not defined"},
 	}
@@ -98,6 +104,26 @@ func TestLoad_HelpDocumentsEverySetting(t *testing.T) {
 		if !strings.Contains(out.String(), "-"+s.flag) || !strings.Contains(out.String(), s.env) {
 			t.Errorf("-h does not document -%s / %s", s.flag, s.env)
 		}
+	}
+}
+
+// TestLoad_SentinelMode: the sentinels and the master name select Sentinel
+// mode, which is not embedded, and a URL without a host is enough to carry
+// the password.
+func TestLoad_SentinelMode(t *testing.T) {
+	c, err := Load("gc", nil, env(map[string]string{
+		"PRESENCE_REDIS_SENTINELS": "127.0.0.1:26379, 127.0.0.1:26380",
+		"PRESENCE_REDIS_MASTER":    "presence",
+		"PRESENCE_REDIS_URL":       "redis://:hunter2pw@/2",
+	}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Embedded() || c.RedisMode() != "sentinel" || len(c.RedisSentinels) != 2 || c.RedisMaster != "presence" {
+		t.Errorf("config %+v: want Sentinel mode with 2 sentinels and master presence", c)
+	}
+	if f := c.Fields(); strings.Contains(fmt.Sprint(f), "hunter2pw") {
+		t.Errorf("start-up fields show the password: %v", f)
 	}
 }
 

@@ -102,6 +102,44 @@ var (
 	redisLog     atomic.Pointer[zap.SugaredLogger]
 )
 
+// Connection names the Redis to connect to: one node by URL, or a master
+// by the sentinels that monitor it.
+type Connection struct {
+	// URL is a redis://, rediss:// or unix:// URL. With Sentinels it gives
+	// only the credentials, TLS and database; its host is not used.
+	URL string
+	// Sentinels are the host:port of Sentinels; with Master they select
+	// Sentinel mode.
+	Sentinels []string
+	// Master is the name of the master the sentinels monitor.
+	Master string
+}
+
+// Connect returns a client for c, as Dial does for a URL. In Sentinel mode
+// the client asks the sentinels for the master's address and, after a
+// failover, reconnects to the promoted replica by itself (go-redis's
+// failover client); callers see a *redis.Client either way.
+func Connect(c Connection, log *zap.Logger) (*redis.Client, error) {
+	if len(c.Sentinels) == 0 {
+		return Dial(c.URL, log)
+	}
+	redisLogOnce.Do(func() { redis.SetLogger(redisLogger{}) })
+	redisLog.Store(log.Named("go-redis").Sugar())
+	fo := &redis.FailoverOptions{
+		MasterName:            c.Master,
+		SentinelAddrs:         c.Sentinels,
+		ContextTimeoutEnabled: true,
+	}
+	if c.URL != "" {
+		opt, err := redis.ParseURL(c.URL)
+		if err != nil {
+			return nil, fmt.Errorf("parse redis URL: %w", err)
+		}
+		fo.Username, fo.Password, fo.DB, fo.TLSConfig = opt.Username, opt.Password, opt.DB, opt.TLSConfig
+	}
+	return redis.NewFailoverClient(fo), nil
+}
+
 type redisLogger struct{}
 
 func (redisLogger) Printf(_ context.Context, format string, v ...any) {
