@@ -64,8 +64,29 @@ func feed(t *testing.T, s *Store, rdb *redis.Client, posts ...presence.PostID) <
 }
 
 func TestStore_Conformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T, ttl, viewsTTL time.Duration) storetest.Harness {
-		s, rdb := newStoreConfig(t, Config{TTL: ttl, ViewsTTL: viewsTTL})
+	storetest.Run(t, harness(func(t *testing.T) *redis.Client { return srv.Client(t) }))
+}
+
+// TestStore_ConformanceSentinel runs the same suite through go-redis's
+// failover client, as Sentinel mode does.
+func TestStore_ConformanceSentinel(t *testing.T) {
+	topo := redistest.StartSentinel(t)
+	storetest.Run(t, harness(func(t *testing.T) *redis.Client {
+		rdb, err := Connect(Connection{Sentinels: topo.Addrs, Master: topo.Master}, zaptest.NewLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rdb.Close() })
+		return rdb
+	}))
+}
+
+// harness makes the store suite's Factory on clients from client, each
+// store with a key prefix of its own.
+func harness(client func(t *testing.T) *redis.Client) storetest.Factory {
+	return func(t *testing.T, ttl, viewsTTL time.Duration) storetest.Harness {
+		rdb := client(t)
+		s := New(rdb, Config{Prefix: redistest.Prefix(), TTL: ttl, ViewsTTL: viewsTTL}, zaptest.NewLogger(t))
 		return storetest.Harness{
 			Store:  s,
 			Source: s,
@@ -76,7 +97,7 @@ func TestStore_Conformance(t *testing.T) {
 				checkInvariants(t, s, rdb, want, posts)
 			},
 		}
-	})
+	}
 }
 
 // checkInvariants compares every key of the schema with the sessions that
