@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -44,35 +43,7 @@ func TestE2E_SentinelFailover(t *testing.T) {
 	}
 	startProc(t, "gc", gcBin, append(redisEnv, "PRESENCE_GC_ADDR=127.0.0.1:0", "PRESENCE_GC_POLL=500ms")...)
 
-	all := make([]*tab, tabs)
-	var wg sync.WaitGroup
-	errs := make(chan error, tabs)
-	for w := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < tabs; i += 8 {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				tb, err := openTab(ctx, addrs[i%2], fmt.Sprintf("s%d", i%posts))
-				cancel()
-				if err != nil {
-					errs <- err
-					return
-				}
-				all[i] = tb
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("open a tab: %v", err)
-	}
-	t.Cleanup(func() {
-		for _, tb := range all {
-			tb.conn.CloseNow()
-		}
-	})
+	all := openTabs(t, tabs, func(i int) (string, string) { return addrs[i%2], fmt.Sprintf("s%d", i%posts) })
 	primary := s.Primary.Client(t)
 	ctx := context.Background()
 	waitUntil(t, 30*time.Second, "1,000 sessions in Redis", func() bool {

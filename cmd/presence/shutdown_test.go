@@ -62,6 +62,45 @@ func openTab(ctx context.Context, addr, post string) (*tab, error) {
 	return tb, nil
 }
 
+// openTabs opens n tabs, eight at a time; where(i) gives the i-th tab's
+// server address and post. They are closed when the test ends.
+func openTabs(t *testing.T, n int, where func(i int) (addr, post string)) []*tab {
+	t.Helper()
+	all := make([]*tab, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 8 {
+				addr, post := where(i)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				tb, err := openTab(ctx, addr, post)
+				cancel()
+				if err != nil {
+					errs <- err
+					return
+				}
+				all[i] = tb
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	t.Cleanup(func() {
+		for _, tb := range all {
+			if tb != nil {
+				tb.conn.CloseNow()
+			}
+		}
+	})
+	for err := range errs {
+		t.Fatalf("open a tab: %v", err)
+	}
+	return all
+}
+
 // TestE2E_ShutdownDrains stops an app server that holds 5,000 sessions, a
 // tab that reads nothing while its buffers are full, a half-sent HTTP
 // request and an idle keep-alive connection. None of them may hold the
@@ -87,36 +126,7 @@ func TestE2E_ShutdownDrains(t *testing.T) {
 	rdb := redisSrv.Client(t)
 	ctx := context.Background()
 
-	// The tabs, dialled by a few workers.
-	all := make([]*tab, tabs)
-	var wg sync.WaitGroup
-	errs := make(chan error, tabs)
-	for w := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < tabs; i += 8 {
-				dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				tb, err := openTab(dctx, addr, fmt.Sprintf("p%d", i%posts))
-				cancel()
-				if err != nil {
-					errs <- err
-					return
-				}
-				all[i] = tb
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("open a tab: %v", err)
-	}
-	t.Cleanup(func() {
-		for _, tb := range all {
-			tb.conn.CloseNow()
-		}
-	})
+	all := openTabs(t, tabs, func(i int) (string, string) { return addr, fmt.Sprintf("p%d", i%posts) })
 	waitUntil(t, 30*time.Second, "5,000 sessions in Redis", func() bool {
 		return rdb.HLen(ctx, redisstore.NewKeys(prefix).Viewers()).Val() == tabs
 	})
