@@ -28,6 +28,12 @@ local function clock_us()
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
+-- current_seq is the stored seq; one that is missing or not a number counts
+-- as 0, so the clock replaces it.
+local function current_seq()
+  return tonumber(redis.call('GET', KEYS[3]) or '') or 0
+end
+
 -- seq returns the current seq, first moving it forward to Redis's clock when
 -- it is behind. App servers drop a count whose seq is not above the newest
 -- they hold, and Redis can come back with a lower seq than they saw: after a
@@ -37,8 +43,8 @@ end
 -- handed out before it. A seq that is not a number is replaced the same way.
 local function seq()
   local now = clock_us()
-  local cur = tonumber(redis.call('GET', KEYS[3]) or '')
-  if cur == nil or cur < now then
+  local cur = current_seq()
+  if cur < now then
     -- %d, because Lua would write a number this large as 1.79e+15.
     redis.call('SET', KEYS[3], string.format('%d', now))
     return now
@@ -46,7 +52,16 @@ local function seq()
   return cur
 end
 
--- read returns {viewers, views, seq} of a post without changing it.
+-- next_seq takes the number of a change: one above the current seq, or the
+-- clock when seq is behind it, in one write.
+local function next_seq()
+  local n = math.max(current_seq() + 1, clock_us())
+  redis.call('SET', KEYS[3], string.format('%d', n))
+  return n
+end
+
+-- read returns {viewers, views, seq} of a post; it writes only to move seq
+-- forward to the clock.
 local function read(post)
   local viewers = redis.call('SCARD', N.viewers .. post)
   local views = tonumber(redis.call('GET', N.views .. post) or '0')
@@ -58,8 +73,7 @@ end
 -- built here because the numbers exist only inside Redis; a Go test checks
 -- its bytes against that type.
 local function publish(post)
-  seq()
-  local n = redis.call('INCR', KEYS[3])
+  local n = next_seq()
   local viewers = redis.call('SCARD', N.viewers .. post)
   local views = redis.call('GET', N.views .. post) or '0'
   -- %d, because Lua would print a number this large as 1.79e+15.
