@@ -77,26 +77,6 @@ func New(rdb *redis.Client, cfg Config, log *zap.Logger) *Store {
 	return s
 }
 
-// Dial parses a redis:// or rediss:// URL and returns a client for it with
-// timeouts suited to the service; it does not connect. go-redis's own log
-// lines (dial failures, pub/sub reconnects) go to log, so that stderr stays
-// one JSON object per line.
-func Dial(url string, log *zap.Logger) (*redis.Client, error) {
-	// go-redis has one logger for the whole process, and setting it races
-	// with its use: it is set once, to a logger that writes to the newest
-	// Dial's. (One process dials once; tests run several servers in one.)
-	redisLogOnce.Do(func() { redis.SetLogger(redisLogger{}) })
-	redisLog.Store(log.Named("go-redis").Sugar())
-	opt, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("parse redis URL: %w", err)
-	}
-	// Per-call deadlines matter in HTTP handlers; without this go-redis only
-	// applies its own socket timeouts.
-	opt.ContextTimeoutEnabled = true
-	return redis.NewClient(opt), nil
-}
-
 var (
 	redisLogOnce sync.Once
 	redisLog     atomic.Pointer[zap.SugaredLogger]
@@ -115,29 +95,42 @@ type Connection struct {
 	Master string
 }
 
-// Connect returns a client for c, as Dial does for a URL. In Sentinel mode
-// the client asks the sentinels for the master's address and, after a
-// failover, reconnects to the promoted replica by itself (go-redis's
-// failover client); callers see a *redis.Client either way.
+// Connect returns a client for c with timeouts suited to the service; it
+// does not connect. In Sentinel mode the client asks the sentinels for the
+// master's address and, after a failover, reconnects to the promoted
+// replica by itself (go-redis's failover client); callers see a
+// *redis.Client either way. go-redis's own log lines (dial failures,
+// pub/sub reconnects, failovers) go to log, so that stderr stays one JSON
+// object per line.
 func Connect(c Connection, log *zap.Logger) (*redis.Client, error) {
-	if len(c.Sentinels) == 0 {
-		return Dial(c.URL, log)
-	}
+	// go-redis has one logger for the whole process, and setting it races
+	// with its use: it is set once, to a logger that writes to the newest
+	// Connect's. (One process connects once; tests run several servers in
+	// one.)
 	redisLogOnce.Do(func() { redis.SetLogger(redisLogger{}) })
 	redisLog.Store(log.Named("go-redis").Sugar())
-	fo := &redis.FailoverOptions{
-		MasterName:            c.Master,
-		SentinelAddrs:         c.Sentinels,
-		ContextTimeoutEnabled: true,
-	}
+	opt := &redis.Options{}
 	if c.URL != "" {
-		opt, err := redis.ParseURL(c.URL)
-		if err != nil {
+		var err error
+		if opt, err = redis.ParseURL(c.URL); err != nil {
 			return nil, fmt.Errorf("parse redis URL: %w", err)
 		}
-		fo.Username, fo.Password, fo.DB, fo.TLSConfig = opt.Username, opt.Password, opt.DB, opt.TLSConfig
 	}
-	return redis.NewFailoverClient(fo), nil
+	// Per-call deadlines matter in HTTP handlers; without this go-redis only
+	// applies its own socket timeouts.
+	opt.ContextTimeoutEnabled = true
+	if len(c.Sentinels) == 0 {
+		return redis.NewClient(opt), nil
+	}
+	return redis.NewFailoverClient(&redis.FailoverOptions{
+		MasterName:            c.Master,
+		SentinelAddrs:         c.Sentinels,
+		Username:              opt.Username,
+		Password:              opt.Password,
+		DB:                    opt.DB,
+		TLSConfig:             opt.TLSConfig,
+		ContextTimeoutEnabled: true,
+	}), nil
 }
 
 type redisLogger struct{}
