@@ -53,30 +53,12 @@ func check(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	// The settings come from the environment only (the arguments were
 	// check's own flags), so the check reads the Redis and prefix gc prunes.
-	cfg, err := config.Load("gc check", nil, getenv, stderr)
+	store, closeStore, err := openStore("gc check", getenv, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "gc check:", err)
 		return checkFailed
 	}
-	if cfg.Embedded() {
-		fmt.Fprintln(stderr, "gc check: PRESENCE_REDIS_URL is not set; it names the Redis to check")
-		return checkFailed
-	}
-	// stderr is for the one summary line; only warnings (go-redis's dial
-	// failures among them) may join it.
-	log := logging.New(stderr, "warn")
-	defer log.Sync()
-	rdb, err := redisstore.Connect(redisstore.Connection{URL: cfg.RedisURL, Sentinels: cfg.RedisSentinels, Master: cfg.RedisMaster}, log)
-	if err != nil {
-		fmt.Fprintln(stderr, "gc check: PRESENCE_REDIS_URL:", err)
-		return checkFailed
-	}
-	defer rdb.Close()
-	viewsTTL := cfg.ViewsTTL
-	if viewsTTL == 0 {
-		viewsTTL = -1 // as in run: zero means the store's default, negative forever
-	}
-	store := redisstore.New(rdb, redisstore.Config{Prefix: cfg.KeyPrefix, TTL: cfg.SessionTTL, ViewsTTL: viewsTTL}, zap.NewNop())
+	defer closeStore()
 
 	// Check sees each session through a script, at one instant, so traffic
 	// racing the scan is not reported: it is safe on a live Redis.
@@ -125,4 +107,28 @@ func check(ctx context.Context, args []string, getenv func(string) string, stdou
 		return checkDrift
 	}
 	return checkClean
+}
+
+// openStore opens the store the PRESENCE_* variables name, for a
+// subcommand: only warnings (go-redis's dial failures among them) are
+// logged, on stderr.
+func openStore(name string, getenv func(string) string, stderr io.Writer) (*redisstore.Store, func(), error) {
+	cfg, err := config.Load(name, nil, getenv, stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cfg.Embedded() {
+		return nil, nil, fmt.Errorf("no Redis is set: PRESENCE_REDIS_URL, PRESENCE_REDIS_SENTINELS or PRESENCE_REDIS_CLUSTER names it")
+	}
+	log := logging.New(stderr, "warn")
+	rdb, err := redisstore.Connect(redisConnection(cfg), log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("PRESENCE_REDIS_URL: %w", err)
+	}
+	viewsTTL := cfg.ViewsTTL
+	if viewsTTL == 0 {
+		viewsTTL = -1 // as in run: zero means the store's default, negative forever
+	}
+	store := redisstore.New(rdb, redisstore.Config{Prefix: cfg.KeyPrefix, TTL: cfg.SessionTTL, ViewsTTL: viewsTTL}, zap.NewNop())
+	return store, func() { rdb.Close(); log.Sync() }, nil
 }

@@ -41,7 +41,7 @@ func TestCheck(t *testing.T) {
 	rdb := srv.Client(t)
 	store := redisstore.New(rdb, redisstore.Config{Prefix: prefix, TTL: time.Minute}, zaptest.NewLogger(t))
 	for _, sid := range []presence.SessionID{"a", "b", "c"} {
-		if _, err := store.View(ctx, sid, "13", true); err != nil {
+		if _, err := store.View(ctx, presence.Session{ID: sid, Post: "13"}, "", true); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -51,8 +51,8 @@ func TestCheck(t *testing.T) {
 	}
 
 	// A session whose key is gone long past its deadline: a ghost viewer.
-	rdb.Del(ctx, keys.Session("a"))
-	rdb.ZAdd(ctx, keys.Deadlines(), redis.Z{Score: float64(time.Now().Add(-time.Minute).UnixMilli()), Member: "a"})
+	rdb.Del(ctx, keys.Session("", "a"))
+	rdb.ZAdd(ctx, keys.Deadlines(""), redis.Z{Score: float64(time.Now().Add(-time.Minute).UnixMilli()), Member: "a"})
 	code, report, line = run()
 	if code != 1 || !strings.Contains(line, "drift: 1 dead") {
 		t.Fatalf("ghost viewer: exit %d, line %q; want 1 and 1 dead", code, line)
@@ -72,7 +72,7 @@ func TestCheck(t *testing.T) {
 	// member are orphans that the prune script cannot mend (the key is
 	// alive; its app server's refresh registers it again). -repair must
 	// say so and stop, not go round.
-	rdb.HDel(ctx, keys.Viewers(), "b")
+	rdb.HDel(ctx, keys.Viewers(""), "b")
 	code, report, line = run("-repair")
 	if code != 1 || report["repaired"] != nil || !strings.Contains(line, "1 orphan_deadline, 1 orphan_member") {
 		t.Fatalf("-repair of what gc cannot mend: exit %d, report %v, line %q; want 1 and both orphans left", code, report, line)

@@ -76,7 +76,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	// go_* and process_* series beside gc's.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	rdb, err := redisstore.Connect(redisstore.Connection{URL: cfg.RedisURL, Sentinels: cfg.RedisSentinels, Master: cfg.RedisMaster}, log)
+	rdb, err := redisstore.Connect(redisConnection(cfg), log)
 	if err != nil {
 		return fmt.Errorf("PRESENCE_REDIS_URL: %w", err)
 	}
@@ -92,7 +92,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	// is away and the collector retries at every poll.
 	if err := store.Ping(ctx); err != nil {
 		log.Error("Redis is unreachable; retrying every poll interval, /readyz answers 503 until it is back",
-			zap.String("redis", rdb.Options().Addr), zap.Error(err))
+			zap.String("redis", redisstore.Addr(rdb)), zap.Error(err))
 	}
 	// Expired-key events only wake the collector early; the deadlines index
 	// is what it trusts, as Redis reports expiries late (README: a median of
@@ -140,4 +140,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	err = g.Wait()
 	log.Info("stopped")
 	return err
+}
+
+// redisConnection is the Redis the settings name, in whichever mode.
+func redisConnection(cfg config.Config) redisstore.Connection {
+	return redisstore.Connection{URL: cfg.RedisURL, Sentinels: cfg.RedisSentinels, Master: cfg.RedisMaster, Cluster: cfg.RedisCluster}
 }

@@ -47,7 +47,7 @@ func TestE2E_SentinelFailover(t *testing.T) {
 	primary := s.Primary.Client(t)
 	ctx := context.Background()
 	waitUntil(t, 30*time.Second, "1,000 sessions in Redis", func() bool {
-		return primary.HLen(ctx, keys.Viewers()).Val() == tabs
+		return primary.HLen(ctx, keys.Viewers("")).Val() == tabs
 	})
 
 	s.Primary.Kill()
@@ -112,8 +112,8 @@ func TestE2E_SentinelFailover(t *testing.T) {
 				metric(t, "http://"+addr+"/metrics", "presence_store_errors_total"),
 				metric(t, "http://"+addr+"/metrics", "presence_connections_open"))
 		}
-		t.Logf("new primary: HLEN viewers %d, ZCARD deadlines %d, role %v", replica.HLen(ctx, keys.Viewers()).Val(),
-			replica.ZCard(ctx, keys.Deadlines()).Val(), replica.Do(ctx, "ROLE").Val())
+		t.Logf("new primary: HLEN viewers %d, ZCARD deadlines %d, role %v", replica.HLen(ctx, keys.Viewers("")).Val(),
+			replica.ZCard(ctx, keys.Deadlines("")).Val(), replica.Do(ctx, "ROLE").Val())
 		t.Fatalf("not healed 60s after the failover: %s", problem)
 	}
 	t.Logf("primary killed under %d sessions: replica promoted after %s, everything right %s after the kill",

@@ -128,7 +128,7 @@ func TestE2E_ShutdownDrains(t *testing.T) {
 
 	all := openTabs(t, tabs, func(i int) (string, string) { return addr, fmt.Sprintf("p%d", i%posts) })
 	waitUntil(t, 30*time.Second, "5,000 sessions in Redis", func() bool {
-		return rdb.HLen(ctx, redisstore.NewKeys(prefix).Viewers()).Val() == tabs
+		return rdb.HLen(ctx, redisstore.NewKeys(prefix).Viewers("")).Val() == tabs
 	})
 
 	// The slow tab views a post of its own and reads nothing, while events
@@ -230,7 +230,7 @@ func TestE2E_ShutdownDrains(t *testing.T) {
 	if took > 10*time.Second {
 		t.Errorf("exited %s after SIGTERM, want within the 9s budget", took.Round(time.Millisecond))
 	}
-	if n := rdb.HLen(ctx, redisstore.NewKeys(prefix).Viewers()).Val(); n != 0 {
+	if n := rdb.HLen(ctx, redisstore.NewKeys(prefix).Viewers("")).Val(); n != 0 {
 		t.Errorf("%d sessions left in Redis after the drain, want 0", n)
 	}
 	t.Logf("tabs closed within %s, process exited %s after SIGTERM", latest.Sub(stopped).Round(time.Millisecond), took.Round(time.Millisecond))

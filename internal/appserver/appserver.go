@@ -45,7 +45,7 @@ type Options struct {
 	Bus redisstore.BusConfig
 	// Redis, when set, is the client used instead of dialling
 	// Config.RedisURL (a test reaches Redis through a proxy with it).
-	Redis *redis.Client
+	Redis redis.UniversalClient
 	// Registry receives every metric.
 	Registry *prometheus.Registry
 	// Log receives every log line; the first says the mode.
@@ -60,7 +60,7 @@ type App struct {
 	Redis  *redisstore.Store
 	Memory *memstore.Store
 	// RedisClient is the client of Redis, nil in embedded mode.
-	RedisClient *redis.Client
+	RedisClient redis.UniversalClient
 	Hub         *hub.Hub
 	Health      *health.Handler
 	API         *httpapi.Server
@@ -112,7 +112,7 @@ func New(ctx context.Context, o Options) (*App, error) {
 		rdb := o.Redis
 		if rdb == nil {
 			var err error
-			if rdb, err = redisstore.Connect(redisstore.Connection{URL: cfg.RedisURL, Sentinels: cfg.RedisSentinels, Master: cfg.RedisMaster}, log); err != nil {
+			if rdb, err = redisstore.Connect(redisstore.Connection{URL: cfg.RedisURL, Sentinels: cfg.RedisSentinels, Master: cfg.RedisMaster, Cluster: cfg.RedisCluster}, log); err != nil {
 				return nil, fmt.Errorf("PRESENCE_REDIS_URL: %w", err)
 			}
 			a.close = func() { rdb.Close() }
@@ -122,7 +122,7 @@ func New(ctx context.Context, o Options) (*App, error) {
 		defer cancel()
 		if err := store.LoadScripts(lctx); err != nil {
 			log.Error("Redis is unreachable; serving anyway, /readyz answers 503 until it is back",
-				zap.String("redis", rdb.Options().Addr), zap.Error(err))
+				zap.String("redis", redisstore.Addr(rdb)), zap.Error(err))
 		}
 		bus := o.Bus
 		bus.Registerer = reg
@@ -167,8 +167,11 @@ func (a *App) Close() { a.close() }
 
 // redisName says which Redis the first log line is about.
 func redisName(cfg config.Config) string {
-	if cfg.RedisMode() == "sentinel" {
+	switch cfg.RedisMode() {
+	case "sentinel":
 		return fmt.Sprintf("Redis Sentinel: master %q, sentinels %s", cfg.RedisMaster, strings.Join(cfg.RedisSentinels, ","))
+	case "cluster":
+		return "Redis Cluster: seed nodes " + strings.Join(cfg.RedisCluster, ",")
 	}
 	return "Redis"
 }

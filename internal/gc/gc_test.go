@@ -51,11 +51,11 @@ func newEnv(t *testing.T, s *redistest.Server, ttl time.Duration) env {
 	return env{rdb: rdb, store: store, prefix: prefix}
 }
 
-func (e env) viewersKey() string               { return redisstore.NewKeys(e.prefix).Viewers() }
-func (e env) deadlinesKey() string             { return redisstore.NewKeys(e.prefix).Deadlines() }
+func (e env) viewersKey() string               { return redisstore.NewKeys(e.prefix).Viewers("") }
+func (e env) deadlinesKey() string             { return redisstore.NewKeys(e.prefix).Deadlines("") }
 func (e env) postKey(p presence.PostID) string { return redisstore.NewKeys(e.prefix).PostViewers(p) }
 func (e env) sessionKey(s presence.SessionID) string {
-	return redisstore.NewKeys(e.prefix).Session(s)
+	return redisstore.NewKeys(e.prefix).Session("", s)
 }
 func (e env) channel(p presence.PostID) string { return redisstore.NewKeys(e.prefix).Channel(p) }
 
@@ -64,7 +64,7 @@ func (e env) channel(p presence.PostID) string { return redisstore.NewKeys(e.pre
 func (e env) view(t *testing.T, sid presence.SessionID, post presence.PostID) time.Time {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := e.store.View(ctx, sid, post, true); err != nil {
+	if _, err := e.store.View(ctx, presence.Session{ID: sid, Post: post}, "", true); err != nil {
 		t.Fatalf("View(%s, %s): %v", sid, post, err)
 	}
 	ms, err := e.rdb.ZScore(ctx, e.deadlinesKey(), string(sid)).Result()
@@ -345,7 +345,7 @@ type raceSource struct {
 	between func()
 }
 
-func (r raceSource) Due(ctx context.Context, limit int) ([]presence.SessionID, time.Duration, error) {
+func (r raceSource) Due(ctx context.Context, limit int) ([]presence.Session, time.Duration, error) {
 	sids, next, err := r.Store.Due(ctx, limit)
 	if len(sids) > 0 && r.between != nil {
 		r.between()
@@ -375,7 +375,7 @@ func TestCollector_LeavesReregisteredSession(t *testing.T) {
 			counts := e.watch(t, "13")
 
 			reregister := func() {
-				if _, err := e.store.View(ctx, "s1", "13", false); err != nil {
+				if _, err := e.store.View(ctx, presence.Session{ID: "s1", Post: "13"}, "", false); err != nil {
 					t.Errorf("View again: %v", err)
 				}
 			}

@@ -266,7 +266,7 @@ func TestEdge_MadeUpPostsExpire(t *testing.T) {
 		// Every count of a made-up post goes, and nothing else is left.
 		want := []string{}
 		if a.memory == nil {
-			want = []string{redisstore.NewKeys(a.prefix).Seq()}
+			want = []string{redisstore.NewKeys(a.prefix).Seq("")}
 		}
 		deadline = time.Now().Add(15 * time.Second)
 		for {

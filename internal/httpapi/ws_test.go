@@ -200,7 +200,7 @@ func TestWS_BadInput(t *testing.T) {
 			t.Errorf("counts after bad frames = %v, %v; want nothing written", cs, err)
 		}
 		if a.rdb != nil {
-			if n, err := a.rdb.HLen(ctx, redisstore.NewKeys(a.prefix).Viewers()).Result(); err != nil || n != 0 {
+			if n, err := a.rdb.HLen(ctx, redisstore.NewKeys(a.prefix).Viewers("")).Result(); err != nil || n != 0 {
 				t.Errorf("viewers hash has %d entries (%v), want 0", n, err)
 			}
 		}
@@ -331,7 +331,7 @@ func TestWS_LostSessionIsReregistered(t *testing.T) {
 	if err := a.rdb.Del(ctx, a.prefix+"session:"+sid).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if lags, err := a.redis.Prune(ctx, []presence.SessionID{presence.SessionID(sid)}); err != nil || len(lags) != 1 {
+	if lags, err := a.redis.Prune(ctx, []presence.Session{{ID: presence.SessionID(sid)}}); err != nil || len(lags) != 1 {
 		t.Fatalf("Prune = %v, %v; want the session pruned", lags, err)
 	}
 	w.waitCount("r", 0)

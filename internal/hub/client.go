@@ -28,10 +28,13 @@ type Client struct {
 
 	// opMu serialises this session's store calls, so a refresh that finds
 	// the session gone cannot re-register it over a concurrent move or leave.
-	opMu  sync.Mutex
-	seen  map[presence.PostID]struct{} // posts whose view was counted; guarded by opMu
-	left  bool                         // guarded by opMu
-	dirty bool                         // the store may hold the session though view is empty; guarded by opMu
+	opMu sync.Mutex
+	seen map[presence.PostID]struct{} // posts whose view was counted; guarded by opMu
+	left bool                         // guarded by opMu
+	// stale is a post the store may still hold the session on, though view
+	// is not it, after a call whose outcome is unknown; guarded by opMu. A
+	// partitioned store finds the session only where it is told to look.
+	stale presence.PostID
 
 	// view and watch are guarded by hub.mu: the rooms read them.
 	view  presence.PostID
@@ -83,13 +86,27 @@ func (c *Client) View(ctx context.Context, post presence.PostID) error {
 	// Marked before the call: if the reply is lost the view may have been
 	// counted, and a count missed is better than a count doubled.
 	c.seen[post] = struct{}{}
-	cnt, err := h.store.View(ctx, c.ID, post, !seen)
+	from := old
+	if from == "" {
+		from = c.stale
+	} else if c.stale != "" && c.stale != from && c.stale != post {
+		// A failed call may have left the session there too; View can name
+		// only one post to move it off.
+		if err := h.store.Leave(ctx, presence.Session{ID: c.ID, Post: c.stale}); err == nil {
+			c.stale = ""
+		}
+	}
+	cnt, err := h.store.View(ctx, presence.Session{ID: c.ID, Post: post}, from, !seen)
 	if err != nil {
 		// The membership stays: the client asked for this post, and the next
 		// refresh registers the session once the store is back.
+		if from != "" && from != post {
+			c.stale = from
+		}
 		h.m.errors.Inc()
 		return err
 	}
+	c.stale = ""
 	h.m.views.Inc()
 	c.offer(cnt)
 	return nil
@@ -115,12 +132,26 @@ func (c *Client) Unview(ctx context.Context) error {
 		return nil
 	}
 	h.m.leaves.Inc()
-	if err := h.store.Leave(ctx, c.ID); err != nil {
-		c.dirty = true
+	if err := h.store.Leave(ctx, c.placed(old)...); err != nil {
+		c.stale = old
 		h.m.errors.Inc()
 		return err
 	}
+	c.stale = ""
 	return nil
+}
+
+// placed is where the store may hold the session: on view, and on stale
+// too after a failed call. opMu must be held.
+func (c *Client) placed(view presence.PostID) []presence.Session {
+	out := make([]presence.Session, 0, 2)
+	if view != "" {
+		out = append(out, presence.Session{ID: c.ID, Post: view})
+	}
+	if c.stale != "" && c.stale != view {
+		out = append(out, presence.Session{ID: c.ID, Post: c.stale})
+	}
+	return out
 }
 
 // Watch adds posts to those the client hears counts of, and queues their
@@ -187,7 +218,10 @@ func (c *Client) Unwatch(posts []presence.PostID) {
 func (c *Client) Leave(ctx context.Context) error {
 	c.opMu.Lock()
 	h := c.hub
-	inStore := !c.left && (c.view != "" || c.dirty)
+	var inStore []presence.Session
+	if !c.left {
+		inStore = c.placed(c.view)
+	}
 	if !c.left && c.view != "" {
 		h.m.leaves.Inc() // Shutdown counted the others already
 	}
@@ -211,10 +245,10 @@ func (c *Client) Leave(ctx context.Context) error {
 	h.mu.Unlock()
 	c.opMu.Unlock()
 	c.close(ErrClosed)
-	if !inStore {
+	if len(inStore) == 0 {
 		return nil
 	}
-	if err := h.store.Leave(ctx, c.ID); err != nil {
+	if err := h.store.Leave(ctx, inStore...); err != nil {
 		h.m.errors.Inc()
 		return err
 	}
@@ -233,7 +267,7 @@ func (c *Client) reregister(ctx context.Context) {
 	if c.left || post == "" {
 		return
 	}
-	cnt, err := h.store.View(ctx, c.ID, post, false)
+	cnt, err := h.store.View(ctx, presence.Session{ID: c.ID, Post: post}, post, false)
 	if err != nil {
 		h.m.errors.Inc()
 		if ok, skipped := h.reregWarn.Allow(time.Now()); ok {

@@ -11,7 +11,7 @@
 //
 //   - Client.opMu serialises one client's operations (view, unview, watch,
 //     leave, re-registration) and guards what only they touch (seen, left,
-//     dirty). It is held across store calls, so a client's operations reach
+//     stale). It is held across store calls, so a client's operations reach
 //     the store in the order it sent them; no other lock is held then.
 //   - Hub.mu guards the rooms, the sessions and each client's view and
 //     watch set, which the rooms read. Store calls are never made under it:

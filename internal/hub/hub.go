@@ -359,7 +359,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		clients = append(clients, c)
 	}
 	h.mu.Unlock()
-	var sids []presence.SessionID
+	var sessions []presence.Session
 	for _, c := range clients {
 		c.opMu.Lock()
 		if !c.left {
@@ -367,16 +367,14 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 			if c.view != "" {
 				h.m.leaves.Inc()
 			}
-			if c.view != "" || c.dirty {
-				sids = append(sids, c.ID)
-			}
+			sessions = append(sessions, c.placed(c.view)...)
 		}
 		c.opMu.Unlock()
 	}
-	if len(sids) == 0 {
+	if len(sessions) == 0 {
 		return nil
 	}
-	if err := h.store.Leave(ctx, sids...); err != nil {
+	if err := h.store.Leave(ctx, sessions...); err != nil {
 		h.m.errors.Inc()
 		return errors.Join(errors.New("remove sessions at shutdown; they expire after one TTL"), err)
 	}

@@ -200,3 +200,59 @@ func TestHub_RereadReachesClientWithoutCount(t *testing.T) {
 		t.Errorf("the watcher that had the count got %d frames, want none", n)
 	}
 }
+
+// lostReply is a real store whose chosen calls take effect but report an
+// error, as when the reply is lost: the one fault of a real Redis that a
+// test cannot place on a given call. It records where Leave was told to
+// look.
+type lostReply struct {
+	*memstore.Store
+	failView presence.PostID
+	left     []presence.Session
+}
+
+func (s *lostReply) View(ctx context.Context, vs presence.Session, from presence.PostID, countView bool) (presence.Count, error) {
+	c, err := s.Store.View(ctx, vs, from, countView)
+	if err == nil && vs.Post == s.failView {
+		return presence.Count{}, presence.ErrUnavailable
+	}
+	return c, err
+}
+
+func (s *lostReply) Leave(ctx context.Context, sessions ...presence.Session) error {
+	s.left = append(s.left, sessions...)
+	return s.Store.Leave(ctx, sessions...)
+}
+
+// TestClient_StaleSessionIsLeftWhereItMayBe: after a move whose reply was
+// lost, the store may hold the session on either post; a partitioned store
+// finds it only where it is told, so the next move and the last leave name
+// the post the session may still be on.
+func TestClient_StaleSessionIsLeftWhereItMayBe(t *testing.T) {
+	ctx := context.Background()
+	store := &lostReply{Store: memstore.New(memstore.Config{}), failView: "b"}
+	h := hub.New(store, store.Store, hub.Config{}, zaptest.NewLogger(t))
+	c, err := h.Join()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.View(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.View(ctx, "b"); err == nil {
+		t.Fatal("the view of b reported no error")
+	}
+	if err := c.View(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(store.left) != fmt.Sprint([]presence.Session{{ID: c.ID, Post: "a"}}) {
+		t.Errorf("before moving on, Leave was told %v; want the post a the lost move may have left it on", store.left)
+	}
+	store.left = nil
+	if err := c.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(store.left) != fmt.Sprint([]presence.Session{{ID: c.ID, Post: "c"}}) {
+		t.Errorf("the last Leave was told %v, want only c", store.left)
+	}
+}

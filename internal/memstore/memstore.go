@@ -98,7 +98,8 @@ func (s *Store) TTL() time.Duration { return s.ttl }
 func (s *Store) Ping(context.Context) error { return nil }
 
 // View implements presence.Store.
-func (s *Store) View(_ context.Context, sid presence.SessionID, post presence.PostID, countView bool) (presence.Count, error) {
+func (s *Store) View(_ context.Context, vs presence.Session, _ presence.PostID, countView bool) (presence.Count, error) {
+	sid, post := vs.ID, vs.Post
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
@@ -139,12 +140,12 @@ func (s *Store) View(_ context.Context, sid presence.SessionID, post presence.Po
 }
 
 // Leave implements presence.Store.
-func (s *Store) Leave(_ context.Context, sids ...presence.SessionID) error {
+func (s *Store) Leave(_ context.Context, sessions ...presence.Session) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	changed := make(map[presence.PostID]bool)
-	for _, sid := range sids {
-		if post, ok := s.drop(sid); ok {
+	for _, ss := range sessions {
+		if post, ok := s.drop(ss.ID); ok {
 			changed[post] = true
 		}
 	}
@@ -186,7 +187,7 @@ func (s *Store) Counts(_ context.Context, posts []presence.PostID) ([]presence.C
 
 // Due returns up to limit sessions whose deadline has passed and, when none
 // is due, the time until the next deadline (negative: none).
-func (s *Store) Due(_ context.Context, limit int) ([]presence.SessionID, time.Duration, error) {
+func (s *Store) Due(_ context.Context, limit int) ([]presence.Session, time.Duration, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
@@ -198,7 +199,7 @@ func (s *Store) Due(_ context.Context, limit int) ([]presence.SessionID, time.Du
 	}
 	// The heap's order is only partial: walk it breadth-first from the
 	// root, descending only below due entries, so the cost is O(due).
-	var due []presence.SessionID
+	var due []presence.Session
 	queue := []int{0}
 	for len(queue) > 0 && len(due) < limit {
 		i := queue[0]
@@ -206,7 +207,7 @@ func (s *Store) Due(_ context.Context, limit int) ([]presence.SessionID, time.Du
 		if i >= len(s.deadlines) || s.deadlines[i].deadline.After(now) {
 			continue
 		}
-		due = append(due, s.deadlines[i].id)
+		due = append(due, presence.Session{ID: s.deadlines[i].id, Post: s.deadlines[i].post})
 		queue = append(queue, 2*i+1, 2*i+2)
 	}
 	if len(due) > 0 {
@@ -217,13 +218,14 @@ func (s *Store) Due(_ context.Context, limit int) ([]presence.SessionID, time.Du
 
 // Prune removes the sessions whose deadline has passed and returns how long
 // after its deadline each was removed; live and unknown ones are left alone.
-func (s *Store) Prune(_ context.Context, sids []presence.SessionID) ([]time.Duration, error) {
+func (s *Store) Prune(_ context.Context, sessions []presence.Session) ([]time.Duration, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
 	var lags []time.Duration
 	changed := make(map[presence.PostID]bool)
-	for _, sid := range sids {
+	for _, due := range sessions {
+		sid := due.ID
 		ss := s.sessions[sid]
 		if ss == nil || ss.deadline.After(now) {
 			continue

@@ -66,12 +66,12 @@ func TestStore_MemoryFollowsLivePosts(t *testing.T) {
 	s := New(Config{TTL: time.Minute})
 	ctx := context.Background()
 	for i := range 100 {
-		if _, err := s.View(ctx, presence.SessionID(fmt.Sprint(i)), presence.PostID(fmt.Sprint("p", i%10)), true); err != nil {
+		if _, err := s.View(ctx, presence.Session{ID: presence.SessionID(fmt.Sprint(i)), Post: presence.PostID(fmt.Sprint("p", i%10))}, "", true); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for i := range 100 {
-		if err := s.Leave(ctx, presence.SessionID(fmt.Sprint(i))); err != nil {
+		if err := s.Leave(ctx, presence.Session{ID: presence.SessionID(fmt.Sprint(i))}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -88,7 +88,7 @@ func TestStore_DueVisitsOnlyDueSessions(t *testing.T) {
 	s := New(Config{TTL: time.Minute})
 	ctx := context.Background()
 	for i := range 1000 {
-		if _, err := s.View(ctx, presence.SessionID(fmt.Sprint(i)), "p", false); err != nil {
+		if _, err := s.View(ctx, presence.Session{ID: presence.SessionID(fmt.Sprint(i)), Post: "p"}, "", false); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -128,9 +128,9 @@ func BenchmarkStore_ViewLeave(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		sid := sids[i%len(sids)]
-		_, _ = s.View(ctx, sid, presence.PostID(fmt.Sprint(i%64)), true)
+		_, _ = s.View(ctx, presence.Session{ID: sid, Post: presence.PostID(fmt.Sprint(i % 64))}, "", true)
 		if i%3 == 0 {
-			_ = s.Leave(ctx, sid)
+			_ = s.Leave(ctx, presence.Session{ID: sid})
 		}
 	}
 }
@@ -152,9 +152,9 @@ func BenchmarkStore_MadeUpPosts(b *testing.B) {
 		const posts = 200_000
 		before := heap()
 		for i := range posts {
-			_, _ = s.View(ctx, "attacker", presence.PostID(fmt.Sprintf("made-up-%d", i)), true)
+			_, _ = s.View(ctx, presence.Session{ID: "attacker", Post: presence.PostID(fmt.Sprintf("made-up-%d", i))}, "", true)
 		}
-		_ = s.Leave(ctx, "attacker")
+		_ = s.Leave(ctx, presence.Session{ID: "attacker"})
 		after := heap()
 		time.Sleep(viewsTTL) // the passing of the TTL is what is measured
 		_, _, _ = s.Due(ctx, 1)

@@ -123,18 +123,24 @@ type Message struct {
 // atomic: after any interleaving of calls, the viewers of a post are exactly
 // the live sessions viewing it.
 type Store interface {
-	// View makes sid a viewer of post, moving it off any other post, and
-	// returns the post's new count. countView adds one to the post's views;
-	// the caller decides it, because only the caller knows whether this session
+	// View makes s.ID a viewer of s.Post, moving it off any other post, and
+	// returns the post's new count. from is the post the caller last placed
+	// the session on ("" for none): a store kept in partitions finds the
+	// session there only by it. countView adds one to the post's views; the
+	// caller decides it, because only the caller knows whether this session
 	// saw the post before.
-	View(ctx context.Context, sid SessionID, post PostID, countView bool) (Count, error)
-	// Leave removes the sessions. Unknown sessions are ignored.
-	Leave(ctx context.Context, sids ...SessionID) error
+	View(ctx context.Context, s Session, from PostID, countView bool) (Count, error)
+	// Leave removes the sessions, each from the post the caller last placed
+	// it on (a partitioned store looks nowhere else). Unknown sessions are
+	// ignored.
+	Leave(ctx context.Context, sessions ...Session) error
 	// Refresh pushes the deadlines of live sessions one TTL into the future and
 	// returns those that were not live any more, or not on the post the caller
 	// believes: the caller registers them again with View.
 	Refresh(ctx context.Context, sessions []Session) (missing []SessionID, err error)
-	// Counts returns the counts of the posts, in order, read atomically.
+	// Counts returns the counts of the posts, in order. Each count is read
+	// atomically with its Seq; a partitioned store reads the posts of one
+	// partition at one instant and the partitions one after another.
 	Counts(ctx context.Context, posts []PostID) ([]Count, error)
 	// Ping reports whether the store can serve requests.
 	Ping(ctx context.Context) error

@@ -45,13 +45,15 @@ type Publisher interface {
 // Pruner is what the garbage collector needs: the sessions past their
 // deadline, and a way to remove those that are really dead.
 type Pruner interface {
-	// Due returns up to limit sessions whose deadline has passed and, when
-	// none is due, how long until the next deadline (negative: none).
-	Due(ctx context.Context, limit int) ([]SessionID, time.Duration, error)
+	// Due returns up to limit sessions whose deadline has passed, each with
+	// the post the store holds it on, and, when none is due, how long until
+	// the next deadline (negative: none).
+	Due(ctx context.Context, limit int) ([]Session, time.Duration, error)
 	// Prune removes the sessions that are really dead (a live one is left
 	// alone) and returns, for each one removed, how long after its
-	// deadline that happened.
-	Prune(ctx context.Context, sids []SessionID) ([]time.Duration, error)
+	// deadline that happened. Each session's Post, as Due gave it, tells a
+	// partitioned store where to look.
+	Prune(ctx context.Context, sessions []Session) ([]time.Duration, error)
 }
 
 // Sweeper makes a full pass over all sessions, repairing what a deadlines

@@ -50,6 +50,8 @@ type Drift struct {
 	Kind    string `json:"kind"`
 	Session string `json:"session"`
 	Post    string `json:"post,omitempty"`
+	// part is the partition it was found in, where Repair works on it.
+	part int
 }
 
 // Report is what Check found.
@@ -100,135 +102,21 @@ func (r Report) Summary() string {
 // not dead yet: gc prunes it at its deadline.
 func (s *Store) Check(ctx context.Context, grace time.Duration) (Report, error) {
 	start := time.Now()
-	var r Report
-	// found holds every session id seen anywhere, with the posts whose
-	// sets hold it ("" for one seen only in the hash or the index).
-	found := make(map[string]map[string]struct{})
-	see := func(sid, post string) {
-		m := found[sid]
-		if m == nil {
-			m = make(map[string]struct{}, 1)
-			found[sid] = m
-		}
-		if post != "" {
-			m[post] = struct{}{}
-		}
-	}
-	n, err := s.scanPairs(ctx, func(c uint64) *redis.ScanCmd { return s.rdb.HScan(ctx, s.keys.Viewers(), c, "*", batchSize) }, see)
-	if err != nil {
-		return r, s.fail("check", err)
-	}
-	r.Sessions = n
-	n, err = s.scanPairs(ctx, func(c uint64) *redis.ScanCmd { return s.rdb.ZScan(ctx, s.keys.Deadlines(), c, "*", batchSize) }, see)
-	if err != nil {
-		return r, s.fail("check", err)
-	}
-	r.Deadlines = n
-	setPrefix := s.keys.PostViewers("")
-	var cursor uint64
-	for {
-		keys, next, err := s.rdb.ScanType(ctx, cursor, s.keys.postViewersPattern(), batchSize, "set").Result()
-		if err != nil {
-			return r, s.fail("check", err)
-		}
-		for _, key := range keys {
-			post := strings.TrimPrefix(key, setPrefix)
-			r.Posts++
-			var c uint64
-			for {
-				members, next, err := s.rdb.SScan(ctx, key, c, "*", batchSize).Result()
-				if err != nil {
-					return r, s.fail("check", err)
-				}
-				for _, sid := range members {
-					r.Members++
-					see(sid, post)
-				}
-				if next == 0 {
-					break
-				}
-				c = next
-			}
-		}
-		if next == 0 {
-			break
-		}
-		cursor = next
-	}
-
-	// Look at each (session, post whose set holds it) pair at one instant.
-	type pair struct{ sid, post string }
-	pairs := make([]pair, 0, len(found))
-	for sid, posts := range found {
-		if len(posts) == 0 {
-			pairs = append(pairs, pair{sid, ""})
-		}
-		for p := range posts {
-			pairs = append(pairs, pair{sid, p})
-		}
-	}
+	r := Report{ByKind: make(map[string]int)}
 	seen := make(map[Drift]bool)
-	r.ByKind = make(map[string]int)
-	report := func(kind, sid, post string) {
-		d := Drift{Kind: kind, Session: sid, Post: post}
+	report := func(d Drift) {
 		if seen[d] {
 			return
 		}
 		seen[d] = true
-		r.ByKind[kind]++
+		r.ByKind[d.Kind]++
 		if len(r.Drift) < MaxListed {
 			r.Drift = append(r.Drift, d)
 		}
 	}
-	// 100 sessions a call keeps each call under a millisecond on 100k.
-	for batch := range slices.Chunk(pairs, 100) {
-		args := append(make([]any, 0, 4+2*len(batch)), s.keys.names()...)
-		for _, p := range batch {
-			args = append(args, p.sid, p.post)
-		}
-		res, err := inspectScript.Run(ctx, s.rdb, []string{s.keys.Viewers(), s.keys.Deadlines()}, args...).Slice()
-		if err != nil {
+	for n := range s.keys.parts {
+		if err := s.checkPartition(ctx, n, grace, &r, report); err != nil {
 			return r, s.fail("check", err)
-		}
-		if len(res) != 1+5*len(batch) {
-			return r, fmt.Errorf("check: script returned %d values, want %d", len(res), 1+5*len(batch))
-		}
-		now, _ := res[0].(int64)
-		for i, p := range batch {
-			v := res[1+5*i : 6+5*i]
-			post, _ := v[0].(string)
-			sess, _ := v[1].(string)
-			deadline := int64(-1)
-			if d, ok := v[2].(string); ok {
-				fmt.Sscan(d, &deadline)
-			}
-			inFound, _ := v[3].(int64)
-			inOwn, _ := v[4].(int64)
-			if post != "" {
-				switch {
-				case sess == "" && (deadline < 0 || time.Duration(now-deadline)*time.Millisecond > grace):
-					report(DriftDead, p.sid, post)
-				case sess == "":
-					// Expired within the grace: gc's to prune, not drift.
-				case deadline < 0:
-					report(DriftNoDeadline, p.sid, post)
-				case sess != post:
-					report(DriftSessionPost, p.sid, post)
-				}
-				if inOwn == 0 {
-					report(DriftNotInSet, p.sid, post)
-				}
-				if p.post != "" && p.post != post && inFound == 1 {
-					report(DriftWrongSet, p.sid, p.post)
-				}
-				continue
-			}
-			if p.post != "" && inFound == 1 {
-				report(DriftOrphanMember, p.sid, p.post)
-			}
-			if deadline >= 0 {
-				report(DriftOrphanDeadline, p.sid, "")
-			}
 		}
 	}
 	if len(r.ByKind) == 0 {
@@ -246,6 +134,125 @@ func (s *Store) Check(ctx context.Context, grace time.Duration) (Report, error) 
 	}
 	r.Millis = time.Since(start).Milliseconds()
 	return r, nil
+}
+
+// checkPartition checks partition n: the invariants hold within one
+// partition, since every session is registered in its post's.
+func (s *Store) checkPartition(ctx context.Context, n int, grace time.Duration, r *Report, report func(Drift)) error {
+	// found holds every session id seen anywhere, with the posts whose
+	// sets hold it ("" for one seen only in the hash or the index).
+	found := make(map[string]map[string]struct{})
+	see := func(sid, post string) {
+		m := found[sid]
+		if m == nil {
+			m = make(map[string]struct{}, 1)
+			found[sid] = m
+		}
+		if post != "" {
+			m[post] = struct{}{}
+		}
+	}
+	c, err := s.scanPairs(ctx, func(c uint64) *redis.ScanCmd { return s.rdb.HScan(ctx, s.keys.viewersAt(n), c, "*", batchSize) }, see)
+	if err != nil {
+		return err
+	}
+	r.Sessions += c
+	c, err = s.scanPairs(ctx, func(c uint64) *redis.ScanCmd { return s.rdb.ZScan(ctx, s.keys.deadlinesAt(n), c, "*", batchSize) }, see)
+	if err != nil {
+		return err
+	}
+	r.Deadlines += c
+	setPrefix := s.keys.postViewersAt(n)
+	err = s.scanKeys(ctx, n, s.keys.postViewersPattern(n), "set", func(keys []string) error {
+		for _, key := range keys {
+			post := strings.TrimPrefix(key, setPrefix)
+			r.Posts++
+			var c uint64
+			for {
+				members, next, err := s.rdb.SScan(ctx, key, c, "*", batchSize).Result()
+				if err != nil {
+					return err
+				}
+				for _, sid := range members {
+					r.Members++
+					see(sid, post)
+				}
+				if next == 0 {
+					break
+				}
+				c = next
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+
+	// Look at each (session, post whose set holds it) pair at one instant.
+	type pair struct{ sid, post string }
+	pairs := make([]pair, 0, len(found))
+	for sid, posts := range found {
+		if len(posts) == 0 {
+			pairs = append(pairs, pair{sid, ""})
+		}
+		for p := range posts {
+			pairs = append(pairs, pair{sid, p})
+		}
+	}
+	drift := func(kind, sid, post string) { report(Drift{Kind: kind, Session: sid, Post: post, part: n}) }
+	// 100 sessions a call keeps each call under a millisecond on 100k.
+	for batch := range slices.Chunk(pairs, 100) {
+		args := append(make([]any, 0, 5+2*len(batch)), s.keys.names(n)...)
+		for _, p := range batch {
+			args = append(args, p.sid, p.post)
+		}
+		res, err := inspectScript.Run(ctx, s.rdb, s.keys.partKeys(n), args...).Slice()
+		if err != nil {
+			return err
+		}
+		if len(res) != 1+5*len(batch) {
+			return fmt.Errorf("script returned %d values, want %d", len(res), 1+5*len(batch))
+		}
+		now, _ := res[0].(int64)
+		for i, p := range batch {
+			v := res[1+5*i : 6+5*i]
+			post, _ := v[0].(string)
+			sess, _ := v[1].(string)
+			deadline := int64(-1)
+			if d, ok := v[2].(string); ok {
+				fmt.Sscan(d, &deadline)
+			}
+			inFound, _ := v[3].(int64)
+			inOwn, _ := v[4].(int64)
+			if post != "" {
+				switch {
+				case sess == "" && (deadline < 0 || time.Duration(now-deadline)*time.Millisecond > grace):
+					drift(DriftDead, p.sid, post)
+				case sess == "":
+					// Expired within the grace: gc's to prune, not drift.
+				case deadline < 0:
+					drift(DriftNoDeadline, p.sid, post)
+				case sess != post:
+					drift(DriftSessionPost, p.sid, post)
+				}
+				if inOwn == 0 {
+					drift(DriftNotInSet, p.sid, post)
+				}
+				if p.post != "" && p.post != post && inFound == 1 {
+					drift(DriftWrongSet, p.sid, p.post)
+				}
+				continue
+			}
+			if p.post != "" && inFound == 1 {
+				drift(DriftOrphanMember, p.sid, p.post)
+			}
+			if deadline >= 0 {
+				drift(DriftOrphanDeadline, p.sid, "")
+			}
+		}
+	}
+	return nil
 }
 
 // scanPairs runs a field/value or member/score scan to its end, calls see
@@ -289,16 +296,23 @@ func (r Report) Repairable() map[Drift]bool {
 // deadlines go. Other drift needs a person to look; it is left alone. It
 // returns how many sessions it ran the script on.
 func (s *Store) Repair(ctx context.Context, r Report) (int, error) {
-	var sids []presence.SessionID
-	seen := make(map[string]bool)
+	type at struct {
+		sid  string
+		part int
+	}
+	seen := make(map[at]bool)
+	byPart := make(map[int][]presence.Session)
 	for _, d := range r.Drift {
-		if repairable[d.Kind] && !seen[d.Session] {
-			seen[d.Session] = true
-			sids = append(sids, presence.SessionID(d.Session))
+		k := at{d.Session, d.part}
+		if repairable[d.Kind] && !seen[k] {
+			seen[k] = true
+			byPart[d.part] = append(byPart[d.part], presence.Session{ID: presence.SessionID(d.Session), Post: presence.PostID(d.Post)})
 		}
 	}
-	if _, err := s.Prune(ctx, sids); err != nil {
-		return 0, err
+	for n, sids := range byPart {
+		if _, err := s.prune(ctx, n, sids); err != nil {
+			return 0, err
+		}
 	}
-	return len(sids), nil
+	return len(seen), nil
 }

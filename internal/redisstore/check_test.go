@@ -24,7 +24,7 @@ func TestStore_CheckFindsEveryDrift(t *testing.T) {
 	ctx := context.Background()
 	k := s.keys
 	view := func(sid, post string) {
-		if _, err := s.View(ctx, presence.SessionID(sid), presence.PostID(post), true); err != nil {
+		if _, err := s.View(ctx, presence.Session{ID: presence.SessionID(sid), Post: presence.PostID(post)}, "", true); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -37,21 +37,21 @@ func TestStore_CheckFindsEveryDrift(t *testing.T) {
 	}
 
 	view("dead", "a")
-	rdb.Del(ctx, k.Session("dead"))
-	rdb.ZAdd(ctx, k.Deadlines(), redisZ(time.Now().Add(-time.Minute), "dead"))
+	rdb.Del(ctx, k.Session("", "dead"))
+	rdb.ZAdd(ctx, k.Deadlines(""), redisZ(time.Now().Add(-time.Minute), "dead"))
 	view("young", "a") // expired just now: gc's to prune, not drift
-	rdb.Del(ctx, k.Session("young"))
-	rdb.ZAdd(ctx, k.Deadlines(), redisZ(time.Now(), "young"))
+	rdb.Del(ctx, k.Session("", "young"))
+	rdb.ZAdd(ctx, k.Deadlines(""), redisZ(time.Now(), "young"))
 	view("notinset", "a")
 	rdb.SRem(ctx, k.PostViewers("a"), "notinset")
 	view("nodeadline", "a")
-	rdb.ZRem(ctx, k.Deadlines(), "nodeadline")
+	rdb.ZRem(ctx, k.Deadlines(""), "nodeadline")
 	view("sesspost", "a")
-	rdb.Set(ctx, k.Session("sesspost"), "b", time.Minute)
+	rdb.Set(ctx, k.Session("", "sesspost"), "b", time.Minute)
 	view("wrongset", "a")
 	rdb.SAdd(ctx, k.PostViewers("b"), "wrongset")
 	rdb.SAdd(ctx, k.PostViewers("c"), "orphan")
-	rdb.ZAdd(ctx, k.Deadlines(), redisZ(time.Now().Add(time.Minute), "orphandl"))
+	rdb.ZAdd(ctx, k.Deadlines(""), redisZ(time.Now().Add(time.Minute), "orphandl"))
 
 	r, err = s.Check(ctx, 5*time.Second)
 	if err != nil {
@@ -63,9 +63,9 @@ func TestStore_CheckFindsEveryDrift(t *testing.T) {
 		t.Errorf("ByKind = %v, want %v", r.ByKind, want)
 	}
 	wantDrift := map[Drift]bool{
-		{DriftDead, "dead", "a"}: true, {DriftNotInSet, "notinset", "a"}: true, {DriftNoDeadline, "nodeadline", "a"}: true,
-		{DriftSessionPost, "sesspost", "a"}: true, {DriftWrongSet, "wrongset", "b"}: true,
-		{DriftOrphanMember, "orphan", "c"}: true, {DriftOrphanDeadline, "orphandl", ""}: true,
+		{Kind: DriftDead, Session: "dead", Post: "a"}: true, {Kind: DriftNotInSet, Session: "notinset", Post: "a"}: true, {Kind: DriftNoDeadline, Session: "nodeadline", Post: "a"}: true,
+		{Kind: DriftSessionPost, Session: "sesspost", Post: "a"}: true, {Kind: DriftWrongSet, Session: "wrongset", Post: "b"}: true,
+		{Kind: DriftOrphanMember, Session: "orphan", Post: "c"}: true, {Kind: DriftOrphanDeadline, Session: "orphandl", Post: ""}: true,
 	}
 	for _, d := range r.Drift {
 		if !wantDrift[d] {
@@ -104,10 +104,10 @@ func TestStore_CheckUnderTraffic(t *testing.T) {
 			for i := 0; ctx.Err() == nil && i < 100_000; i++ {
 				sid := presence.SessionID(fmt.Sprint(w, "-", i%200))
 				if i%7 == 0 {
-					_ = s.Leave(ctx, sid)
+					_ = s.Leave(ctx, presence.Session{ID: sid})
 					continue
 				}
-				_, _ = s.View(ctx, sid, presence.PostID(fmt.Sprint("p", i%13)), true)
+				_, _ = s.View(ctx, presence.Session{ID: sid, Post: presence.PostID(fmt.Sprint("p", i%13))}, "", true)
 			}
 		}()
 	}
@@ -141,7 +141,7 @@ func BenchmarkStore_Check100k(b *testing.B) {
 		go func() {
 			defer wg.Done()
 			for i := w; i < 100_000; i += 8 {
-				if _, err := s.View(ctx, presence.SessionID(fmt.Sprint("s", i)), presence.PostID(fmt.Sprint("p", i%1000)), true); err != nil {
+				if _, err := s.View(ctx, presence.Session{ID: presence.SessionID(fmt.Sprint("s", i)), Post: presence.PostID(fmt.Sprint("p", i%1000))}, "", true); err != nil {
 					b.Error(err)
 					return
 				}

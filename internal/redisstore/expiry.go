@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,14 +18,16 @@ import (
 // the garbage collector. The events only make gc poll sooner: Redis sends
 // them late once many keys carry a TTL, and pub/sub loses them while the
 // subscriber is away, so the deadlines index stays the source of truth.
+// Events are local to the node that expired the key: on a cluster, Expiry
+// subscribes on every primary, and on a primary that joins or is promoted.
 type Expiry struct {
-	rdb  *redis.Client
+	rdb  redis.UniversalClient
 	keys Keys
 	log  *zap.Logger
 	wake chan struct{}
 
 	// refused is set once CONFIG has been refused, so that is logged once.
-	refused bool
+	refused atomic.Bool
 
 	events     prometheus.Counter
 	reconnects prometheus.Counter
@@ -60,11 +64,93 @@ func (e *Expiry) Wakeups() <-chan struct{} { return e.wake }
 // failover drops them silently.
 const flagCheckInterval = time.Minute
 
+// primariesInterval is how often a cluster's primaries are listed, to
+// subscribe on new ones: a failover is seen within it.
+const primariesInterval = 2 * time.Second
+
 // Run subscribes to expired events until ctx ends.
 func (e *Expiry) Run(ctx context.Context) error {
-	e.ensureFlags(ctx)
-	channel := fmt.Sprintf("__keyevent@%d__:expired", e.rdb.Options().DB)
-	ps := e.rdb.Subscribe(ctx, channel)
+	switch c := e.rdb.(type) {
+	case *redis.Client:
+		return e.listen(ctx, c, c.Options().DB)
+	case *redis.ClusterClient:
+		return e.runCluster(ctx, c)
+	default:
+		return fmt.Errorf("expiry: unsupported client %T", e.rdb)
+	}
+}
+
+// runCluster keeps one listener on each primary of the cluster, starting
+// one for each primary that appears and stopping those of nodes that are
+// primaries no longer.
+func (e *Expiry) runCluster(ctx context.Context, c *redis.ClusterClient) error {
+	var (
+		mu        sync.Mutex
+		listeners = make(map[string]context.CancelFunc)
+		wg        sync.WaitGroup
+	)
+	defer func() {
+		mu.Lock()
+		for _, stop := range listeners {
+			stop()
+		}
+		mu.Unlock()
+		wg.Wait()
+	}()
+	tick := time.NewTicker(primariesInterval)
+	defer tick.Stop()
+	first := true
+	for {
+		current := make(map[string]bool)
+		// An error here means some primary did not answer; the others
+		// are listed all the same, and the next round tries again.
+		_ = c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+			addr := m.Options().Addr
+			mu.Lock()
+			defer mu.Unlock()
+			current[addr] = true
+			if _, ok := listeners[addr]; ok {
+				return nil
+			}
+			lctx, stop := context.WithCancel(ctx)
+			listeners[addr] = stop
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := e.listen(lctx, m, 0); err != nil && lctx.Err() == nil {
+					e.log.Warn("expired-event listener stopped", zap.String("node", addr), zap.Error(err))
+				}
+			}()
+			if !first {
+				// A new primary (a promoted replica) may hold sessions
+				// that expired while nobody listened there.
+				e.log.Info("listening for expired events on a new primary", zap.String("node", addr))
+				e.poke()
+			}
+			return nil
+		})
+		mu.Lock()
+		for addr, stop := range listeners {
+			if !current[addr] && len(current) > 0 {
+				stop()
+				delete(listeners, addr)
+			}
+		}
+		mu.Unlock()
+		first = false
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// listen subscribes to one node's expired events until ctx ends.
+func (e *Expiry) listen(ctx context.Context, rdb *redis.Client, db int) error {
+	e.ensureFlags(ctx, rdb)
+	channel := fmt.Sprintf("__keyevent@%d__:expired", db)
+	ps := rdb.Subscribe(ctx, channel)
 	defer ps.Close()
 	ch := ps.ChannelWithSubscriptions(redis.WithChannelSize(4096))
 	tick := time.NewTicker(flagCheckInterval)
@@ -75,7 +161,7 @@ func (e *Expiry) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
-			e.ensureFlags(ctx)
+			e.ensureFlags(ctx, rdb)
 		case m, ok := <-ch:
 			if !ok {
 				return errors.New("expired-event channel closed")
@@ -91,12 +177,12 @@ func (e *Expiry) Run(ctx context.Context) error {
 					// server (maybe a new one) still sends them.
 					e.reconnects.Inc()
 					e.log.Info("expired-event subscription re-established")
-					e.ensureFlags(ctx)
+					e.ensureFlags(ctx, rdb)
 					e.poke()
 				}
 				subscribed = true
 			case *redis.Message:
-				if strings.HasPrefix(m.Payload, e.keys.sessionPrefix()) {
+				if e.keys.isSession(m.Payload) {
 					e.events.Inc()
 					e.poke()
 				}
@@ -115,8 +201,8 @@ func (e *Expiry) poke() {
 // ensureFlags adds E (keyevent channel) and x (expired events) to the flags
 // already set, and never g: that would publish an event for every TTL
 // refresh of every live session.
-func (e *Expiry) ensureFlags(ctx context.Context) {
-	cur, err := e.rdb.ConfigGet(ctx, "notify-keyspace-events").Result()
+func (e *Expiry) ensureFlags(ctx context.Context, rdb *redis.Client) {
+	cur, err := rdb.ConfigGet(ctx, "notify-keyspace-events").Result()
 	if err != nil {
 		e.configRefused(err)
 		return
@@ -126,21 +212,20 @@ func (e *Expiry) ensureFlags(ctx context.Context) {
 	if want == have {
 		return
 	}
-	if err := e.rdb.ConfigSet(ctx, "notify-keyspace-events", want).Err(); err != nil {
+	if err := rdb.ConfigSet(ctx, "notify-keyspace-events", want).Err(); err != nil {
 		e.configRefused(err)
 		return
 	}
-	e.log.Info("enabled expired-key events", zap.String("was", have), zap.String("now", want))
+	e.log.Info("enabled expired-key events", zap.String("node", rdb.Options().Addr), zap.String("was", have), zap.String("now", want))
 }
 
 func (e *Expiry) configRefused(err error) {
 	if isUnavailable(err) {
 		return // Redis is away; the next check or reconnect tries again
 	}
-	if e.refused {
+	if e.refused.Swap(true) {
 		return
 	}
-	e.refused = true
 	e.log.Warn("Redis refused CONFIG for notify-keyspace-events; pruning runs on the deadlines index alone "+
 		"(dead sessions are still pruned within one poll interval). To prune sooner, set notify-keyspace-events "+
 		"to include \"Ex\" in your Redis provider's settings.", zap.Error(err))

@@ -27,7 +27,7 @@ func FuzzBusParse(f *testing.F) {
 	}
 	b := NewBus(New(nil, Config{}, zap.NewNop()), BusConfig{})
 	f.Fuzz(func(t *testing.T, post, payload string) {
-		m, err := b.parse(b.keys.channelPrefix()+post, payload)
+		m, err := b.parse(b.keys.channelAt(0)+post, payload)
 		if err != nil {
 			return
 		}

@@ -1,6 +1,8 @@
 package redisstore
 
 import (
+	"hash/crc32"
+	"strconv"
 	"strings"
 
 	"github.com/presence/presence/internal/presence"
@@ -10,45 +12,144 @@ import (
 // spells one. Scripts get the fixed keys as KEYS and, for the keys of a post
 // or a session, the prefixes that its id completes (names), because a
 // script may learn a post only inside Redis (the post a moving session
-// leaves). Tests build names with the same methods. With an empty prefix the
-// names are the seed's schema.
+// leaves). Tests build names with the same methods.
+//
+// Every post belongs to one partition, and so does each session, to its
+// post's: the viewers hash, the deadlines index and seq exist once per
+// partition, and a script touches the keys of one partition only. On one
+// node there is one partition and the names are the seed's schema (with an
+// empty prefix). In a cluster there are Partitions, each named with a hash
+// tag, {0} to {63}, that puts all its keys and its posts' channels on one
+// slot: every script runs on one node, and a post's count is published by
+// the node that holds it.
 type Keys struct {
 	prefix string
+	parts  int
 }
 
-// NewKeys returns the names of a store with the key prefix.
-func NewKeys(prefix string) Keys { return Keys{prefix: prefix} }
+// Partitions is how many partitions a cluster's keys are spread over: enough
+// to share the work between tens of primaries (the hash tags "0" to "63"
+// fall 21/22/21 over three primaries' slot ranges, 16 each over four), few
+// enough that gc's poll of every partition's deadlines is cheap. It is part
+// of the key layout: changing it moves every key.
+const Partitions = 64
 
-// Viewers is the hash of every live session's post.
-func (k Keys) Viewers() string { return k.prefix + "viewers" }
+// NewKeys returns the names of a one-node store with the key prefix.
+func NewKeys(prefix string) Keys { return Keys{prefix: prefix, parts: 1} }
 
-// Deadlines is the sorted set of every session's deadline, gc's index.
-func (k Keys) Deadlines() string { return k.prefix + "deadlines" }
+// NewClusterKeys returns the names of a cluster store with the key prefix:
+// Partitions partitions, each with a hash tag.
+func NewClusterKeys(prefix string) Keys { return Keys{prefix: prefix, parts: Partitions} }
 
-// Seq is the counter that orders counts.
-func (k Keys) Seq() string { return k.prefix + "seq" }
+// Partition is the partition of a post: CRC-32 (IEEE) of its id modulo
+// Partitions in a cluster, which PHP's crc32($post) % 64 gives too.
+func (k Keys) Partition(p presence.PostID) int {
+	if k.parts == 1 {
+		return 0
+	}
+	return int(crc32.ChecksumIEEE([]byte(p)) % uint32(k.parts))
+}
+
+// tag is partition n's hash tag, "" on one node.
+func (k Keys) tag(n int) string {
+	if k.parts == 1 {
+		return ""
+	}
+	return "{" + strconv.Itoa(n) + "}"
+}
+
+// Viewers is the hash of every live session's post, of p's partition.
+func (k Keys) Viewers(p presence.PostID) string { return k.viewersAt(k.Partition(p)) }
+
+// Deadlines is the sorted set of session deadlines of p's partition, gc's
+// index.
+func (k Keys) Deadlines(p presence.PostID) string { return k.deadlinesAt(k.Partition(p)) }
+
+// Seq is the counter that orders the counts of p's partition.
+func (k Keys) Seq(p presence.PostID) string { return k.seqAt(k.Partition(p)) }
 
 // PostViewers is the set of a post's viewers; its SCARD is the count.
-func (k Keys) PostViewers(p presence.PostID) string { return k.prefix + "viewers:" + string(p) }
-
-// Views is a post's views counter.
-func (k Keys) Views(p presence.PostID) string { return k.prefix + "views:" + string(p) }
-
-// Session is a session's key, whose expiry is its death.
-func (k Keys) Session(s presence.SessionID) string { return k.prefix + "session:" + string(s) }
-
-// names are the prefixes that a post or session id completes into a key or
-// channel name, in the order the scripts take them (ARGV[1..4], see
-// common.lua's names()).
-func (k Keys) names() []any {
-	return []any{k.PostViewers(""), k.Views(""), k.channelPrefix(), k.sessionPrefix()}
+func (k Keys) PostViewers(p presence.PostID) string {
+	return k.postViewersAt(k.Partition(p)) + string(p)
 }
 
-// viewsPattern matches every views counter, for SCAN.
-func (k Keys) viewsPattern() string { return k.pattern(k.Views("")) }
+// Views is a post's views counter.
+func (k Keys) Views(p presence.PostID) string { return k.viewsAt(k.Partition(p)) + string(p) }
 
-// postViewersPattern matches every post's set of viewers, for SCAN.
-func (k Keys) postViewersPattern() string { return k.pattern(k.PostViewers("")) }
+// Session is the key of a session that views p; its expiry is its death.
+func (k Keys) Session(p presence.PostID, s presence.SessionID) string {
+	return k.sessionAt(k.Partition(p)) + string(s)
+}
+
+// Channel is a post's pub/sub channel: its count messages and events.
+func (k Keys) Channel(p presence.PostID) string { return k.channelAt(k.Partition(p)) + string(p) }
+
+func (k Keys) viewersAt(n int) string     { return k.prefix + "viewers" + k.tag(n) }
+func (k Keys) deadlinesAt(n int) string   { return k.prefix + "deadlines" + k.tag(n) }
+func (k Keys) seqAt(n int) string         { return k.prefix + "seq" + k.tag(n) }
+func (k Keys) postViewersAt(n int) string { return k.prefix + "viewers" + k.tag(n) + ":" }
+func (k Keys) viewsAt(n int) string       { return k.prefix + "views" + k.tag(n) + ":" }
+func (k Keys) sessionAt(n int) string     { return k.prefix + "session" + k.tag(n) + ":" }
+func (k Keys) channelAt(n int) string     { return k.prefix + "presence:post" + k.tag(n) + ":" }
+
+// probeChannel is an app server's own channel in partition n, for proving
+// that its subscription there still delivers.
+func (k Keys) probeChannel(n int, id string) string {
+	return k.prefix + "presence:probe" + k.tag(n) + ":" + id
+}
+
+// partKeys are the KEYS of every script that changes a partition: its
+// viewers hash, deadlines index and seq, in the order common.lua expects.
+func (k Keys) partKeys(n int) []string {
+	return []string{k.viewersAt(n), k.deadlinesAt(n), k.seqAt(n)}
+}
+
+// touched are the KEYS of a script on partition n that touches the
+// sessions on their posts: the partition's keys, then each session's key
+// and its post's set, and, withViews, its views counter (see common.lua).
+func (k Keys) touched(n int, sessions []presence.Session, withViews bool) []string {
+	keys := make([]string, 0, 3+3*len(sessions))
+	keys = append(keys, k.partKeys(n)...)
+	posts := make(map[presence.PostID]bool, 1)
+	for _, s := range sessions {
+		keys = append(keys, k.sessionAt(n)+string(s.ID))
+		if s.Post != "" && !posts[s.Post] {
+			posts[s.Post] = true
+			keys = append(keys, k.PostViewers(s.Post))
+			if withViews {
+				keys = append(keys, k.Views(s.Post))
+			}
+		}
+	}
+	return keys
+}
+
+// names are the prefixes that a post or session id completes into a key or
+// channel name in partition n, and the command that publishes there, in the
+// order the scripts take them (ARGV[1..5], see common.lua's names()).
+func (k Keys) names(n int) []any {
+	return []any{k.postViewersAt(n), k.viewsAt(n), k.channelAt(n), k.sessionAt(n), k.publishCommand()}
+}
+
+// publishCommand is PUBLISH on one node, where PHP code and older app
+// servers use it, and SPUBLISH in a cluster, where PUBLISH would go to
+// every node and SPUBLISH stays on the node of the channel's slot.
+func (k Keys) publishCommand() string {
+	if k.parts == 1 {
+		return "PUBLISH"
+	}
+	return "SPUBLISH"
+}
+
+// sharded reports whether channels are shard channels (SSUBSCRIBE).
+func (k Keys) sharded() bool { return k.parts > 1 }
+
+// viewsPattern matches every views counter of partition n, for SCAN.
+func (k Keys) viewsPattern(n int) string { return k.pattern(k.viewsAt(n)) }
+
+// postViewersPattern matches every post's set of viewers in partition n,
+// for SCAN.
+func (k Keys) postViewersPattern(n int) string { return k.pattern(k.postViewersAt(n)) }
 
 // pattern matches every key that starts with start, a name built here; its
 // glob characters (the prefix may have some) are escaped.
@@ -63,15 +164,53 @@ func (k Keys) pattern(start string) string {
 	return b.String() + "*"
 }
 
-// channelPrefix starts the name of every post's pub/sub channel.
-func (k Keys) channelPrefix() string { return k.prefix + "presence:post:" }
+// channelPost returns the post of a post channel name.
+func (k Keys) channelPost(channel string) (presence.PostID, bool) {
+	rest, ok := k.cutPart(channel, "presence:post")
+	if !ok {
+		return "", false
+	}
+	p, err := presence.ParsePostID(rest)
+	if err != nil || k.Partition(p) != k.partitionOf(channel, "presence:post") {
+		return "", false
+	}
+	return p, true
+}
 
-// Channel is a post's pub/sub channel: its count messages and events.
-func (k Keys) Channel(p presence.PostID) string { return k.channelPrefix() + string(p) }
+// isSession reports whether key is a session key; expiry events carry the
+// key's name.
+func (k Keys) isSession(key string) bool {
+	_, ok := k.cutPart(key, "session")
+	return ok
+}
 
-// probeChannel is an app server's own channel for proving that its
-// subscription still delivers.
-func (k Keys) probeChannel(id string) string { return k.prefix + "presence:probe:" + id }
+// cutPart cuts prefix, kind and a partition's tag (when there are
+// partitions) and the colon after it from the start of name.
+func (k Keys) cutPart(name, kind string) (string, bool) {
+	rest, ok := strings.CutPrefix(name, k.prefix+kind)
+	if !ok {
+		return "", false
+	}
+	if k.parts > 1 {
+		end := strings.IndexByte(rest, '}')
+		if !strings.HasPrefix(rest, "{") || end < 0 {
+			return "", false
+		}
+		n, err := strconv.Atoi(rest[1:end])
+		if err != nil || n < 0 || n >= k.parts {
+			return "", false
+		}
+		rest = rest[end+1:]
+	}
+	return strings.CutPrefix(rest, ":")
+}
 
-// sessionPrefix starts every session key; expiry events carry the key name.
-func (k Keys) sessionPrefix() string { return k.Session("") }
+// partitionOf reads the partition from a name that cutPart accepts.
+func (k Keys) partitionOf(name, kind string) int {
+	if k.parts == 1 {
+		return 0
+	}
+	rest := strings.TrimPrefix(name, k.prefix+kind+"{")
+	n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, '}')])
+	return n
+}

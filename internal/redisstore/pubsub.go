@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -29,22 +28,24 @@ import (
 // the re-read closes that gap; a re-read that fails is tried again with
 // backoff. Counts carry Seq, so the receiver keeps the newest whatever order
 // re-reads and messages arrive in.
+//
+// Each partition of the key layout has a lane: its own subscription and
+// probe. On one node there is one lane. On a cluster, a post's channel is a
+// shard channel on its partition's slot, and one SSUBSCRIBE connection
+// serves one slot, so each partition that has posts wanted here gets a
+// connection to the node that holds it; when the slot moves, Redis drops
+// the subscription and the lane makes it anew on the slot's new node.
 type Bus struct {
-	rdb   *redis.Client
+	rdb   redis.UniversalClient
 	store *Store
 	keys  Keys
 	cfg   BusConfig
 	log   *zap.Logger
 
-	mu   sync.Mutex
-	want map[presence.PostID]bool     // posts to be subscribed (true) or dropped (false), not yet sent
-	live map[presence.PostID]struct{} // posts subscribed or to be: a re-read of any other is moot
-	kick chan struct{}
-
-	// channel holds the post channels asked for, owned by Run's goroutine:
-	// a subscription made anew starts with all of them.
-	channel map[string]bool
-	probe   string // this Bus's own probe channel
+	mu    sync.Mutex
+	live  map[presence.PostID]struct{} // posts subscribed or to be: a re-read of any other is moot
+	lanes []*lane
+	id    string // names this Bus's probe channels
 
 	reconnects prometheus.Counter
 	stale      prometheus.Counter
@@ -80,11 +81,8 @@ func NewBus(store *Store, cfg BusConfig) *Bus {
 		keys:       store.keys,
 		cfg:        cfg,
 		log:        store.log.Named("bus"),
-		want:       make(map[presence.PostID]bool),
 		live:       make(map[presence.PostID]struct{}),
-		kick:       make(chan struct{}, 1),
-		channel:    make(map[string]bool),
-		probe:      store.keys.probeChannel(string(presence.NewSessionID())),
+		id:         string(presence.NewSessionID()),
 		badWarn:    logging.Throttle{Every: 10 * time.Second},
 		rereadWarn: logging.Throttle{Every: 10 * time.Second},
 		syncWarn:   logging.Throttle{Every: 10 * time.Second},
@@ -104,7 +102,28 @@ func NewBus(store *Store, cfg BusConfig) *Bus {
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(b.reconnects, b.stale, b.bad)
 	}
+	for n := range store.keys.parts {
+		b.lanes = append(b.lanes, &lane{
+			n:       n,
+			want:    make(map[presence.PostID]bool),
+			kick:    make(chan struct{}, 1),
+			channel: make(map[string]bool),
+			probe:   store.keys.probeChannel(n, b.id),
+		})
+	}
 	return b
+}
+
+// lane is one partition's subscription.
+type lane struct {
+	n    int
+	want map[presence.PostID]bool // posts to be subscribed (true) or dropped (false), not yet sent; guarded by Bus.mu
+	kick chan struct{}
+
+	// channel holds the post channels asked for, owned by the lane's
+	// goroutine: a subscription made anew starts with all of them.
+	channel map[string]bool
+	probe   string // this Bus's own probe channel in the lane's partition
 }
 
 // Subscribe asks for the posts' channels.
@@ -114,9 +133,12 @@ func (b *Bus) Subscribe(posts ...presence.PostID) { b.set(posts, true) }
 func (b *Bus) Unsubscribe(posts ...presence.PostID) { b.set(posts, false) }
 
 func (b *Bus) set(posts []presence.PostID, on bool) {
+	kicked := make(map[*lane]bool, 1)
 	b.mu.Lock()
 	for _, p := range posts {
-		b.want[p] = on
+		l := b.lanes[b.keys.Partition(p)]
+		l.want[p] = on
+		kicked[l] = true
 		if on {
 			b.live[p] = struct{}{}
 		} else {
@@ -124,9 +146,11 @@ func (b *Bus) set(posts []presence.PostID, on bool) {
 		}
 	}
 	b.mu.Unlock()
-	select {
-	case b.kick <- struct{}{}:
-	default:
+	for l := range kicked {
+		select {
+		case l.kick <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -165,31 +189,87 @@ func (b *Bus) Run(ctx context.Context, deliver func(presence.Message)) error {
 		default:
 		}
 	}
-	for {
-		err := b.subscription(ctx, deliver, queueReread)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if !errors.Is(err, errStale) {
-			return err
-		}
-		b.stale.Inc()
-		b.reconnects.Inc()
-		b.log.Warn("the post channels' subscription stopped delivering; subscribing anew")
+	errs := make(chan error, len(b.lanes))
+	lctx, stop := context.WithCancel(ctx)
+	defer stop()
+	for _, l := range b.lanes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- b.runLane(lctx, l, deliver, queueReread)
+		}()
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errs:
+		// A lane stops early only on an error that making its
+		// subscription anew cannot mend: the app server must know.
+		return err
 	}
 }
 
-var errStale = errors.New("subscription stopped delivering")
+// runLane runs a lane's subscription, made anew whenever it stops
+// delivering, until ctx ends. On a cluster a lane subscribes once it has a
+// post to carry, so an app server holds connections only for the
+// partitions its clients use; the one lane of one node subscribes at once.
+func (b *Bus) runLane(ctx context.Context, l *lane, deliver func(presence.Message), queueReread func(presence.PostID)) error {
+	for {
+		b.mu.Lock()
+		idle := b.keys.sharded() && len(l.want) == 0 && len(l.channel) == 0
+		b.mu.Unlock()
+		if idle {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-l.kick:
+				continue
+			}
+		}
+		err := b.subscription(ctx, l, deliver, queueReread)
+		if ctx.Err() != nil {
+			return nil
+		}
+		switch {
+		case errors.Is(err, errStale):
+			b.stale.Inc()
+			b.log.Warn("the post channels' subscription stopped delivering; subscribing anew", zap.Int("partition", l.n))
+		case errors.Is(err, errMoved):
+			b.log.Info("the post channels' slot moved; subscribing on its new node", zap.Int("partition", l.n))
+		default:
+			return err
+		}
+		b.reconnects.Inc()
+	}
+}
+
+var (
+	errStale = errors.New("subscription stopped delivering")
+	errMoved = errors.New("the slot of the subscription moved")
+)
 
 // subscription runs one pub/sub connection until ctx ends, its channel
-// closes, or a probe does not come back (errStale).
-func (b *Bus) subscription(ctx context.Context, deliver func(presence.Message), queueReread func(presence.PostID)) error {
-	chans := []string{b.probe}
-	for c := range b.channel {
+// closes, a probe does not come back (errStale) or Redis drops the
+// subscription because its slot moved (errMoved).
+func (b *Bus) subscription(ctx context.Context, l *lane, deliver func(presence.Message), queueReread func(presence.PostID)) error {
+	// The probe first: on a cluster the first channel picks the node.
+	chans := []string{l.probe}
+	for c := range l.channel {
 		chans = append(chans, c)
 	}
-	ps := b.rdb.Subscribe(ctx, chans...)
+	var ps *redis.PubSub
+	if b.keys.sharded() {
+		ps = b.rdb.SSubscribe(ctx, chans...)
+	} else {
+		ps = b.rdb.Subscribe(ctx, chans...)
+	}
 	defer ps.Close()
+	// Wishes recorded before the subscription existed are sent now; their
+	// kick may have been what woke the lane.
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
 	ch := ps.ChannelWithSubscriptions(redis.WithChannelSize(4096))
 	tick := time.NewTicker(b.cfg.ProbeInterval)
 	defer tick.Stop()
@@ -199,8 +279,8 @@ func (b *Bus) subscription(ctx context.Context, deliver func(presence.Message), 
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-b.kick:
-			if err := b.sync(ctx, ps); err != nil {
+		case <-l.kick:
+			if err := b.sync(ctx, l, ps); err != nil {
 				// go-redis keeps the channels and subscribes them when its
 				// connection is back, and the re-read follows then.
 				// Each new local post kicks a sync: one line per 10s.
@@ -215,7 +295,7 @@ func (b *Bus) subscription(ctx context.Context, deliver func(presence.Message), 
 			}
 			// A failed PUBLISH means Redis is away, which go-redis's own
 			// reconnect handles; only a probe that went out proves a dead path.
-			if err := b.rdb.Publish(ctx, b.probe, "probe").Err(); err == nil {
+			if err := b.publish(ctx, l.probe, "probe"); err == nil {
 				probeDue = time.After(b.cfg.ProbeTimeout)
 			}
 		case <-probeDue:
@@ -227,7 +307,7 @@ func (b *Bus) subscription(ctx context.Context, deliver func(presence.Message), 
 			switch m := m.(type) {
 			case *redis.Subscription:
 				switch m.Kind {
-				case "subscribe":
+				case "subscribe", "ssubscribe":
 					// go-redis replays every subscription in one command on a
 					// new connection, so the replay starts again at count 1,
 					// with any channel first, the probe's too.
@@ -238,11 +318,27 @@ func (b *Bus) subscription(ctx context.Context, deliver func(presence.Message), 
 					if post, ok := b.post(m.Channel); ok {
 						queueReread(post)
 					}
+					// The first probe goes out as soon as its channel is
+					// confirmed: a path that dies early is found as soon as
+					// one that dies later.
+					if m.Channel == l.probe && probeDue == nil {
+						if err := b.publish(ctx, l.probe, "probe"); err == nil {
+							probeDue = time.After(b.cfg.ProbeTimeout)
+						}
+					}
 				case "unsubscribe":
 					delete(confirmed, m.Channel)
+				case "sunsubscribe":
+					delete(confirmed, m.Channel)
+					// Redis drops the shard channels of a slot that moved
+					// away; a channel dropped that is still wanted was not
+					// dropped by us.
+					if m.Channel == l.probe || l.channel[m.Channel] {
+						return errMoved
+					}
 				}
 			case *redis.Message:
-				if m.Channel == b.probe {
+				if m.Channel == l.probe {
 					probeDue = nil
 					continue
 				}
@@ -263,32 +359,48 @@ func (b *Bus) subscription(ctx context.Context, deliver func(presence.Message), 
 	}
 }
 
-// sync sends the SUBSCRIBE and UNSUBSCRIBE commands the recorded wishes call
-// for. go-redis records the channels even when the write fails and replays
-// them on reconnect, so a failed sync needs no retry of its own.
-func (b *Bus) sync(ctx context.Context, ps *redis.PubSub) error {
+// sync sends the (S)SUBSCRIBE and (S)UNSUBSCRIBE commands a lane's recorded
+// wishes call for. go-redis records the channels even when the write fails
+// and replays them on reconnect, so a failed sync needs no retry of its own.
+func (b *Bus) sync(ctx context.Context, l *lane, ps *redis.PubSub) error {
 	b.mu.Lock()
 	var sub, unsub []string
-	for p, on := range b.want {
+	for p, on := range l.want {
 		c := b.keys.Channel(p)
 		if on {
 			sub = append(sub, c)
-			b.channel[c] = true
+			l.channel[c] = true
 		} else {
 			unsub = append(unsub, c)
-			delete(b.channel, c)
+			delete(l.channel, c)
 		}
 	}
-	clear(b.want)
+	clear(l.want)
 	b.mu.Unlock()
 	var errs []error
 	if len(sub) > 0 {
-		errs = append(errs, ps.Subscribe(ctx, sub...))
+		if b.keys.sharded() {
+			errs = append(errs, ps.SSubscribe(ctx, sub...))
+		} else {
+			errs = append(errs, ps.Subscribe(ctx, sub...))
+		}
 	}
 	if len(unsub) > 0 {
-		errs = append(errs, ps.Unsubscribe(ctx, unsub...))
+		if b.keys.sharded() {
+			errs = append(errs, ps.SUnsubscribe(ctx, unsub...))
+		} else {
+			errs = append(errs, ps.Unsubscribe(ctx, unsub...))
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// publish sends a message on a channel with the layout's command.
+func (b *Bus) publish(ctx context.Context, channel, msg string) error {
+	if b.keys.sharded() {
+		return b.rdb.SPublish(ctx, channel, msg).Err()
+	}
+	return b.rdb.Publish(ctx, channel, msg).Err()
 }
 
 // rereadLoop reads the counts of the posts queued in pending. A read that
@@ -376,14 +488,7 @@ func rereadBackoff(prev time.Duration) time.Duration {
 	return next/2 + rand.N(next/2+1)
 }
 
-func (b *Bus) post(channel string) (presence.PostID, bool) {
-	rest, ok := strings.CutPrefix(channel, b.keys.channelPrefix())
-	if !ok {
-		return "", false
-	}
-	p, err := presence.ParsePostID(rest)
-	return p, err == nil
-}
+func (b *Bus) post(channel string) (presence.PostID, bool) { return b.keys.channelPost(channel) }
 
 // MaxMessage bounds a message on a post's channel: the largest event frame.
 // The publish API takes bodies up to 16 KiB, whose frames stay under it;

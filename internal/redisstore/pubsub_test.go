@@ -68,7 +68,7 @@ func isCount(post presence.PostID, viewers int64) func(presence.Message) bool {
 func TestBus_SubscribeRereadAndReconnect(t *testing.T) {
 	s, rdb := newStore(t, time.Minute)
 	ctx := context.Background()
-	if _, err := s.View(ctx, "before", "p", true); err != nil {
+	if _, err := s.View(ctx, presence.Session{ID: "before", Post: "p"}, "", true); err != nil {
 		t.Fatal(err)
 	}
 	b, out := runBus(t, s)
@@ -77,7 +77,7 @@ func TestBus_SubscribeRereadAndReconnect(t *testing.T) {
 	rereads := map[presence.PostID]int64{"p": 1, "p2": 0, "p3": 0, "p4": 0}
 	waitAll(t, out, "re-reads after subscribing", rereads)
 
-	if _, err := s.View(ctx, "after", "p", true); err != nil {
+	if _, err := s.View(ctx, presence.Session{ID: "after", Post: "p"}, "", true); err != nil {
 		t.Fatal(err)
 	}
 	waitMsg(t, out, "published count p=2", isCount("p", 2))
@@ -98,10 +98,10 @@ func TestBus_SubscribeRereadAndReconnect(t *testing.T) {
 	b.Unsubscribe("p")
 	b.Subscribe("q")
 	waitMsg(t, out, "re-read q=0", isCount("q", 0))
-	if _, err := s.View(ctx, "x", "p", true); err != nil {
+	if _, err := s.View(ctx, presence.Session{ID: "x", Post: "p"}, "", true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.View(ctx, "y", "q", true); err != nil {
+	if _, err := s.View(ctx, presence.Session{ID: "y", Post: "q"}, "", true); err != nil {
 		t.Fatal(err)
 	}
 	m := waitMsg(t, out, "any count", func(m presence.Message) bool { return m.Count != nil && m.Count.Viewers > 0 })

@@ -1,8 +1,10 @@
 // Package redisstore keeps presence in Redis with the seed's schema plus a
 // deadlines index: one Lua script per change, each publishing the new count
-// on the post's channel. It also carries the pub/sub side: Bus relays post
-// channels to an app server's hub, and Expiry turns keyspace expiry events
-// into wake-ups for the garbage collector.
+// on the post's channel. On one node (or a Sentinel-watched primary) the key
+// names are the seed's; on a Redis Cluster they are spread over partitions
+// (see Keys), each on one hash slot. It also carries the pub/sub side: Bus
+// relays post channels to an app server's hub, and Expiry turns keyspace
+// expiry events into wake-ups for the garbage collector.
 package redisstore
 
 import (
@@ -39,7 +41,7 @@ type Config struct {
 // Store is the Redis implementation of presence.Store. It also serves the
 // garbage collector (Due, Prune, Sweep).
 type Store struct {
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 	keys     Keys
 	ttl      time.Duration
 	viewsTTL time.Duration // 0: forever
@@ -56,13 +58,19 @@ var (
 	_ presence.Feed      = (*Bus)(nil)
 )
 
-// New returns a Store on rdb. It does not touch Redis: an unreachable Redis
-// shows up as errors wrapping presence.ErrUnavailable, and in Ping.
-func New(rdb *redis.Client, cfg Config, log *zap.Logger) *Store {
+// New returns a Store on rdb. A *redis.ClusterClient gets the cluster's key
+// layout (NewClusterKeys), any other client the one node's. It does not
+// touch Redis: an unreachable Redis shows up as errors wrapping
+// presence.ErrUnavailable, and in Ping.
+func New(rdb redis.UniversalClient, cfg Config, log *zap.Logger) *Store {
 	cfg.TTL, cfg.ViewsTTL = presence.StoreTTLs(cfg.TTL, cfg.ViewsTTL)
+	keys := NewKeys(cfg.Prefix)
+	if _, ok := rdb.(*redis.ClusterClient); ok {
+		keys = NewClusterKeys(cfg.Prefix)
+	}
 	s := &Store{
 		rdb:      rdb,
-		keys:     NewKeys(cfg.Prefix),
+		keys:     keys,
 		ttl:      cfg.TTL,
 		viewsTTL: cfg.ViewsTTL,
 		log:      log.Named("redis"),
@@ -82,8 +90,8 @@ var (
 	redisLog     atomic.Pointer[zap.SugaredLogger]
 )
 
-// Connection names the Redis to connect to: one node by URL, or a master
-// by the sentinels that monitor it.
+// Connection names the Redis to connect to: one node by URL, a master by
+// the sentinels that monitor it, or a cluster by some of its nodes.
 type Connection struct {
 	// URL is a redis://, rediss:// or unix:// URL. With Sentinels it gives
 	// only the credentials, TLS and database; its host is not used.
@@ -93,16 +101,20 @@ type Connection struct {
 	Sentinels []string
 	// Master is the name of the master the sentinels monitor.
 	Master string
+	// Cluster are the host:port of some nodes of a Redis Cluster; they
+	// select Cluster mode, and the client learns the other nodes from them.
+	Cluster []string
 }
 
 // Connect returns a client for c with timeouts suited to the service; it
 // does not connect. In Sentinel mode the client asks the sentinels for the
 // master's address and, after a failover, reconnects to the promoted
-// replica by itself (go-redis's failover client); callers see a
-// *redis.Client either way. go-redis's own log lines (dial failures,
+// replica by itself (go-redis's failover client, a *redis.Client). In
+// Cluster mode it is a *redis.ClusterClient, which follows MOVED and ASK
+// and reloads the slot map when it changes. go-redis's own log lines (dial failures,
 // pub/sub reconnects, failovers) go to log, so that stderr stays one JSON
 // object per line.
-func Connect(c Connection, log *zap.Logger) (*redis.Client, error) {
+func Connect(c Connection, log *zap.Logger) (redis.UniversalClient, error) {
 	// go-redis has one logger for the whole process, and setting it races
 	// with its use: it is set once, to a logger that writes to the newest
 	// Connect's. (One process connects once; tests run several servers in
@@ -119,6 +131,24 @@ func Connect(c Connection, log *zap.Logger) (*redis.Client, error) {
 	// Per-call deadlines matter in HTTP handlers; without this go-redis only
 	// applies its own socket timeouts.
 	opt.ContextTimeoutEnabled = true
+	if len(c.Cluster) > 0 {
+		return redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs: c.Cluster,
+			// A slot that migrates key by key answers a script with ASK or
+			// TRYAGAIN until its keys are on one node; go-redis's default of
+			// 3 follows too few of them.
+			MaxRedirects: 8,
+			// go-redis reloads the slot map on MOVED and ASK, but a dead
+			// primary only refuses connections: without this its slots
+			// stay mapped to it for the default 60s after a failover.
+			// (Store.fail also asks for a reload on such errors.)
+			ClusterStateReloadInterval: 5 * time.Second,
+			Username:                   opt.Username,
+			Password:                   opt.Password,
+			TLSConfig:                  opt.TLSConfig,
+			ContextTimeoutEnabled:      true,
+		}), nil
+	}
 	if len(c.Sentinels) == 0 {
 		return redis.NewClient(opt), nil
 	}
@@ -131,6 +161,18 @@ func Connect(c Connection, log *zap.Logger) (*redis.Client, error) {
 		TLSConfig:             opt.TLSConfig,
 		ContextTimeoutEnabled: true,
 	}), nil
+}
+
+// Addr names the Redis a client talks to, for log lines: the node's
+// address, or a cluster's seed nodes.
+func Addr(rdb redis.UniversalClient) string {
+	switch c := rdb.(type) {
+	case *redis.Client:
+		return c.Options().Addr
+	case *redis.ClusterClient:
+		return strings.Join(c.Options().Addrs, ",")
+	}
+	return fmt.Sprintf("%T", rdb)
 }
 
 type redisLogger struct{}
@@ -163,31 +205,99 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// View implements presence.Store.
-func (s *Store) View(ctx context.Context, sid presence.SessionID, post presence.PostID, countView bool) (presence.Count, error) {
+// View implements presence.Store. A move between posts of two partitions
+// takes two scripts, one on each: the session leaves the old partition,
+// then views in the new one. In between, or if the second never runs, the
+// session is on neither post, a count one too low and never too high; the
+// app server's next refresh finds it missing and registers it again. (The
+// other order could leave it counted on both posts until its old key
+// expired.)
+func (s *Store) View(ctx context.Context, vs presence.Session, from presence.PostID, countView bool) (presence.Count, error) {
+	n := s.keys.Partition(vs.Post)
+	if from != "" && s.keys.Partition(from) != n {
+		if err := s.leave(ctx, s.keys.Partition(from), []presence.Session{{ID: vs.ID, Post: from}}); err != nil {
+			return presence.Count{}, err
+		}
+		from = ""
+	}
 	count := "0"
 	if countView {
 		count = "1"
 	}
-	args := append(s.keys.names(), string(sid), string(post), s.ttl.Milliseconds(), count, s.viewsTTL.Milliseconds())
-	res, err := viewScript.Run(ctx, s.rdb, s.countKeys(), args...).Int64Slice()
-	if err != nil {
-		return presence.Count{}, s.fail("view", err)
+	for range maxElsewhere {
+		on := []presence.Session{vs}
+		if from != "" && from != vs.Post {
+			on = append(on, presence.Session{ID: vs.ID, Post: from})
+		}
+		args := append(s.keys.names(n), string(vs.ID), string(vs.Post), s.ttl.Milliseconds(), count, s.viewsTTL.Milliseconds(), string(from))
+		res, err := viewScript.Run(ctx, s.rdb, s.keys.touched(n, on, true), args...).Slice()
+		if err != nil {
+			return presence.Count{}, s.fail("view", err)
+		}
+		if len(res) == 2 {
+			// On another post than the caller believed: name that one.
+			old, _ := res[1].(string)
+			from = presence.PostID(old)
+			continue
+		}
+		if len(res) != 3 {
+			return presence.Count{}, fmt.Errorf("view: script returned %d values, want 3", len(res))
+		}
+		c := presence.Count{Post: vs.Post}
+		c.Viewers, _ = res[0].(int64)
+		c.Views, _ = res[1].(int64)
+		c.Seq, _ = res[2].(int64)
+		return c, nil
 	}
-	if len(res) != 3 {
-		return presence.Count{}, fmt.Errorf("view: script returned %d values, want 3", len(res))
-	}
-	return presence.Count{Post: post, Viewers: res[0], Views: res[1], Seq: res[2]}, nil
+	return presence.Count{}, fmt.Errorf("view: session %s moved between posts %d times while being registered", vs.ID, maxElsewhere)
 }
 
+// maxElsewhere bounds the runs of a script that keeps finding a session on
+// another post than it was told: each run names the post the last found,
+// so only a session moved concurrently, again and again, exhausts it.
+const maxElsewhere = 3
+
 // Leave implements presence.Store.
-func (s *Store) Leave(ctx context.Context, sids ...presence.SessionID) error {
-	for batch := range slices.Chunk(sids, batchSize) {
-		if err := leaveScript.Run(ctx, s.rdb, s.countKeys(), s.sidArgs(batch)...).Err(); err != nil {
-			return s.fail("leave", err)
+func (s *Store) Leave(ctx context.Context, sessions ...presence.Session) error {
+	var errs []error
+	for n, ss := range s.byPartition(sessions) {
+		if err := s.leave(ctx, n, ss); err != nil {
+			errs = append(errs, err)
+			if isUnavailable(err) {
+				break
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// leave runs the leave script on partition n, again for the sessions it
+// finds on other posts than given.
+func (s *Store) leave(ctx context.Context, n int, sessions []presence.Session) error {
+	for batch := range slices.Chunk(sessions, batchSize) {
+		for range maxElsewhere {
+			res, err := leaveScript.Run(ctx, s.rdb, s.keys.touched(n, batch, true), s.sessionArgs(n, batch)...).Slice()
+			if err != nil {
+				return s.fail("leave", err)
+			}
+			if batch = elsewhere(res[1:]); len(batch) == 0 {
+				break
+			}
 		}
 	}
 	return nil
+}
+
+// elsewhere reads the sessions a script found on other posts than it was
+// told: pairs of sid, post.
+func elsewhere(res []any) []presence.Session {
+	var out []presence.Session
+	for i := 0; i+1 < len(res); i += 2 {
+		sid, _ := res[i].(string)
+		post, _ := res[i+1].(string)
+		out = append(out, presence.Session{ID: presence.SessionID(sid), Post: presence.PostID(post)})
+	}
+	return out
 }
 
 // batchSize bounds the sessions one script call handles, so no script holds
@@ -198,128 +308,199 @@ const batchSize = 500
 func (s *Store) Refresh(ctx context.Context, sessions []presence.Session) ([]presence.SessionID, error) {
 	var missing []presence.SessionID
 	var errs []error
-	for batch := range slices.Chunk(sessions, batchSize) {
-		args := append(make([]any, 0, 2*len(batch)+5), s.keys.names()...)
-		args = append(args, s.ttl.Milliseconds())
-		for _, ss := range batch {
-			args = append(args, string(ss.ID), string(ss.Post))
-		}
-		res, err := refreshScript.Run(ctx, s.rdb, []string{s.keys.Deadlines(), s.keys.Viewers()}, args...).StringSlice()
-		if err != nil {
-			errs = append(errs, s.fail("refresh", err))
-			if isUnavailable(err) {
-				break // the rest would wait out the same timeout, batch by batch
+	for n, part := range s.byPartition(sessions) {
+		for batch := range slices.Chunk(part, batchSize) {
+			args := append(make([]any, 0, 2*len(batch)+6), s.keys.names(n)...)
+			args = append(args, s.ttl.Milliseconds())
+			for _, ss := range batch {
+				args = append(args, string(ss.ID), string(ss.Post))
 			}
-			continue // a script error in one batch says nothing of the others
-		}
-		for _, sid := range res {
-			missing = append(missing, presence.SessionID(sid))
+			res, err := refreshScript.Run(ctx, s.rdb, s.keys.touched(n, batch, false), args...).StringSlice()
+			if err != nil {
+				errs = append(errs, s.fail("refresh", err))
+				if isUnavailable(err) {
+					// The rest would wait out the same timeout, batch by
+					// batch; on a cluster, other nodes may answer.
+					break
+				}
+				continue // a script error in one batch says nothing of the others
+			}
+			for _, sid := range res {
+				missing = append(missing, presence.SessionID(sid))
+			}
 		}
 	}
 	return missing, errors.Join(errs...)
 }
 
-// Counts implements presence.Store in one round trip.
+// byPartition groups sessions by their post's partition, in order.
+func (s *Store) byPartition(sessions []presence.Session) map[int][]presence.Session {
+	out := make(map[int][]presence.Session, 1)
+	for _, ss := range sessions {
+		n := s.keys.Partition(ss.Post)
+		out[n] = append(out[n], ss)
+	}
+	return out
+}
+
+// Counts implements presence.Store: one round trip per partition the posts
+// fall in. Counts of one partition are read at one instant; Seq orders each
+// against the counts published in its partition, the only ones about the
+// same post.
 func (s *Store) Counts(ctx context.Context, posts []presence.PostID) ([]presence.Count, error) {
 	if len(posts) == 0 {
 		return nil, nil
 	}
-	args := append(make([]any, 0, len(posts)+4), s.keys.names()...)
-	for _, p := range posts {
-		args = append(args, string(p))
-	}
-	res, err := countsScript.Run(ctx, s.rdb, s.countKeys(), args...).Int64Slice()
-	if err != nil {
-		return nil, s.fail("counts", err)
-	}
-	if len(res) != 1+2*len(posts) {
-		return nil, fmt.Errorf("counts: script returned %d values, want %d", len(res), 1+2*len(posts))
+	at := make(map[int][]int, 1) // partition -> indexes in posts
+	for i, p := range posts {
+		n := s.keys.Partition(p)
+		at[n] = append(at[n], i)
 	}
 	out := make([]presence.Count, len(posts))
-	for i, p := range posts {
-		out[i] = presence.Count{Post: p, Viewers: res[1+2*i], Views: res[2+2*i], Seq: res[0]}
+	for n, idx := range at {
+		args := append(make([]any, 0, len(idx)+5), s.keys.names(n)...)
+		keys := s.keys.partKeys(n)
+		for _, i := range idx {
+			args = append(args, string(posts[i]))
+			keys = append(keys, s.keys.PostViewers(posts[i]), s.keys.Views(posts[i]))
+		}
+		res, err := countsScript.Run(ctx, s.rdb, keys, args...).Int64Slice()
+		if err != nil {
+			return nil, s.fail("counts", err)
+		}
+		if len(res) != 1+2*len(idx) {
+			return nil, fmt.Errorf("counts: script returned %d values, want %d", len(res), 1+2*len(idx))
+		}
+		for j, i := range idx {
+			out[i] = presence.Count{Post: posts[i], Viewers: res[1+2*j], Views: res[2+2*j], Seq: res[0]}
+		}
 	}
 	return out, nil
 }
 
 // Publish sends an event to the viewers and watchers of its post on every
-// app server and returns how many app servers took it: PUBLISH's count of
-// subscribers, and each app server holds one subscription per post it has
-// clients on.
+// app server and returns how many app servers took it: PUBLISH's (or
+// SPUBLISH's) count of subscribers, and each app server holds one
+// subscription per post it has clients on.
 func (s *Store) Publish(ctx context.Context, ev presence.Event) (int, error) {
-	n, err := s.rdb.Publish(ctx, s.keys.Channel(ev.Post), ev.Frame()).Result()
+	ch := s.keys.Channel(ev.Post)
+	var cmd *redis.IntCmd
+	if s.keys.sharded() {
+		cmd = s.rdb.SPublish(ctx, ch, ev.Frame())
+	} else {
+		cmd = s.rdb.Publish(ctx, ch, ev.Frame())
+	}
+	n, err := cmd.Result()
 	if err != nil {
 		return 0, s.fail("publish", err)
 	}
 	return int(n), nil
 }
 
-// Due returns up to limit sessions whose deadline has passed and, when none
-// is due, the time until the next deadline (-1 when there is none).
-func (s *Store) Due(ctx context.Context, limit int) ([]presence.SessionID, time.Duration, error) {
-	res, err := dueScript.Run(ctx, s.rdb, []string{s.keys.Deadlines()}, limit).Slice()
-	if err != nil {
-		return nil, 0, s.fail("due", err)
-	}
-	if len(res) == 0 {
-		return nil, 0, errors.New("due: script returned nothing")
-	}
-	next, _ := res[0].(int64)
-	sids := make([]presence.SessionID, 0, len(res)-1)
-	for _, v := range res[1:] {
-		if sid, ok := v.(string); ok {
-			sids = append(sids, presence.SessionID(sid))
+// Due returns up to limit sessions whose deadline has passed, each with its
+// post, and, when none is due, the time until the next deadline (-1 when
+// there is none). It asks every partition, one script call each.
+func (s *Store) Due(ctx context.Context, limit int) ([]presence.Session, time.Duration, error) {
+	var due []presence.Session
+	next := int64(-1)
+	for n := range s.keys.parts {
+		if len(due) >= limit {
+			next = 0
+			break
+		}
+		args := append(s.keys.names(n), limit-len(due))
+		res, err := dueScript.Run(ctx, s.rdb, s.keys.partKeys(n), args...).Slice()
+		if err != nil {
+			return nil, 0, s.fail("due", err)
+		}
+		if len(res) == 0 || len(res)%2 != 1 {
+			return nil, 0, fmt.Errorf("due: script returned %d values, want an odd number", len(res))
+		}
+		if w, _ := res[0].(int64); w >= 0 && (next < 0 || w < next) {
+			next = w
+		}
+		for i := 1; i+1 < len(res); i += 2 {
+			sid, _ := res[i].(string)
+			post, _ := res[i+1].(string)
+			due = append(due, presence.Session{ID: presence.SessionID(sid), Post: presence.PostID(post)})
 		}
 	}
 	wait := time.Duration(next) * time.Millisecond
 	if next < 0 {
 		wait = -1
 	}
-	return sids, wait, nil
+	return due, wait, nil
 }
 
 // Prune removes the sessions whose key is gone and returns how late after
-// its deadline each pruned session was removed. Live sessions are left alone.
-func (s *Store) Prune(ctx context.Context, sids []presence.SessionID) ([]time.Duration, error) {
+// its deadline each pruned session was removed. Live sessions are left
+// alone. Each session is looked for on its Post.
+func (s *Store) Prune(ctx context.Context, sessions []presence.Session) ([]time.Duration, error) {
 	var lags []time.Duration
-	for batch := range slices.Chunk(sids, batchSize) {
-		res, err := pruneScript.Run(ctx, s.rdb, s.countKeys(), s.sidArgs(batch)...).Int64Slice()
+	for n, part := range s.byPartition(sessions) {
+		l, err := s.prune(ctx, n, part)
+		lags = append(lags, l...)
 		if err != nil {
-			return lags, s.fail("prune", err)
-		}
-		for _, ms := range res {
-			lags = append(lags, time.Duration(ms)*time.Millisecond)
+			return lags, err
 		}
 	}
 	return lags, nil
 }
 
-// Sweep walks the whole viewers hash and runs prune over it, a batch at a
-// time. It repairs what the deadlines index could miss (an entry lost to a
-// failover or a hand edit): a dead session is pruned, a live one gets its
-// deadline back. It returns the sessions pruned.
+// prune runs the prune script on partition n, again for the sessions it
+// finds on other posts than given.
+func (s *Store) prune(ctx context.Context, n int, sessions []presence.Session) ([]time.Duration, error) {
+	var lags []time.Duration
+	for batch := range slices.Chunk(sessions, batchSize) {
+		for range maxElsewhere {
+			res, err := pruneScript.Run(ctx, s.rdb, s.keys.touched(n, batch, true), s.sessionArgs(n, batch)...).Slice()
+			if err != nil {
+				return lags, s.fail("prune", err)
+			}
+			pruned, _ := res[0].(int64)
+			if pruned < 0 || int(pruned) >= len(res) {
+				return lags, fmt.Errorf("prune: script returned %d values for %d pruned", len(res), pruned)
+			}
+			for _, v := range res[1 : 1+pruned] {
+				ms, _ := v.(int64)
+				lags = append(lags, time.Duration(ms)*time.Millisecond)
+			}
+			if batch = elsewhere(res[1+pruned:]); len(batch) == 0 {
+				break
+			}
+		}
+	}
+	return lags, nil
+}
+
+// Sweep walks every partition's viewers hash and runs prune over it, a
+// batch at a time. It repairs what the deadlines index could miss (an entry
+// lost to a failover or a hand edit): a dead session is pruned, a live one
+// gets its deadline back. It returns the sessions pruned.
 func (s *Store) Sweep(ctx context.Context) (int, error) {
-	var cursor uint64
 	pruned := 0
-	for {
-		// HSCAN NOVALUES needs Redis 7.4; fields and values alternate here.
-		kv, next, err := s.rdb.HScan(ctx, s.keys.Viewers(), cursor, "*", batchSize).Result()
-		if err != nil {
-			return pruned, s.fail("sweep", err)
+	for n := range s.keys.parts {
+		var cursor uint64
+		for {
+			// HSCAN NOVALUES needs Redis 7.4; fields and values alternate here.
+			kv, next, err := s.rdb.HScan(ctx, s.keys.viewersAt(n), cursor, "*", batchSize).Result()
+			if err != nil {
+				return pruned, s.fail("sweep", err)
+			}
+			due := make([]presence.Session, 0, len(kv)/2)
+			for i := 0; i+1 < len(kv); i += 2 {
+				due = append(due, presence.Session{ID: presence.SessionID(kv[i]), Post: presence.PostID(kv[i+1])})
+			}
+			lags, err := s.prune(ctx, n, due)
+			pruned += len(lags)
+			if err != nil {
+				return pruned, err
+			}
+			if next == 0 {
+				break
+			}
+			cursor = next
 		}
-		sids := make([]presence.SessionID, 0, len(kv)/2)
-		for i := 0; i+1 < len(kv); i += 2 {
-			sids = append(sids, presence.SessionID(kv[i]))
-		}
-		lags, err := s.Prune(ctx, sids)
-		pruned += len(lags)
-		if err != nil {
-			return pruned, err
-		}
-		if next == 0 {
-			break
-		}
-		cursor = next
 	}
 	if n, err := s.ExpireViews(ctx); err != nil {
 		return pruned, err
@@ -339,14 +520,9 @@ func (s *Store) ExpireViews(ctx context.Context) (int, error) {
 	if s.viewsTTL == 0 {
 		return 0, nil
 	}
-	var cursor uint64
 	set := 0
-	for {
-		keys, next, err := s.rdb.Scan(ctx, cursor, s.keys.viewsPattern(), batchSize).Result()
-		if err != nil {
-			return set, s.fail("expire_views", err)
-		}
-		if len(keys) > 0 {
+	for n := range s.keys.parts {
+		err := s.scanKeys(ctx, n, s.keys.viewsPattern(n), "", func(keys []string) error {
 			// EXPIRE NX (Redis 7) leaves every counter that has a TTL as it is.
 			cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 				for _, k := range keys {
@@ -355,32 +531,67 @@ func (s *Store) ExpireViews(ctx context.Context) (int, error) {
 				return nil
 			})
 			if err != nil {
-				return set, s.fail("expire_views", err)
+				return err
 			}
 			for _, c := range cmds {
 				if c.(*redis.BoolCmd).Val() {
 					set++
 				}
 			}
+			return nil
+		})
+		if err != nil {
+			return set, s.fail("expire_views", err)
+		}
+	}
+	return set, nil
+}
+
+// scanKeys runs SCAN for the keys of partition n that match pattern (and
+// are of type typ, unless ""), calling each with every batch found. On a
+// cluster the SCAN goes to the node that holds the partition's slot.
+func (s *Store) scanKeys(ctx context.Context, n int, pattern, typ string, each func([]string) error) error {
+	node := redis.Cmdable(s.rdb)
+	if c, ok := s.rdb.(*redis.ClusterClient); ok {
+		m, err := c.MasterForKey(ctx, s.keys.viewersAt(n))
+		if err != nil {
+			return err
+		}
+		node = m
+	}
+	var cursor uint64
+	for {
+		var keys []string
+		var next uint64
+		var err error
+		if typ == "" {
+			keys, next, err = node.Scan(ctx, cursor, pattern, batchSize).Result()
+		} else {
+			keys, next, err = node.ScanType(ctx, cursor, pattern, batchSize, typ).Result()
+		}
+		if err != nil {
+			return err
+		}
+		if len(keys) > 0 {
+			if err := each(keys); err != nil {
+				return err
+			}
 		}
 		if next == 0 {
-			return set, nil
+			return nil
 		}
 		cursor = next
 	}
 }
 
-// sidArgs is the ARGV of the leave and prune scripts: names, then sids.
-func (s *Store) sidArgs(sids []presence.SessionID) []any {
-	args := append(make([]any, 0, len(sids)+4), s.keys.names()...)
-	for _, sid := range sids {
-		args = append(args, string(sid))
+// sessionArgs is the ARGV of the leave and prune scripts: names, then
+// pairs of sid and post.
+func (s *Store) sessionArgs(n int, sessions []presence.Session) []any {
+	args := append(make([]any, 0, 2*len(sessions)+5), s.keys.names(n)...)
+	for _, ss := range sessions {
+		args = append(args, string(ss.ID), string(ss.Post))
 	}
 	return args
-}
-
-func (s *Store) countKeys() []string {
-	return []string{s.keys.Viewers(), s.keys.Deadlines(), s.keys.Seq()}
 }
 
 // fail counts a Redis error and wraps it; errors of the connection (refused,
@@ -394,6 +605,11 @@ func (s *Store) fail(op string, err error) error {
 	}
 	s.errors.WithLabelValues(op).Inc()
 	if isUnavailable(err) {
+		if c, ok := s.rdb.(*redis.ClusterClient); ok {
+			// A node that refuses or times out may have failed over: read
+			// the slot map again (go-redis runs one reload at a time).
+			c.ReloadState(context.Background())
+		}
 		return fmt.Errorf("%s: %w: %w", op, presence.ErrUnavailable, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)
@@ -410,9 +626,10 @@ func isUnavailable(err error) bool {
 	}
 	// Redis answers these while it cannot serve: loading a dump, a replica
 	// cut off from its master or written to after a failover, a script
-	// running too long, or a cluster/failover in progress.
+	// running too long, a cluster/failover in progress, or a slot moving
+	// faster than go-redis's redirections follow it (MOVED, ASK).
 	msg := err.Error()
-	for _, p := range []string{"LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "BUSY", "connection refused", "EOF"} {
+	for _, p := range []string{"LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "BUSY", "MOVED", "ASK", "connection refused", "EOF"} {
 		if strings.Contains(msg, p) {
 			return true
 		}

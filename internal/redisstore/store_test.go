@@ -34,44 +34,53 @@ func newStoreConfig(t *testing.T, cfg Config) (*Store, *redis.Client) {
 
 // feed subscribes to the posts' channels and waits for Redis to confirm, so
 // nothing published after it returns is missed.
-func feed(t *testing.T, s *Store, rdb *redis.Client, posts ...presence.PostID) <-chan presence.Message {
+// On a cluster each partition's channels need a subscription of their own.
+func feed(t *testing.T, s *Store, rdb redis.UniversalClient, posts ...presence.PostID) <-chan presence.Message {
 	t.Helper()
-	chans := make([]string, len(posts))
-	for i, p := range posts {
-		chans[i] = s.keys.Channel(p)
+	byPart := make(map[int][]string)
+	for _, p := range posts {
+		n := s.keys.Partition(p)
+		byPart[n] = append(byPart[n], s.keys.Channel(p))
 	}
 	ctx := context.Background()
-	ps := rdb.Subscribe(ctx, chans...)
-	t.Cleanup(func() { ps.Close() })
-	for range chans {
-		if _, err := ps.ReceiveTimeout(ctx, 5*time.Second); err != nil {
-			t.Fatalf("subscribe: %v", err)
-		}
-	}
 	b := NewBus(s, BusConfig{})
 	out := make(chan presence.Message, 100)
-	go func() {
-		for m := range ps.Channel() {
-			msg, err := b.parse(m.Channel, m.Payload)
-			if err != nil {
-				t.Errorf("bad message %q: %v", m.Payload, err)
-				continue
-			}
-			out <- msg
+	for _, chans := range byPart {
+		var ps *redis.PubSub
+		if s.keys.sharded() {
+			ps = rdb.SSubscribe(ctx, chans...)
+		} else {
+			ps = rdb.Subscribe(ctx, chans...)
 		}
-	}()
+		t.Cleanup(func() { ps.Close() })
+		for range chans {
+			if _, err := ps.ReceiveTimeout(ctx, 5*time.Second); err != nil {
+				t.Fatalf("subscribe: %v", err)
+			}
+		}
+		go func() {
+			for m := range ps.Channel() {
+				msg, err := b.parse(m.Channel, m.Payload)
+				if err != nil {
+					t.Errorf("bad message %q: %v", m.Payload, err)
+					continue
+				}
+				out <- msg
+			}
+		}()
+	}
 	return out
 }
 
 func TestStore_Conformance(t *testing.T) {
-	storetest.Run(t, harness(func(t *testing.T) *redis.Client { return srv.Client(t) }))
+	storetest.Run(t, harness(func(t *testing.T) redis.UniversalClient { return srv.Client(t) }))
 }
 
 // TestStore_ConformanceSentinel runs the same suite through go-redis's
 // failover client, as Sentinel mode does.
 func TestStore_ConformanceSentinel(t *testing.T) {
 	topo := redistest.StartSentinel(t)
-	storetest.Run(t, harness(func(t *testing.T) *redis.Client {
+	storetest.Run(t, harness(func(t *testing.T) redis.UniversalClient {
 		rdb, err := Connect(Connection{Sentinels: topo.Addrs, Master: topo.Master}, zaptest.NewLogger(t))
 		if err != nil {
 			t.Fatal(err)
@@ -83,7 +92,7 @@ func TestStore_ConformanceSentinel(t *testing.T) {
 
 // harness makes the store suite's Factory on clients from client, each
 // store with a key prefix of its own.
-func harness(client func(t *testing.T) *redis.Client) storetest.Factory {
+func harness(client func(t *testing.T) redis.UniversalClient) storetest.Factory {
 	return func(t *testing.T, ttl, viewsTTL time.Duration) storetest.Harness {
 		rdb := client(t)
 		s := New(rdb, Config{Prefix: redistest.Prefix(), TTL: ttl, ViewsTTL: viewsTTL}, zaptest.NewLogger(t))
@@ -102,21 +111,35 @@ func harness(client func(t *testing.T) *redis.Client) storetest.Factory {
 
 // checkInvariants compares every key of the schema with the sessions that
 // should be live: viewers hash, per-post sets, session keys and deadlines.
-func checkInvariants(t *testing.T, s *Store, rdb *redis.Client, want map[presence.SessionID]presence.PostID, posts []presence.PostID) {
+// The sessions of the run view only posts, so the partitions of posts hold
+// every key there is.
+func checkInvariants(t *testing.T, s *Store, rdb redis.UniversalClient, want map[presence.SessionID]presence.PostID, posts []presence.PostID) {
 	t.Helper()
 	ctx := context.Background()
-	hash, err := rdb.HGetAll(ctx, s.keys.Viewers()).Result()
-	if err != nil {
-		t.Fatal(err)
+	hashes := make(map[int]map[string]string)
+	total, deadlines := 0, int64(0)
+	for _, p := range posts {
+		n := s.keys.Partition(p)
+		if _, ok := hashes[n]; ok {
+			continue
+		}
+		hash, err := rdb.HGetAll(ctx, s.keys.Viewers(p)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		hashes[n] = hash
+		total += len(hash)
+		c, _ := rdb.ZCard(ctx, s.keys.Deadlines(p)).Result()
+		deadlines += c
 	}
-	if len(hash) != len(want) {
-		t.Errorf("viewers hash has %d sessions, want %d", len(hash), len(want))
+	if total != len(want) {
+		t.Errorf("viewers hashes have %d sessions, want %d", total, len(want))
 	}
 	for sid, post := range want {
-		if hash[string(sid)] != string(post) {
-			t.Errorf("viewers[%s]=%q, want %q", sid, hash[string(sid)], post)
+		if got := hashes[s.keys.Partition(post)][string(sid)]; got != string(post) {
+			t.Errorf("viewers[%s]=%q, want %q", sid, got, post)
 		}
-		if v, _ := rdb.Get(ctx, s.keys.Session(sid)).Result(); v != string(post) {
+		if v, _ := rdb.Get(ctx, s.keys.Session(post, sid)).Result(); v != string(post) {
 			t.Errorf("session:%s=%q, want %q", sid, v, post)
 		}
 	}
@@ -140,23 +163,23 @@ func checkInvariants(t *testing.T, s *Store, rdb *redis.Client, want map[presenc
 			}
 		}
 	}
-	if n, _ := rdb.ZCard(ctx, s.keys.Deadlines()).Result(); n != int64(len(want)) {
-		t.Errorf("deadlines holds %d sessions, want %d", n, len(want))
+	if deadlines != int64(len(want)) {
+		t.Errorf("deadlines hold %d sessions, want %d", deadlines, len(want))
 	}
 }
 
 func TestStore_PruneRacingReregistration(t *testing.T) {
 	s, rdb := newStore(t, time.Second)
 	ctx := context.Background()
-	if _, err := s.View(ctx, "s1", "13", true); err != nil {
+	if _, err := s.View(ctx, presence.Session{ID: "s1", Post: "13"}, "", true); err != nil {
 		t.Fatal(err)
 	}
 	// The key expires; before gc prunes, the app server registers it again.
-	waitGone(t, rdb, s.keys.Session("s1"))
-	if _, err := s.View(ctx, "s1", "13", false); err != nil {
+	waitGone(t, rdb, s.keys.Session("", "s1"))
+	if _, err := s.View(ctx, presence.Session{ID: "s1", Post: "13"}, "", false); err != nil {
 		t.Fatal(err)
 	}
-	lags, err := s.Prune(ctx, []presence.SessionID{"s1"})
+	lags, err := s.Prune(ctx, []presence.Session{{ID: "s1"}})
 	if err != nil || len(lags) != 0 {
 		t.Fatalf("Prune = %v, %v; want the live session left alone", lags, err)
 	}
@@ -172,12 +195,12 @@ func TestStore_SweepRepairsIndex(t *testing.T) {
 	s, rdb := newStore(t, time.Minute)
 	ctx := context.Background()
 	for _, sid := range []presence.SessionID{"live", "dead"} {
-		if _, err := s.View(ctx, sid, "13", true); err != nil {
+		if _, err := s.View(ctx, presence.Session{ID: sid, Post: "13"}, "", true); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Lose the whole index and one session's key, as a failover might.
-	rdb.Del(ctx, s.keys.Deadlines(), s.keys.Session("dead"))
+	rdb.Del(ctx, s.keys.Deadlines(""), s.keys.Session("", "dead"))
 	n, err := s.Sweep(ctx)
 	if err != nil || n != 1 {
 		t.Fatalf("Sweep = %d, %v; want 1 pruned", n, err)
@@ -189,7 +212,7 @@ func TestStore_UnreachableIsUnavailable(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	defer rdb.Close()
 	s := New(rdb, Config{}, zaptest.NewLogger(t))
-	_, err := s.View(context.Background(), "s1", "13", true)
+	_, err := s.View(context.Background(), presence.Session{ID: "s1", Post: "13"}, "", true)
 	if got := presence.ErrorCode(err); got != presence.CodeUnavailable {
 		t.Fatalf("ErrorCode(%v)=%s, want unavailable", err, got)
 	}
@@ -223,11 +246,11 @@ func BenchmarkStore_ViewLeave(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		sid := presence.SessionID(fmt.Sprint(i % 1024))
-		if _, err := s.View(ctx, sid, presence.PostID(fmt.Sprint(i%64)), true); err != nil {
+		if _, err := s.View(ctx, presence.Session{ID: sid, Post: presence.PostID(fmt.Sprint(i % 64))}, "", true); err != nil {
 			b.Fatal(err)
 		}
 		if i%3 == 0 {
-			if err := s.Leave(ctx, sid); err != nil {
+			if err := s.Leave(ctx, presence.Session{ID: sid}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -243,7 +266,7 @@ func BenchmarkStore_Refresh500(b *testing.B) {
 	sessions := make([]presence.Session, 500)
 	for i := range sessions {
 		sessions[i] = presence.Session{ID: presence.SessionID(fmt.Sprint("s", i)), Post: presence.PostID(fmt.Sprint(i % 50))}
-		if _, err := s.View(ctx, sessions[i].ID, sessions[i].Post, false); err != nil {
+		if _, err := s.View(ctx, presence.Session{ID: sessions[i].ID, Post: sessions[i].Post}, "", false); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -265,10 +288,10 @@ func TestStore_SeqSurvivesLoss(t *testing.T) {
 	}{
 		{"FLUSHALL", func(ctx context.Context, rdb *redis.Client, _ int64) error { return rdb.FlushAll(ctx).Err() }},
 		{"older seq", func(ctx context.Context, rdb *redis.Client, seq int64) error {
-			return rdb.Set(ctx, NewKeys("").Seq(), seq-1000, 0).Err()
+			return rdb.Set(ctx, NewKeys("").Seq(""), seq-1000, 0).Err()
 		}},
 		{"seq not a number", func(ctx context.Context, rdb *redis.Client, _ int64) error {
-			return rdb.Set(ctx, NewKeys("").Seq(), "x", 0).Err()
+			return rdb.Set(ctx, NewKeys("").Seq(""), "x", 0).Err()
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -278,7 +301,7 @@ func TestStore_SeqSurvivesLoss(t *testing.T) {
 			ctx := context.Background()
 			var last int64
 			for i := range 50 {
-				c, err := s.View(ctx, presence.SessionID(fmt.Sprint(i)), "p", true)
+				c, err := s.View(ctx, presence.Session{ID: presence.SessionID(fmt.Sprint(i)), Post: "p"}, "", true)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -291,7 +314,7 @@ func TestStore_SeqSurvivesLoss(t *testing.T) {
 			if err != nil || counts[0].Seq <= last {
 				t.Fatalf("Counts after the loss = %+v, %v; want Seq > %d", counts, err, last)
 			}
-			c, err := s.View(ctx, "new", "p", true)
+			c, err := s.View(ctx, presence.Session{ID: "new", Post: "p"}, "", true)
 			if err != nil || c.Seq <= counts[0].Seq {
 				t.Fatalf("View after the loss = %+v, %v; want Seq > %d", c, err, counts[0].Seq)
 			}
@@ -336,7 +359,7 @@ func TestStore_ViewsLifetime(t *testing.T) {
 
 	// Kept forever: the next view takes the TTL away.
 	forever := New(rdb, Config{Prefix: prefix, TTL: time.Minute, ViewsTTL: -1}, zaptest.NewLogger(t))
-	if _, err := forever.View(ctx, "s1", "old-1", true); err != nil {
+	if _, err := forever.View(ctx, presence.Session{ID: "s1", Post: "old-1"}, "", true); err != nil {
 		t.Fatal(err)
 	}
 	if ttl, err := rdb.PTTL(ctx, NewKeys(prefix).Views("old-1")).Result(); err != nil || ttl != -1 {
@@ -355,7 +378,7 @@ func TestStore_ReadsWorkAtMaxmemory(t *testing.T) {
 	rdb := r.Client(t)
 	s := New(rdb, Config{TTL: time.Minute}, zaptest.NewLogger(t))
 	ctx := context.Background()
-	if _, err := s.View(ctx, "a", "p", true); err != nil {
+	if _, err := s.View(ctx, presence.Session{ID: "a", Post: "p"}, "", true); err != nil {
 		t.Fatal(err)
 	}
 	if err := rdb.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
@@ -364,7 +387,7 @@ func TestStore_ReadsWorkAtMaxmemory(t *testing.T) {
 	if err := rdb.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.View(ctx, "b", "p", true); err == nil {
+	if _, err := s.View(ctx, presence.Session{ID: "b", Post: "p"}, "", true); err == nil {
 		t.Fatal("a view at maxmemory worked; the test needs Redis to refuse writes")
 	}
 	counts, err := s.Counts(ctx, []presence.PostID{"p"})
@@ -382,18 +405,18 @@ func TestStore_RefreshFindsHalfState(t *testing.T) {
 	s, rdb := newStore(t, time.Minute)
 	ctx := context.Background()
 	for _, sid := range []presence.SessionID{"a", "b", "c"} {
-		if _, err := s.View(ctx, sid, "p", true); err != nil {
+		if _, err := s.View(ctx, presence.Session{ID: sid, Post: "p"}, "", true); err != nil {
 			t.Fatal(err)
 		}
 	}
-	rdb.HDel(ctx, s.keys.Viewers(), "a")
+	rdb.HDel(ctx, s.keys.Viewers(""), "a")
 	rdb.SRem(ctx, s.keys.PostViewers("p"), "b")
 	missing, err := s.Refresh(ctx, []presence.Session{{ID: "a", Post: "p"}, {ID: "b", Post: "p"}, {ID: "c", Post: "p"}})
 	if err != nil || len(missing) != 2 || missing[0] != "a" || missing[1] != "b" {
 		t.Fatalf("Refresh = %v, %v; want a and b missing", missing, err)
 	}
 	for _, sid := range missing {
-		if _, err := s.View(ctx, sid, "p", false); err != nil {
+		if _, err := s.View(ctx, presence.Session{ID: sid, Post: "p"}, "", false); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -414,7 +437,7 @@ func TestStore_ScriptsPublishTheWireFormat(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, sid := range []presence.SessionID{"a", "b"} {
-		c, err := s.View(ctx, sid, "13", true)
+		c, err := s.View(ctx, presence.Session{ID: sid, Post: "13"}, "", true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -427,7 +450,7 @@ func TestStore_ScriptsPublishTheWireFormat(t *testing.T) {
 			t.Errorf("the view script published\n%s\nthe Go wire format is\n%s", got, want)
 		}
 	}
-	if err := s.Leave(ctx, "a"); err != nil {
+	if err := s.Leave(ctx, presence.Session{ID: "a"}); err != nil {
 		t.Fatal(err)
 	}
 	msg, err := ps.ReceiveTimeout(ctx, 5*time.Second)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -49,7 +50,8 @@ var cases = []struct {
 }{
 	{"view counts a viewer and a view", func(t *testing.T, f Factory) {
 		h := f(t, longTTL, 0)
-		got := view(t, h.Store, "s1", "13", true)
+		st := track(h.Store)
+		got := st.view(t, "s1", "13", true)
 		wantCount(t, got, 1, 1)
 		if got.Seq <= 0 {
 			t.Errorf("Seq=%d, want > 0 after a change", got.Seq)
@@ -58,34 +60,38 @@ var cases = []struct {
 	}},
 	{"second viewer and uncounted view", func(t *testing.T, f Factory) {
 		h := f(t, longTTL, 0)
-		view(t, h.Store, "s1", "13", true)
-		wantCount(t, view(t, h.Store, "s2", "13", true), 2, 2)
-		wantCount(t, view(t, h.Store, "s2", "13", false), 2, 2)
+		st := track(h.Store)
+		st.view(t, "s1", "13", true)
+		wantCount(t, st.view(t, "s2", "13", true), 2, 2)
+		wantCount(t, st.view(t, "s2", "13", false), 2, 2)
 	}},
 	{"a counted view repeated on the same post counts once", func(t *testing.T, f Factory) {
 		// A view retried after its reply was lost arrives again with
 		// countView set; the session is already on the post, so no count.
 		h := f(t, longTTL, 0)
-		view(t, h.Store, "s1", "13", true)
-		wantCount(t, view(t, h.Store, "s1", "13", true), 1, 1)
+		st := track(h.Store)
+		st.view(t, "s1", "13", true)
+		wantCount(t, st.view(t, "s1", "13", true), 1, 1)
 	}},
 	{"move leaves the old post", func(t *testing.T, f Factory) {
 		h := f(t, longTTL, 0)
-		view(t, h.Store, "s1", "a", true)
-		wantCount(t, view(t, h.Store, "s1", "b", true), 1, 1)
+		st := track(h.Store)
+		st.view(t, "s1", "a", true)
+		wantCount(t, st.view(t, "s1", "b", true), 1, 1)
 		c := counts(t, h.Store, "a", "b")
 		wantCount(t, c[0], 0, 1)
 		wantCount(t, c[1], 1, 1)
 	}},
 	{"leave twice and unknown session", func(t *testing.T, f Factory) {
 		h := f(t, longTTL, 0)
-		view(t, h.Store, "s1", "13", true)
+		st := track(h.Store)
+		st.view(t, "s1", "13", true)
 		for i := range 2 {
-			if err := h.Store.Leave(context.Background(), "s1"); err != nil {
+			if err := st.leave("s1"); err != nil {
 				t.Fatalf("Leave #%d: %v", i+1, err)
 			}
 		}
-		if err := h.Store.Leave(context.Background(), "nobody"); err != nil {
+		if err := st.leave("nobody"); err != nil {
 			t.Fatalf("Leave(unknown): %v", err)
 		}
 		wantCount(t, counts(t, h.Store, "13")[0], 0, 1)
@@ -98,8 +104,9 @@ var cases = []struct {
 	}},
 	{"seq grows with every change", func(t *testing.T, f Factory) {
 		h := f(t, longTTL, 0)
-		a := view(t, h.Store, "s1", "a", true)
-		b := view(t, h.Store, "s2", "b", true)
+		st := track(h.Store)
+		a := st.view(t, "s1", "a", true)
+		b := st.view(t, "s2", "b", true)
 		if b.Seq <= a.Seq {
 			t.Errorf("second change Seq=%d, want > %d", b.Seq, a.Seq)
 		}
@@ -109,7 +116,8 @@ var cases = []struct {
 	}},
 	{"refresh keeps live sessions and reports lost ones", func(t *testing.T, f Factory) {
 		h := f(t, longTTL, 0)
-		view(t, h.Store, "s1", "13", true)
+		st := track(h.Store)
+		st.view(t, "s1", "13", true)
 		missing, err := h.Store.Refresh(context.Background(), []presence.Session{
 			{ID: "s1", Post: "13"}, {ID: "gone", Post: "13"}, {ID: "s1x", Post: "14"},
 		})
@@ -127,9 +135,10 @@ var cases = []struct {
 	}},
 	{"expired session is pruned and re-registers without a second view", func(t *testing.T, f Factory) {
 		h := f(t, time.Second, 0)
+		st := track(h.Store)
 		ctx := context.Background()
-		view(t, h.Store, "dead", "13", true)
-		view(t, h.Store, "live", "13", true)
+		st.view(t, "dead", "13", true)
+		st.view(t, "live", "13", true)
 		// Keep "live" alive while "dead" runs out.
 		deadline := time.Now().Add(5 * time.Second)
 		for {
@@ -157,12 +166,13 @@ var cases = []struct {
 		if err != nil || fmt.Sprint(missing) != "[dead]" {
 			t.Fatalf("Refresh(pruned) = %v, %v; want [dead]", missing, err)
 		}
-		wantCount(t, view(t, h.Store, "dead", "13", false), 2, 2)
+		wantCount(t, st.view(t, "dead", "13", false), 2, 2)
 	}},
 	{"prune leaves live sessions alone", func(t *testing.T, f Factory) {
 		h := f(t, longTTL, 0)
-		view(t, h.Store, "s1", "13", true)
-		lags, err := h.Source.Prune(context.Background(), []presence.SessionID{"s1", "unknown"})
+		st := track(h.Store)
+		st.view(t, "s1", "13", true)
+		lags, err := h.Source.Prune(context.Background(), []presence.Session{{ID: "s1", Post: "13"}, {ID: "unknown", Post: "13"}})
 		if err != nil || len(lags) != 0 {
 			t.Fatalf("Prune(live) = %v, %v; want nothing pruned", lags, err)
 		}
@@ -174,32 +184,40 @@ var cases = []struct {
 	}},
 	{"changes are published in order", func(t *testing.T, f Factory) {
 		h := f(t, longTTL, 0)
+		st := track(h.Store)
 		feed := h.Feed(t, "a", "b")
-		view(t, h.Store, "s1", "a", true)
-		view(t, h.Store, "s2", "a", true)
-		view(t, h.Store, "s1", "b", true)
-		if err := h.Store.Leave(context.Background(), "s2"); err != nil {
+		st.view(t, "s1", "a", true)
+		st.view(t, "s2", "a", true)
+		st.view(t, "s1", "b", true)
+		if err := st.leave("s2"); err != nil {
 			t.Fatal(err)
 		}
-		want := []string{"a 1 1", "a 2 2", "a 1 2", "b 1 1", "a 0 2"}
-		var last int64
-		for i, w := range want {
+		// Seq orders the counts of one post; posts may live in partitions
+		// of their own, whose messages travel apart.
+		want := map[presence.PostID]string{"a": "1/1 2/2 1/2 0/2", "b": "1/1"}
+		got := map[presence.PostID]string{}
+		last := map[presence.PostID]int64{}
+		for i := range 5 {
 			m := next(t, feed)
 			if m.Count == nil {
 				t.Fatalf("message %d is not a count: %+v", i, m)
 			}
-			got := fmt.Sprintf("%s %d %d", m.Count.Post, m.Count.Viewers, m.Count.Views)
-			if got != w {
-				t.Errorf("message %d = %s, want %s", i, got, w)
+			c := m.Count
+			got[c.Post] = strings.TrimSpace(got[c.Post] + fmt.Sprintf(" %d/%d", c.Viewers, c.Views))
+			if c.Seq <= last[c.Post] {
+				t.Errorf("message %d (post %s) Seq=%d, want > %d", i, c.Post, c.Seq, last[c.Post])
 			}
-			if m.Count.Seq <= last {
-				t.Errorf("message %d Seq=%d, want > %d", i, m.Count.Seq, last)
+			last[c.Post] = c.Seq
+		}
+		for p, w := range want {
+			if got[p] != w {
+				t.Errorf("post %s: viewers/views %q, want %q", p, got[p], w)
 			}
-			last = m.Count.Seq
 		}
 	}},
 	{"concurrent views, moves and leaves keep counts exact", func(t *testing.T, f Factory) {
 		h := f(t, longTTL, 0)
+		st := track(h.Store)
 		posts := []presence.PostID{"p0", "p1", "p2", "p3"}
 		const workers, ops = 16, 60
 		final := make([]presence.PostID, workers) // "" = not viewing
@@ -214,15 +232,15 @@ var cases = []struct {
 					var err error
 					switch r.IntN(5) {
 					case 0:
-						err = h.Store.Leave(context.Background(), sid)
+						err = st.leave(sid)
 						final[w] = ""
 					case 1:
 						// Another worker's session, live: prune must leave it.
 						other := presence.SessionID(fmt.Sprintf("w%d", r.IntN(workers)))
-						_, err = h.Source.Prune(context.Background(), []presence.SessionID{other})
+						_, err = h.Source.Prune(context.Background(), []presence.Session{{ID: other, Post: posts[r.IntN(len(posts))]}})
 					default:
 						p := posts[r.IntN(len(posts))]
-						_, err = h.Store.View(context.Background(), sid, p, false)
+						_, err = st.tryView(sid, p, false)
 						final[w] = p
 					}
 					if err != nil {
@@ -253,22 +271,23 @@ var cases = []struct {
 	{"views totals expire unless viewed", func(t *testing.T, f Factory) {
 		const viewsTTL = 500 * time.Millisecond
 		h := f(t, longTTL, viewsTTL)
+		st := track(h.Store)
 		// Made-up posts viewed once, by sessions that leave at once.
 		made := make([]presence.PostID, 50)
 		for i := range made {
 			made[i] = presence.PostID(fmt.Sprintf("made-up-%d", i))
 			sid := presence.SessionID(fmt.Sprintf("m%d", i))
-			view(t, h.Store, sid, made[i], true)
-			if err := h.Store.Leave(context.Background(), sid); err != nil {
+			st.view(t, sid, made[i], true)
+			if err := st.leave(sid); err != nil {
 				t.Fatal(err)
 			}
 		}
 		// A real post viewed again and again outlives the TTL many times.
 		start := time.Now()
-		wantCount(t, view(t, h.Store, "reader-0", "read", true), 1, 1)
+		wantCount(t, st.view(t, "reader-0", "read", true), 1, 1)
 		for i := 1; time.Since(start) < 4*viewsTTL; i++ {
 			time.Sleep(viewsTTL / 5) // the passing of time is what is tested
-			view(t, h.Store, presence.SessionID(fmt.Sprintf("reader-%d", i)), "read", false)
+			st.view(t, presence.SessionID(fmt.Sprintf("reader-%d", i)), "read", false)
 		}
 		if c := counts(t, h.Store, "read")[0]; c.Views != 1 {
 			t.Errorf("views of a post viewed every %s = %d, want 1 (kept)", viewsTTL/5, c.Views)
@@ -298,9 +317,42 @@ func waitViews(t *testing.T, s presence.Store, posts []presence.PostID, n int64)
 	}
 }
 
-func view(t *testing.T, s presence.Store, sid presence.SessionID, post presence.PostID, countView bool) presence.Count {
+// tracker remembers the post each session was last placed on, as an app
+// server does: View and Leave take it.
+type tracker struct {
+	s  presence.Store
+	mu sync.Mutex
+	at map[presence.SessionID]presence.PostID
+}
+
+func track(s presence.Store) *tracker {
+	return &tracker{s: s, at: make(map[presence.SessionID]presence.PostID)}
+}
+
+func (tr *tracker) tryView(sid presence.SessionID, post presence.PostID, countView bool) (presence.Count, error) {
+	tr.mu.Lock()
+	from := tr.at[sid]
+	tr.mu.Unlock()
+	c, err := tr.s.View(context.Background(), presence.Session{ID: sid, Post: post}, from, countView)
+	if err == nil {
+		tr.mu.Lock()
+		tr.at[sid] = post
+		tr.mu.Unlock()
+	}
+	return c, err
+}
+
+func (tr *tracker) leave(sid presence.SessionID) error {
+	tr.mu.Lock()
+	from := tr.at[sid]
+	delete(tr.at, sid)
+	tr.mu.Unlock()
+	return tr.s.Leave(context.Background(), presence.Session{ID: sid, Post: from})
+}
+
+func (tr *tracker) view(t *testing.T, sid presence.SessionID, post presence.PostID, countView bool) presence.Count {
 	t.Helper()
-	c, err := s.View(context.Background(), sid, post, countView)
+	c, err := tr.tryView(sid, post, countView)
 	if err != nil {
 		t.Fatalf("View(%s, %s): %v", sid, post, err)
 	}

@@ -1,20 +1,29 @@
 -- common: helpers prepended to every script.
 --
 -- No key or channel name is spelled in Lua: Go builds them (keys.go). The
--- fixed keys come as KEYS; the names of per-post and per-session keys, which
--- a script may only learn inside Redis (the post a moving session leaves),
--- come as four prefixes that a post or session id completes. Scripts that
--- touch posts or sessions take those at ARGV[1..4] and call names() first;
--- the helpers below that touch posts also expect KEYS[1] to be the viewers
--- hash and KEYS[3] the seq counter. now_ms and clock_us need nothing.
+-- keys of one partition come first in KEYS: its viewers hash, deadlines
+-- index and seq counter. The names of per-post and per-session keys come as
+-- four prefixes that a post or session id completes, then the command that
+-- publishes (PUBLISH on one node, SPUBLISH in a cluster); scripts take those
+-- at ARGV[1..5] and call names() first.
+--
+-- Every key a script touches is also listed in KEYS (after the first three)
+-- by Go, from the posts it believes the sessions are on. In a cluster that
+-- is what makes a slot migration safe: Redis checks the listed keys before
+-- the script runs and answers TRYAGAIN or ASK while they are split between
+-- two nodes, where a key it did not list could be looked up on the wrong
+-- node, or fail the script half-way through its writes. So a script never
+-- touches a post that Go did not name: when it finds a session on another
+-- post than Go believed, it leaves that session alone and returns it, and
+-- Go runs the script again naming the right post.
 local N = {}
 
 local function names()
-  N.viewers, N.views, N.channel, N.session = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+  N.viewers, N.views, N.channel, N.session, N.publish = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 end
 
--- first_arg is where a script that calls names() finds its own arguments.
-local first_arg = 5
+-- first_arg is where a script finds its own arguments.
+local first_arg = 6
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -77,24 +86,31 @@ local function publish(post)
   local viewers = redis.call('SCARD', N.viewers .. post)
   local views = redis.call('GET', N.views .. post) or '0'
   -- %d, because Lua would print a number this large as 1.79e+15.
-  redis.call('PUBLISH', N.channel .. post,
+  redis.call(N.publish, N.channel .. post,
     '{"type":"count","post":"' .. post .. '","viewers":' .. viewers ..
     ',"views":' .. views .. ',"seq":' .. string.format('%d', n) .. '}')
   return {viewers, tonumber(views), n}
 end
 
 -- forget removes a session from the viewers hash and its post's set, notes
--- the post in changed, and returns the post (nil when it viewed none).
-local function forget(sid, changed)
+-- the post in changed, and returns true. A session on another post than
+-- expected (whose keys Go did not list) is left alone: forget notes it in
+-- elsewhere as sid, post and returns false.
+local function forget(sid, expected, changed, elsewhere)
   local post = redis.call('HGET', KEYS[1], sid)
   if not post then
-    return nil
+    return true
+  end
+  if post ~= expected then
+    elsewhere[#elsewhere + 1] = sid
+    elsewhere[#elsewhere + 1] = post
+    return false
   end
   redis.call('HDEL', KEYS[1], sid)
   if redis.call('SREM', N.viewers .. post, sid) == 1 then
     changed[post] = true
   end
-  return post
+  return true
 end
 
 -- publish_changed publishes one count per changed post: a batch removing

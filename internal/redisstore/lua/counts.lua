@@ -2,8 +2,9 @@
 -- KEYS[1] - viewers hash (unused; the helpers' layout)
 -- KEYS[2] - deadlines sorted set (unused)
 -- KEYS[3] - seq counter
--- ARGV[1..4] - key and channel names (see names() in common.lua)
--- ARGV[5..n] - post ids
+-- KEYS[4..n] - the keys read (see common.lua)
+-- ARGV[1..5] - key and channel names (see names() in common.lua)
+-- ARGV[6..n] - post ids
 -- Returns {seq, viewers1, views1, viewers2, views2, ...}: reading seq in the
 -- same script lets the caller order these counts against published ones.
 -- It writes only to move seq forward to the clock (see seq).

@@ -1,9 +1,11 @@
 -- refresh: push live sessions' deadlines one TTL into the future.
--- KEYS[1] - deadlines sorted set
--- KEYS[2] - viewers hash
--- ARGV[1..4] - key and channel names (see names() in common.lua)
--- ARGV[5] - session TTL in milliseconds
--- ARGV[6..n] - pairs of session id, post id the app server believes it views
+-- KEYS[1] - viewers hash
+-- KEYS[2] - deadlines sorted set
+-- KEYS[3] - seq counter (unused; the helpers' layout)
+-- KEYS[4..n] - the keys touched (see common.lua)
+-- ARGV[1..5] - key and channel names (see names() in common.lua)
+-- ARGV[6] - session TTL in milliseconds
+-- ARGV[7..n] - pairs of session id, post id the app server believes it views
 -- Returns the session ids whose key is gone or names another post, or that
 -- are missing from the viewers hash or the post's set; the app server
 -- registers those again with view, which also repairs a move whose reply was
@@ -15,10 +17,10 @@ local missing = {}
 for i = first_arg + 1, #ARGV, 2 do
   local sid, post = ARGV[i], ARGV[i + 1]
   local key = N.session .. sid
-  if redis.call('GET', key) == post and redis.call('HGET', KEYS[2], sid) == post
+  if redis.call('GET', key) == post and redis.call('HGET', KEYS[1], sid) == post
       and redis.call('SISMEMBER', N.viewers .. post, sid) == 1 then
     redis.call('PEXPIRE', key, ttl)
-    redis.call('ZADD', KEYS[1], now + ttl, sid)
+    redis.call('ZADD', KEYS[2], now + ttl, sid)
   else
     missing[#missing + 1] = sid
   end

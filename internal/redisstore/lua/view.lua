@@ -1,22 +1,30 @@
--- view: make a session a viewer of a post, moving it off any other post.
+-- view: make a session a viewer of a post, moving it off any other post of
+-- the partition (Go moves it off a post of another partition first).
 -- KEYS[1] - viewers hash (session id -> post id)
 -- KEYS[2] - deadlines sorted set (session id -> deadline in ms)
 -- KEYS[3] - seq counter
--- ARGV[1..4] - key and channel names (see names() in common.lua)
--- ARGV[5] - session id
--- ARGV[6] - post id
--- ARGV[7] - session TTL in milliseconds
--- ARGV[8] - "1" to count a view of the post, "0" not to
--- ARGV[9] - lifetime of the post's views counter after this view, in ms; 0
---           keeps it forever (and takes away a lifetime set before)
--- Returns {viewers, views, seq} of the post.
+-- KEYS[4..n] - the keys touched (see common.lua)
+-- ARGV[1..5] - key and channel names (see names() in common.lua)
+-- ARGV[6] - session id
+-- ARGV[7] - post id
+-- ARGV[8] - session TTL in milliseconds
+-- ARGV[9] - "1" to count a view of the post, "0" not to
+-- ARGV[10] - lifetime of the post's views counter after this view, in ms; 0
+--            keeps it forever (and takes away a lifetime set before)
+-- ARGV[11] - the post Go believes the session views in this partition, or ""
+-- Returns {viewers, views, seq} of the post, or {-1, old} untouched when the
+-- session views another post old than Go believes: Go runs it again with it.
 names()
 local sid, post, ttl = ARGV[first_arg], ARGV[first_arg + 1], tonumber(ARGV[first_arg + 2])
 local count_view = ARGV[first_arg + 3]
 local views_ttl = tonumber(ARGV[first_arg + 4])
+local from = ARGV[first_arg + 5]
 local now = now_ms()
 
 local old = redis.call('HGET', KEYS[1], sid)
+if old and old ~= post and old ~= from then
+  return {-1, old}
+end
 if old and old ~= post then
   if redis.call('SREM', N.viewers .. old, sid) == 1 then
     publish(old)
