@@ -34,8 +34,10 @@ type Config struct {
 	// and the database; its host is not used.
 	RedisSentinels []string
 	RedisMaster    string
-	// RedisCluster names the seed nodes of a Redis Cluster; not supported
-	// yet, so start-up stops with a message when it is set.
+	// RedisCluster names some nodes of a Redis Cluster and selects Cluster
+	// mode: the client learns the other nodes from them, and keys are
+	// spread over the cluster's slots. RedisURL then carries only
+	// credentials and TLS.
 	RedisCluster []string
 	// KeyPrefix goes before every Redis key and channel name. Default: none.
 	KeyPrefix string
@@ -93,7 +95,7 @@ var settings = []setting{
 	{"redis-url", "PRESENCE_REDIS_URL", "", "Redis URL, e.g. redis://127.0.0.1:6379/0; empty runs presence in embedded mode (gc requires it)"},
 	{"redis-sentinels", "PRESENCE_REDIS_SENTINELS", "", "comma-separated host:port of Redis Sentinels; with PRESENCE_REDIS_MASTER selects Sentinel mode (PRESENCE_REDIS_URL then carries only credentials, TLS and database)"},
 	{"redis-master", "PRESENCE_REDIS_MASTER", "", "name of the master the sentinels monitor (Sentinel mode)"},
-	{"redis-cluster", "PRESENCE_REDIS_CLUSTER", "", "comma-separated seed host:port of a Redis Cluster (not supported yet)"},
+	{"redis-cluster", "PRESENCE_REDIS_CLUSTER", "", "comma-separated seed host:port of a Redis Cluster; selects Cluster mode (PRESENCE_REDIS_URL then carries only credentials and TLS)"},
 	{"key-prefix", "PRESENCE_KEY_PREFIX", "", "prefix for every Redis key and channel, e.g. to share one Redis between applications"},
 	{"session-ttl", "PRESENCE_SESSION_TTL", "90s", "session lifetime without a refresh; refreshed every TTL/3 (1s to 1h)"},
 	{"coalesce", "PRESENCE_COALESCE", "250ms", "per-post window for count updates: at most one frame per window per client (0 to 10s)"},
@@ -294,6 +296,7 @@ func (c Config) Validate() error {
 		}
 	}
 	sentinel := len(c.RedisSentinels) > 0
+	cluster := len(c.RedisCluster) > 0
 	if c.RedisURL != "" {
 		u, err := url.Parse(c.RedisURL)
 		switch {
@@ -301,28 +304,41 @@ func (c Config) Validate() error {
 			bad("PRESENCE_REDIS_URL: %v", err)
 		case u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix":
 			bad("PRESENCE_REDIS_URL: scheme must be redis://, rediss:// or unix://, got %q", u.Scheme)
-		case u.Scheme != "unix" && u.Host == "" && !sentinel:
+		case u.Scheme != "unix" && u.Host == "" && !sentinel && !cluster:
 			bad("PRESENCE_REDIS_URL: no host in %q", mask(c.RedisURL))
 		case u.Scheme == "unix" && sentinel:
 			bad("PRESENCE_REDIS_URL: a unix:// URL cannot go with PRESENCE_REDIS_SENTINELS, which name the master by its sentinels")
+		case u.Scheme == "unix" && cluster:
+			bad("PRESENCE_REDIS_URL: a unix:// URL cannot go with PRESENCE_REDIS_CLUSTER, whose nodes are host:port")
+		case cluster && strings.Trim(u.Path, "/") != "" && strings.Trim(u.Path, "/") != "0":
+			bad("PRESENCE_REDIS_URL: a Redis Cluster has only database 0, got %q", mask(c.RedisURL))
 		}
 	}
 	// The three modes exclude each other, and a half-set Sentinel mode
 	// would quietly fall back to embedded mode or to one node.
 	switch {
-	case len(c.RedisCluster) > 0 && sentinel:
+	case cluster && sentinel:
 		bad("PRESENCE_REDIS_CLUSTER and PRESENCE_REDIS_SENTINELS: set one of them, not both")
-	case len(c.RedisCluster) > 0:
-		bad("PRESENCE_REDIS_CLUSTER: Redis Cluster is not supported yet; use one Redis (PRESENCE_REDIS_URL) or Sentinel (PRESENCE_REDIS_SENTINELS)")
+	case cluster && c.RedisMaster != "":
+		bad("PRESENCE_REDIS_MASTER goes with PRESENCE_REDIS_SENTINELS, not with PRESENCE_REDIS_CLUSTER")
+	case cluster && strings.ContainsAny(c.KeyPrefix, "{}"):
+		// The first {...} of a key is its hash tag: braces in the prefix
+		// would put every key on one slot, or split a partition's keys.
+		bad("PRESENCE_KEY_PREFIX: no { or } in Cluster mode, where they would choose the keys' slot; got %q", c.KeyPrefix)
 	case sentinel && c.RedisMaster == "":
 		bad("PRESENCE_REDIS_SENTINELS needs PRESENCE_REDIS_MASTER, the name of the master the sentinels monitor")
 	case !sentinel && c.RedisMaster != "":
 		bad("PRESENCE_REDIS_MASTER needs PRESENCE_REDIS_SENTINELS, the sentinels that know it")
 	}
-	for _, a := range c.RedisSentinels {
-		host, port, err := net.SplitHostPort(a)
-		if _, perr := strconv.ParseUint(port, 10, 16); err != nil || host == "" || perr != nil {
-			bad("PRESENCE_REDIS_SENTINELS: want host:port, got %q", a)
+	for _, l := range []struct {
+		env   string
+		addrs []string
+	}{{"PRESENCE_REDIS_SENTINELS", c.RedisSentinels}, {"PRESENCE_REDIS_CLUSTER", c.RedisCluster}} {
+		for _, a := range l.addrs {
+			host, port, err := net.SplitHostPort(a)
+			if _, perr := strconv.ParseUint(port, 10, 16); err != nil || host == "" || perr != nil {
+				bad("%s: want host:port, got %q", l.env, a)
+			}
 		}
 	}
 	if c.SessionTTL < time.Second || c.SessionTTL > time.Hour {
@@ -388,14 +404,18 @@ func (c Config) Validate() error {
 }
 
 // Embedded reports whether presence runs without Redis.
-func (c Config) Embedded() bool { return c.RedisURL == "" && len(c.RedisSentinels) == 0 }
+func (c Config) Embedded() bool {
+	return c.RedisURL == "" && len(c.RedisSentinels) == 0 && len(c.RedisCluster) == 0
+}
 
 // RedisMode names how the processes reach Redis: "embedded" (none),
-// "redis" (one node) or "sentinel".
+// "redis" (one node), "sentinel" or "cluster".
 func (c Config) RedisMode() string {
 	switch {
 	case len(c.RedisSentinels) > 0:
 		return "sentinel"
+	case len(c.RedisCluster) > 0:
+		return "cluster"
 	case c.RedisURL != "":
 		return "redis"
 	default:
@@ -420,6 +440,7 @@ func (c Config) Fields() map[string]any {
 		"redis_url":        mask(c.RedisURL),
 		"redis_sentinels":  c.RedisSentinels,
 		"redis_master":     c.RedisMaster,
+		"redis_cluster":    c.RedisCluster,
 		"key_prefix":       c.KeyPrefix,
 		"session_ttl":      c.SessionTTL.String(),
 		"coalesce":         c.Coalesce.String(),

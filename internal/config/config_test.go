@@ -69,7 +69,11 @@ func TestLoad_Errors(t *testing.T) {
 		{map[string]string{"PRESENCE_REDIS_MASTER": "m"}, nil, "PRESENCE_REDIS_MASTER needs PRESENCE_REDIS_SENTINELS"},
 		{map[string]string{"PRESENCE_REDIS_SENTINELS": "26379", "PRESENCE_REDIS_MASTER": "m"}, nil, "PRESENCE_REDIS_SENTINELS: want host:port"},
 		{map[string]string{"PRESENCE_REDIS_SENTINELS": "a:1", "PRESENCE_REDIS_MASTER": "m", "PRESENCE_REDIS_CLUSTER": "b:2"}, nil, "set one of them, not both"},
-		{map[string]string{"PRESENCE_REDIS_CLUSTER": "b:2"}, nil, "Redis Cluster is not supported yet"},
+		{map[string]string{"PRESENCE_REDIS_CLUSTER": "b:2", "PRESENCE_REDIS_MASTER": "m"}, nil, "PRESENCE_REDIS_MASTER goes with PRESENCE_REDIS_SENTINELS"},
+		{map[string]string{"PRESENCE_REDIS_CLUSTER": "b"}, nil, `PRESENCE_REDIS_CLUSTER: want host:port, got "b"`},
+		{map[string]string{"PRESENCE_REDIS_CLUSTER": "b:2", "PRESENCE_REDIS_URL": "redis://:pw@/3"}, nil, "a Redis Cluster has only database 0"},
+		{map[string]string{"PRESENCE_REDIS_CLUSTER": "b:2", "PRESENCE_REDIS_URL": "unix:///tmp/r.sock"}, nil, "unix:// URL cannot go with PRESENCE_REDIS_CLUSTER"},
+		{map[string]string{"PRESENCE_REDIS_CLUSTER": "b:2", "PRESENCE_KEY_PREFIX": "site{1}:"}, nil, "no { or } in Cluster mode"},
 		{map[string]string{"PRESENCE_REDIS_SENTINELS": "a:1", "PRESENCE_REDIS_MASTER": "m", "PRESENCE_REDIS_URL": "unix:///tmp/r.sock"}, nil, "cannot go with PRESENCE_REDIS_SENTINELS"},
 		{nil, []string{"stray"}, "unexpected argument"},
 		{nil, []string{"-nope"}, "flag provided but not defined"},
@@ -124,6 +128,25 @@ func TestLoad_SentinelMode(t *testing.T) {
 	}
 	if f := c.Fields(); strings.Contains(fmt.Sprint(f), "hunter2pw") {
 		t.Errorf("start-up fields show the password: %v", f)
+	}
+}
+
+// TestLoad_ClusterMode: seeds alone select Cluster mode; a URL without a
+// host carries the credentials.
+func TestLoad_ClusterMode(t *testing.T) {
+	c, err := Load("gc", nil, env(map[string]string{
+		"PRESENCE_REDIS_CLUSTER": "127.0.0.1:7000,127.0.0.1:7001",
+		"PRESENCE_REDIS_URL":     "redis://:hunter2pw@",
+	}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Embedded() || c.RedisMode() != "cluster" || len(c.RedisCluster) != 2 {
+		t.Errorf("config %+v: want Cluster mode with 2 seeds", c)
+	}
+	c, err = Load("gc", nil, env(map[string]string{"PRESENCE_REDIS_CLUSTER": "127.0.0.1:7000"}), &bytes.Buffer{})
+	if err != nil || c.Embedded() || c.RedisMode() != "cluster" {
+		t.Errorf("seeds alone: mode %q, err %v; want cluster", c.RedisMode(), err)
 	}
 }
 
