@@ -2,7 +2,8 @@
 // or lost them without a leave. It polls the deadlines index and wakes early
 // on Redis expiry events. Any number may run against one Redis. Run with -h
 // for the settings; "gc check" reports (and with -repair mends) drift of the
-// schema in Redis.
+// schema in Redis, and "gc migrate" moves views totals from one Redis node
+// into a Redis Cluster.
 package main
 
 import (
@@ -38,6 +39,11 @@ func main() {
 	// where gc runs, with gc's settings.
 	if len(os.Args) > 1 && os.Args[1] == "check" {
 		code := check(ctx, os.Args[2:], os.Getenv, os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
+	if len(os.Args) > 1 && os.Args[1] == "migrate" {
+		code := migrate(ctx, os.Args[2:], os.Getenv, os.Stderr)
 		stop()
 		os.Exit(code)
 	}
