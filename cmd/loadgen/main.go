@@ -6,6 +6,12 @@
 // client before it exits.
 //
 //	go run ./cmd/loadgen -conns 10000 -src 127.0.0.2,127.0.0.3
+//
+// With -store-redis or -store-cluster it drives the Redis store layer
+// itself instead, with no server in between, and reports view, move and
+// leave throughput and the Redis CPU each operation costs (see store.go):
+//
+//	go run ./cmd/loadgen -store-cluster 127.0.0.1:7000,127.0.0.1:7001 -duration 30s
 package main
 
 import (
@@ -53,29 +59,43 @@ type options struct {
 	hold     time.Duration
 	timeout  time.Duration
 	src      []string
+
+	// The store mode's (see store.go); storeRedis or storeCluster selects it.
+	storeRedis   string
+	storeCluster []string
+	workers      int
+	sessions     int
+	duration     time.Duration
 }
 
 func parse(args []string) (options, error) {
 	var o options
-	var src string
+	var src, cluster string
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.StringVar(&o.server, "server", "127.0.0.1:8080", "presence server host:port (loopback only)")
 	fs.IntVar(&o.conns, "conns", 1000, "WebSocket clients to open (at most 50000)")
-	fs.IntVar(&o.posts, "posts", 100, "posts the clients view, round robin")
+	fs.IntVar(&o.posts, "posts", 100, "posts the clients view, round robin (in the store mode, at random)")
 	fs.IntVar(&o.ramp, "ramp", 2000, "new connections per second")
 	fs.IntVar(&o.inflight, "inflight", 200, "handshakes in flight at most")
 	fs.DurationVar(&o.hold, "hold", 5*time.Second, "how long to hold all connections before closing them")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "the whole run stops after this")
 	fs.StringVar(&src, "src", "", "comma-separated loopback source addresses to spread connections over (each gives ~28k ports)")
+	fs.StringVar(&o.storeRedis, "store-redis", "", "drive the Redis store directly, no server: one node at this redis:// URL (loopback only)")
+	fs.StringVar(&cluster, "store-cluster", "", "drive the Redis store directly, no server: the Redis Cluster with these comma-separated host:port seeds (loopback only)")
+	fs.IntVar(&o.workers, "workers", 64, "store mode: concurrent workers, each one call at a time (at most 4096)")
+	fs.IntVar(&o.sessions, "sessions", 50, "store mode: sessions per worker (at most 10000)")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "store mode: how long to drive the store (bounded by -timeout)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
-	host, _, err := net.SplitHostPort(o.server)
-	if err != nil {
-		return o, fmt.Errorf("-server: %w", err)
+	if o.storeRedis != "" || cluster != "" {
+		return o, parseStore(fs, &o, cluster)
 	}
-	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-		return o, fmt.Errorf("-server must be a loopback address, got %q", host)
+	if err := onlyFlags(fs, "the WebSocket mode", storeFlags); err != nil {
+		return o, err
+	}
+	if err := checkLoopback("-server", o.server); err != nil {
+		return o, err
 	}
 	for _, s := range strings.Split(src, ",") {
 		if s = strings.TrimSpace(s); s == "" {
@@ -92,6 +112,19 @@ func parse(args []string) (options, error) {
 	return o, nil
 }
 
+// checkLoopback refuses a host:port that is not a loopback IP address: the
+// load generator is for a machine's own servers.
+func checkLoopback(flagName, hostport string) error {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return fmt.Errorf("%s: %w", flagName, err)
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%s must be a loopback address, got %q", flagName, host)
+	}
+	return nil
+}
+
 // client is one simulated tab.
 type client struct {
 	conn *websocket.Conn
@@ -101,6 +134,10 @@ type client struct {
 func run(ctx context.Context, args []string, out io.Writer) error {
 	o, err := parse(args)
 	if err != nil {
+		return err
+	}
+	if o.store() {
+		_, err := runStore(ctx, o, out)
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
