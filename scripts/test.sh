@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check CI runs: installs what the tests need where it is missing
-# (redis-server, Chromium, php-cli), then gofmt, go vet, the race-enabled Go
-# tests, the chaos run's short form, a short run of each fuzz target and the
-# WordPress plugin's PHP tests.
+# (redis-server and redis-cli, Chromium, php-cli), then gofmt, go vet, the
+# race-enabled Go tests (Sentinel and Cluster topologies among them, started
+# on loopback by the tests), the chaos run's short form, a short run of each
+# fuzz target and the WordPress plugin's PHP tests.
 # FUZZTIME sets the fuzz runs' length (default 5s; docs/benchmarks.md records
 # a long run).
 set -euo pipefail
@@ -10,6 +11,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# The Redis Cluster tests build their clusters with redis-cli --cluster.
+command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v php >/dev/null 2>&1 || need_apt+=(php-cli)
 if [ ${#need_apt[@]} -gt 0 ]; then
