@@ -203,7 +203,7 @@ func (s *Store) checkPartition(ctx context.Context, n int, grace time.Duration, 
 	drift := func(kind, sid, post string) { report(Drift{Kind: kind, Session: sid, Post: post, part: n}) }
 	// 100 sessions a call keeps each call under a millisecond on 100k.
 	for batch := range slices.Chunk(pairs, 100) {
-		args := append(make([]any, 0, 5+2*len(batch)), s.keys.names(n)...)
+		args := s.keys.names(n, 2*len(batch))
 		for _, p := range batch {
 			args = append(args, p.sid, p.post)
 		}

@@ -109,12 +109,18 @@ func (k Keys) partKeys(n int) []string {
 // and its post's set, and, withViews, its views counter (see common.lua).
 func (k Keys) touched(n int, sessions []presence.Session, withViews bool) []string {
 	keys := make([]string, 0, 3+3*len(sessions))
-	keys = append(keys, k.partKeys(n)...)
-	posts := make(map[presence.PostID]bool, 1)
+	keys = append(keys, k.viewersAt(n), k.deadlinesAt(n), k.seqAt(n))
+	// A post listed twice is harmless; the set only keeps big batches short.
+	var posts map[presence.PostID]bool
+	if len(sessions) > 1 {
+		posts = make(map[presence.PostID]bool)
+	}
 	for _, s := range sessions {
 		keys = append(keys, k.sessionAt(n)+string(s.ID))
 		if s.Post != "" && !posts[s.Post] {
-			posts[s.Post] = true
+			if posts != nil {
+				posts[s.Post] = true
+			}
 			keys = append(keys, k.PostViewers(s.Post))
 			if withViews {
 				keys = append(keys, k.Views(s.Post))
@@ -126,9 +132,10 @@ func (k Keys) touched(n int, sessions []presence.Session, withViews bool) []stri
 
 // names are the prefixes that a post or session id completes into a key or
 // channel name in partition n, and the command that publishes there, in the
-// order the scripts take them (ARGV[1..5], see common.lua's names()).
-func (k Keys) names(n int) []any {
-	return []any{k.postViewersAt(n), k.viewsAt(n), k.channelAt(n), k.sessionAt(n), k.publishCommand()}
+// order the scripts take them (ARGV[1..5], see common.lua's names()), in a
+// slice with room for more arguments after them.
+func (k Keys) names(n, more int) []any {
+	return append(make([]any, 0, 5+more), k.postViewersAt(n), k.viewsAt(n), k.channelAt(n), k.sessionAt(n), k.publishCommand())
 }
 
 // publishCommand is PUBLISH on one node, where PHP code and older app

@@ -229,7 +229,7 @@ func (s *Store) View(ctx context.Context, vs presence.Session, from presence.Pos
 		if from != "" && from != vs.Post {
 			on = append(on, presence.Session{ID: vs.ID, Post: from})
 		}
-		args := append(s.keys.names(n), string(vs.ID), string(vs.Post), s.ttl.Milliseconds(), count, s.viewsTTL.Milliseconds(), string(from))
+		args := append(s.keys.names(n, 6), string(vs.ID), string(vs.Post), s.ttl.Milliseconds(), count, s.viewsTTL.Milliseconds(), string(from))
 		res, err := viewScript.Run(ctx, s.rdb, s.keys.touched(n, on, true), args...).Slice()
 		if err != nil {
 			return presence.Count{}, s.fail("view", err)
@@ -310,7 +310,7 @@ func (s *Store) Refresh(ctx context.Context, sessions []presence.Session) ([]pre
 	var errs []error
 	for n, part := range s.byPartition(sessions) {
 		for batch := range slices.Chunk(part, batchSize) {
-			args := append(make([]any, 0, 2*len(batch)+6), s.keys.names(n)...)
+			args := s.keys.names(n, 1+2*len(batch))
 			args = append(args, s.ttl.Milliseconds())
 			for _, ss := range batch {
 				args = append(args, string(ss.ID), string(ss.Post))
@@ -333,8 +333,12 @@ func (s *Store) Refresh(ctx context.Context, sessions []presence.Session) ([]pre
 	return missing, errors.Join(errs...)
 }
 
-// byPartition groups sessions by their post's partition, in order.
+// byPartition groups sessions by their post's partition, in order; on
+// one node without grouping them.
 func (s *Store) byPartition(sessions []presence.Session) map[int][]presence.Session {
+	if s.keys.parts == 1 {
+		return map[int][]presence.Session{0: sessions}
+	}
 	out := make(map[int][]presence.Session, 1)
 	for _, ss := range sessions {
 		n := s.keys.Partition(ss.Post)
@@ -358,7 +362,7 @@ func (s *Store) Counts(ctx context.Context, posts []presence.PostID) ([]presence
 	}
 	out := make([]presence.Count, len(posts))
 	for n, idx := range at {
-		args := append(make([]any, 0, len(idx)+5), s.keys.names(n)...)
+		args := s.keys.names(n, len(idx))
 		keys := s.keys.partKeys(n)
 		for _, i := range idx {
 			args = append(args, string(posts[i]))
@@ -408,7 +412,7 @@ func (s *Store) Due(ctx context.Context, limit int) ([]presence.Session, time.Du
 			next = 0
 			break
 		}
-		args := append(s.keys.names(n), limit-len(due))
+		args := append(s.keys.names(n, 1), limit-len(due))
 		res, err := dueScript.Run(ctx, s.rdb, s.keys.partKeys(n), args...).Slice()
 		if err != nil {
 			return nil, 0, s.fail("due", err)
@@ -587,7 +591,7 @@ func (s *Store) scanKeys(ctx context.Context, n int, pattern, typ string, each f
 // sessionArgs is the ARGV of the leave and prune scripts: names, then
 // pairs of sid and post.
 func (s *Store) sessionArgs(n int, sessions []presence.Session) []any {
-	args := append(make([]any, 0, 2*len(sessions)+5), s.keys.names(n)...)
+	args := s.keys.names(n, 2*len(sessions))
 	for _, ss := range sessions {
 		args = append(args, string(ss.ID), string(ss.Post))
 	}
