@@ -32,7 +32,7 @@ func TestE2E_SentinelFailover(t *testing.T) {
 			"PRESENCE_REDIS_MASTER=" + s.Master,
 			"PRESENCE_KEY_PREFIX=" + prefix,
 		},
-		before: s.Primary.Client(t),
+		before: func() redis.UniversalClient { return s.Primary.Client(t) },
 		kill: func(ctx context.Context) {
 			s.Primary.Kill()
 			waitUntil(t, 30*time.Second, "the sentinels to promote the replica", func() bool {
@@ -40,7 +40,7 @@ func TestE2E_SentinelFailover(t *testing.T) {
 				return err == nil && addr == s.Replica.Addr
 			})
 		},
-		after: s.Replica.Client(t),
+		after: func() redis.UniversalClient { return s.Replica.Client(t) },
 	})
 }
 
@@ -51,13 +51,18 @@ func TestE2E_ClusterFailover(t *testing.T) {
 	c := redistest.StartCluster(t, 3, true)
 	prefix := redistest.Prefix()
 	keys := redisstore.NewClusterKeys(prefix)
-	// The service's own client settings: go-redis's defaults keep a dead
-	// primary's slots for a minute.
-	rdb, err := redisstore.Connect(redisstore.Connection{Cluster: c.Addrs()}, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
+	// A client of its own for each look after the kill: one made before
+	// would spend its first seconds on the dead primary's slots (go-redis
+	// retries there until it reads the slot map again), and the test would
+	// time its own client rather than the service.
+	fresh := func() redis.UniversalClient {
+		rdb, err := redisstore.Connect(redisstore.Connection{Cluster: c.Addrs()}, zap.NewNop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rdb.Close() })
+		return rdb
 	}
-	t.Cleanup(func() { rdb.Close() })
 	testFailover(t, failover{
 		mode:  "cluster",
 		named: c.Addrs()[0],
@@ -66,7 +71,7 @@ func TestE2E_ClusterFailover(t *testing.T) {
 			"PRESENCE_REDIS_CLUSTER=" + strings.Join(c.Addrs(), ","),
 			"PRESENCE_KEY_PREFIX=" + prefix,
 		},
-		before: rdb,
+		before: fresh,
 		kill: func(ctx context.Context) {
 			victim, err := c.PrimaryOf(ctx, keys.Viewers("s0"))
 			if err != nil {
@@ -78,7 +83,7 @@ func TestE2E_ClusterFailover(t *testing.T) {
 			victim.Kill()
 			c.WaitFailover(t, victim)
 		},
-		after: rdb,
+		after: fresh,
 	})
 }
 
@@ -87,9 +92,10 @@ type failover struct {
 	mode, named string // the mode and a node the first log line must name
 	keys        redisstore.Keys
 	env         []string
-	// before reads Redis until kill; after reads it once kill returns,
-	// which is when the topology has a primary again.
-	before, after redis.UniversalClient
+	// before gives a client that reads Redis until kill; after one that
+	// reads it once kill returns, which is when the topology has a primary
+	// again.
+	before, after func() redis.UniversalClient
 	kill          func(ctx context.Context)
 }
 
@@ -126,8 +132,9 @@ func testFailover(t *testing.T, f failover) {
 		}
 		return sum, problem
 	}
+	before := f.before()
 	waitUntil(t, 30*time.Second, "1,000 sessions in Redis", func() bool {
-		n, _ := viewers(f.before)
+		n, _ := viewers(before)
 		return n == tabs
 	})
 
@@ -136,8 +143,9 @@ func testFailover(t *testing.T, f failover) {
 	promoted := time.Since(killed)
 
 	want := int64(tabs / posts)
+	after := f.after()
 	healed := func() string {
-		if _, problem := viewers(f.after); problem != "" {
+		if _, problem := viewers(after); problem != "" {
 			return problem
 		}
 		for i := range posts {
@@ -191,7 +199,7 @@ func testFailover(t *testing.T, f failover) {
 				metric(t, "http://"+addr+"/metrics", "presence_store_errors_total"),
 				metric(t, "http://"+addr+"/metrics", "presence_connections_open"))
 		}
-		n, _ := viewers(f.after)
+		n, _ := viewers(after)
 		t.Logf("after the failover: %d viewers in the posts' sets", n)
 		t.Fatalf("not healed 60s after the failover: %s", problem)
 	}
