@@ -86,27 +86,13 @@ func (c *Client) View(ctx context.Context, post presence.PostID) error {
 	// Marked before the call: if the reply is lost the view may have been
 	// counted, and a count missed is better than a count doubled.
 	c.seen[post] = struct{}{}
-	from := old
-	if from == "" {
-		from = c.stale
-	} else if c.stale != "" && c.stale != from && c.stale != post {
-		// A failed call may have left the session there too; View can name
-		// only one post to move it off.
-		if err := h.store.Leave(ctx, presence.Session{ID: c.ID, Post: c.stale}); err == nil {
-			c.stale = ""
-		}
-	}
-	cnt, err := h.store.View(ctx, presence.Session{ID: c.ID, Post: post}, from, !seen)
+	cnt, err := c.storeView(ctx, old, post, !seen)
 	if err != nil {
 		// The membership stays: the client asked for this post, and the next
 		// refresh registers the session once the store is back.
-		if from != "" && from != post {
-			c.stale = from
-		}
 		h.m.errors.Inc()
 		return err
 	}
-	c.stale = ""
 	h.m.views.Inc()
 	c.offer(cnt)
 	return nil
@@ -139,6 +125,39 @@ func (c *Client) Unview(ctx context.Context) error {
 	}
 	c.stale = ""
 	return nil
+}
+
+// storeView registers the session on post in the store, having last been
+// placed on last. It names the post the store may hold the session on (a
+// partitioned store looks nowhere else): last, or the stale post when last
+// is post or none. A stale post beside those two is left first, as View
+// names only one; it stays stale if that fails. After a failed View the
+// session may still be on the post it was leaving, which becomes stale
+// unless an older one is; after a View that worked, no post it named is.
+// opMu must be held.
+func (c *Client) storeView(ctx context.Context, last, post presence.PostID, countView bool) (presence.Count, error) {
+	h := c.hub
+	from := last
+	if from == "" || from == post {
+		if c.stale != "" && c.stale != post {
+			from = c.stale
+		}
+	} else if c.stale != "" && c.stale != from && c.stale != post {
+		if err := h.store.Leave(ctx, presence.Session{ID: c.ID, Post: c.stale}); err == nil {
+			c.stale = ""
+		}
+	}
+	cnt, err := h.store.View(ctx, presence.Session{ID: c.ID, Post: post}, from, countView)
+	if err != nil {
+		if from != "" && from != post && (c.stale == "" || c.stale == post) {
+			c.stale = from
+		}
+		return cnt, err
+	}
+	if c.stale == from || c.stale == post {
+		c.stale = ""
+	}
+	return cnt, nil
 }
 
 // placed is where the store may hold the session: on view, and on stale
@@ -267,7 +286,7 @@ func (c *Client) reregister(ctx context.Context) {
 	if c.left || post == "" {
 		return
 	}
-	cnt, err := h.store.View(ctx, presence.Session{ID: c.ID, Post: post}, post, false)
+	cnt, err := c.storeView(ctx, post, post, false)
 	if err != nil {
 		h.m.errors.Inc()
 		if ok, skipped := h.reregWarn.Allow(time.Now()); ok {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/presence/presence/internal/memstore"
 	"github.com/presence/presence/internal/presence"
 	"github.com/presence/presence/internal/redisstore"
+	"github.com/presence/presence/internal/redistest"
 )
 
 // newHub returns a hub whose store is never reached by these tests: the
@@ -254,5 +256,62 @@ func TestClient_StaleSessionIsLeftWhereItMayBe(t *testing.T) {
 	}
 	if fmt.Sprint(store.left) != fmt.Sprint([]presence.Session{{ID: c.ID, Post: "c"}}) {
 		t.Errorf("the last Leave was told %v, want only c", store.left)
+	}
+}
+
+// failCrossing is a real cluster store whose first move between two
+// partitions fails before writing anything, as when the old partition's
+// primary refuses connections.
+type failCrossing struct {
+	*redisstore.Store
+	keys   redisstore.Keys
+	failed bool
+}
+
+func (s *failCrossing) View(ctx context.Context, vs presence.Session, from presence.PostID, countView bool) (presence.Count, error) {
+	if !s.failed && from != "" && s.keys.Partition(from) != s.keys.Partition(vs.Post) {
+		s.failed = true
+		return presence.Count{}, presence.ErrUnavailable
+	}
+	return s.Store.View(ctx, vs, from, countView)
+}
+
+// TestClient_ReregisterLeavesTheStalePost: a move from a to b (another
+// partition) that failed leaves the session on a; the refresh that finds
+// it missing on b must take it off a as it registers it on b, or a counts
+// it until its key expires.
+func TestClient_ReregisterLeavesTheStalePost(t *testing.T) {
+	c := redistest.StartCluster(t, 3, false)
+	rdb, err := redisstore.Connect(redisstore.Connection{Cluster: c.Addrs()}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	prefix := redistest.Prefix()
+	st := redisstore.New(rdb, redisstore.Config{Prefix: prefix, TTL: time.Minute}, zaptest.NewLogger(t))
+	store := &failCrossing{Store: st, keys: redisstore.NewClusterKeys(prefix)}
+	h := hub.New(store, redisstore.NewBus(st, redisstore.BusConfig{}), hub.Config{}, zaptest.NewLogger(t))
+	ctx := context.Background()
+	a, b := presence.PostID("a"), presence.PostID("b")
+	for i := 0; store.keys.Partition(a) == store.keys.Partition(b); i++ {
+		b = presence.PostID(fmt.Sprint("b", i))
+	}
+	cl, err := h.Join()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.View(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.View(ctx, b); err == nil {
+		t.Fatal("the failing move reported no error")
+	}
+	h.Refresh(ctx) // finds the session missing on b and registers it again
+	cs, err := st.Counts(ctx, []presence.PostID{a, b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs[0].Viewers != 0 || cs[1].Viewers != 1 {
+		t.Errorf("after the refresh %s has %d viewers and %s %d; want 0 and 1", a, cs[0].Viewers, b, cs[1].Viewers)
 	}
 }
