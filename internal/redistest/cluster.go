@@ -171,13 +171,23 @@ func (c *Cluster) MoveSlots(tb testing.TB, to *Server, n int) {
 // agrees again.
 func (c *Cluster) MigrateSlot(tb testing.TB, key string, to *Server, pause time.Duration) {
 	tb.Helper()
+	c.BeginMigration(tb, key, to)(pause)
+}
+
+// BeginMigration marks the slot of key migrating from its primary to to,
+// and importing on to, and moves no key: the slot stays in that state, in
+// which Redis checks every key a command or script touches, until the
+// returned function moves the keys (with pause between them) and hands the
+// slot over.
+func (c *Cluster) BeginMigration(tb testing.TB, key string, to *Server) func(pause time.Duration) {
+	tb.Helper()
 	ctx := context.Background()
 	from, err := c.PrimaryOf(ctx, key)
 	if err != nil {
 		tb.Fatalf("MigrateSlot: %v", err)
 	}
 	if from == to {
-		return
+		return func(time.Duration) {}
 	}
 	src, dst := c.conn[from], c.conn[to]
 	slot, err := src.ClusterKeySlot(ctx, key).Result()
@@ -191,28 +201,31 @@ func (c *Cluster) MigrateSlot(tb testing.TB, key string, to *Server, pause time.
 	}
 	must("importing", dst.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", c.id[from]).Err())
 	must("migrating", src.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", c.id[to]).Err())
-	host, port, _ := net.SplitHostPort(to.Addr)
-	for moved := 0; ; moved++ {
-		keys, err := src.ClusterGetKeysInSlot(ctx, int(slot), 1).Result()
-		must("getkeysinslot", err)
-		if len(keys) == 0 {
-			break
+	return func(pause time.Duration) {
+		tb.Helper()
+		host, port, _ := net.SplitHostPort(to.Addr)
+		for moved := 0; ; moved++ {
+			keys, err := src.ClusterGetKeysInSlot(ctx, int(slot), 1).Result()
+			must("getkeysinslot", err)
+			if len(keys) == 0 {
+				break
+			}
+			if moved > 1_000_000 {
+				tb.Fatalf("MigrateSlot %d: keys keep coming", slot)
+			}
+			must("migrate "+keys[0], src.Do(ctx, "MIGRATE", host, port, "", 0, 5000, "KEYS", keys[0]).Err())
+			time.Sleep(pause) // the pause is the point: clients meet a split slot
 		}
-		if moved > 1_000_000 {
-			tb.Fatalf("MigrateSlot %d: keys keep coming", slot)
+		// The new owner first, then the old, then the rest, as redis-cli does.
+		must("node on target", dst.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", c.id[to]).Err())
+		must("node on source", src.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", c.id[to]).Err())
+		for _, n := range c.all {
+			if n != from && n != to && alive(n) {
+				_ = c.conn[n].Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", c.id[to]).Err()
+			}
 		}
-		must("migrate "+keys[0], src.Do(ctx, "MIGRATE", host, port, "", 0, 5000, "KEYS", keys[0]).Err())
-		time.Sleep(pause) // the pause is the point: clients meet a split slot
+		c.settle(tb, fmt.Sprintf("the cluster agreed after moving slot %d to %s", slot, to.Addr))
 	}
-	// The new owner first, then the old, then the rest, as redis-cli does.
-	must("node on target", dst.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", c.id[to]).Err())
-	must("node on source", src.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", c.id[to]).Err())
-	for _, n := range c.all {
-		if n != from && n != to && alive(n) {
-			_ = c.conn[n].Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", c.id[to]).Err()
-		}
-	}
-	c.settle(tb, fmt.Sprintf("the cluster agreed after moving slot %d to %s", slot, to.Addr))
 }
 
 func (c *Cluster) reshard(tb testing.TB, from, to string, n int) {
