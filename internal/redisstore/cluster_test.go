@@ -70,6 +70,9 @@ func TestCluster(t *testing.T) {
 			}
 		})
 	})
+	t.Run("scripts on a migrating slot", func(t *testing.T) {
+		testClusterMigratingSlot(t, newStore(t, time.Minute), c)
+	})
 	t.Run("slot migration under traffic", func(t *testing.T) {
 		rdb := client(t).(*redis.ClusterClient)
 		red := &redirects{}
@@ -352,5 +355,58 @@ func testClusterMigration(t *testing.T, s *Store, c *redistest.Cluster) {
 	r, err := s.Check(ctx, time.Second)
 	if err != nil || !r.Clean() || r.Sessions != len(final) {
 		t.Errorf("Check = %s, %v; want clean with %d sessions", r.Summary(), err, len(final))
+	}
+}
+
+// testClusterMigratingSlot holds a partition's slot in the migrating state,
+// every key still on its old node, and runs the scripts that empty a set:
+// a leave of a post's last viewer and a move of another post's last viewer.
+// Redis deletes an emptied set and, in a migrating slot, refuses any later
+// command on it; a script that read the set after emptying it stopped there
+// with half its writes done. They must work whole, and the state be right
+// once the slot has moved.
+func testClusterMigratingSlot(t *testing.T, s *Store, c *redistest.Cluster) {
+	ctx := context.Background()
+	// Three posts of one partition.
+	var posts []presence.PostID
+	for i := 0; len(posts) < 3; i++ {
+		p := presence.PostID(fmt.Sprint("g", i))
+		if len(posts) == 0 || s.keys.Partition(p) == s.keys.Partition(posts[0]) {
+			posts = append(posts, p)
+		}
+	}
+	p, q, r := posts[0], posts[1], posts[2]
+	for sid, post := range map[presence.SessionID]presence.PostID{"last-of-p": p, "last-of-q": q, "on-r": r} {
+		if _, err := s.View(ctx, presence.Session{ID: sid, Post: post}, "", true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	owner, err := c.PrimaryOf(ctx, s.keys.Viewers(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := c.Primaries[0]
+	if to == owner {
+		to = c.Primaries[1]
+	}
+	finish := c.BeginMigration(t, s.keys.Viewers(p), to)
+	if err := s.Leave(ctx, presence.Session{ID: "last-of-p", Post: p}); err != nil {
+		t.Errorf("leave of a post's last viewer on a migrating slot: %v", err)
+	}
+	if _, err := s.View(ctx, presence.Session{ID: "last-of-q", Post: r}, q, false); err != nil {
+		t.Errorf("move of a post's last viewer on a migrating slot: %v", err)
+	}
+	finish(0)
+	counts, err := s.Counts(ctx, posts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int64{0, 0, 2} {
+		if counts[i].Viewers != want {
+			t.Errorf("post %s: %d viewers, want %d", counts[i].Post, counts[i].Viewers, want)
+		}
+	}
+	if rep, err := s.Check(ctx, time.Second); err != nil || !rep.Clean() || rep.Sessions != 2 {
+		t.Errorf("Check = %s, %v; want clean with 2 sessions", rep.Summary(), err)
 	}
 }

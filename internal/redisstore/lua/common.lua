@@ -69,22 +69,13 @@ local function next_seq()
   return n
 end
 
--- read returns {viewers, views, seq} of a post; it writes only to move seq
--- forward to the clock.
-local function read(post)
-  local viewers = redis.call('SCARD', N.viewers .. post)
-  local views = tonumber(redis.call('GET', N.views .. post) or '0')
-  return {viewers, views, seq()}
-end
-
 -- publish gives the post's change the next seq and tells every app server
--- that listens for the post. The payload is presence.CountMessage (wire.go),
--- built here because the numbers exist only inside Redis; a Go test checks
--- its bytes against that type.
-local function publish(post)
+-- that listens for the post its new numbers, which the caller computed from
+-- what it read before writing (see look). The payload is
+-- presence.CountMessage (wire.go), built here because the numbers exist only
+-- inside Redis; a Go test checks its bytes against that type.
+local function publish(post, viewers, views)
   local n = next_seq()
-  local viewers = redis.call('SCARD', N.viewers .. post)
-  local views = redis.call('GET', N.views .. post) or '0'
   -- %d, because Lua would print a number this large as 1.79e+15.
   redis.call(N.publish, N.channel .. post,
     '{"type":"count","post":"' .. post .. '","viewers":' .. viewers ..
@@ -92,31 +83,61 @@ local function publish(post)
   return {viewers, tonumber(views), n}
 end
 
--- forget removes a session from the viewers hash and its post's set, notes
--- the post in changed, and returns true. A session on another post than
--- expected (whose keys Go did not list) is left alone: forget notes it in
--- elsewhere as sid, post and returns false.
-local function forget(sid, expected, changed, elsewhere)
-  local post = redis.call('HGET', KEYS[1], sid)
-  if not post then
-    return true
+-- Scripts that remove sessions read everything first and write after.
+-- Redis deletes a set, hash or sorted set that a write empties, and while a
+-- cluster migrates the slot it refuses any later command on a missing key
+-- ("Script attempted to access a non local key"): a script that read after
+-- writing could stop half-way through its writes. Reading first, a refusal
+-- comes before anything is written; writing after, no key is touched once
+-- a write may have deleted it.
+
+-- post_numbers reads a post's count and views once per script, into posts.
+local function post_numbers(post, posts)
+  if not posts[post] then
+    posts[post] = {card = redis.call('SCARD', N.viewers .. post),
+      views = redis.call('GET', N.views .. post) or '0'}
   end
-  if post ~= expected then
+end
+
+-- look reads what removing a session needs: its post in the hash, whether
+-- it is in that post's set and in the deadlines index, and the post's
+-- numbers. A session on another post than expected (whose keys Go did not
+-- list) is noted in elsewhere as sid, post and look returns nil.
+local function look(sid, expected, posts, elsewhere)
+  local post = redis.call('HGET', KEYS[1], sid)
+  if post and post ~= expected then
     elsewhere[#elsewhere + 1] = sid
     elsewhere[#elsewhere + 1] = post
-    return false
+    return nil
   end
-  redis.call('HDEL', KEYS[1], sid)
-  if redis.call('SREM', N.viewers .. post, sid) == 1 then
-    changed[post] = true
+  local s = {sid = sid, post = post, deadline = redis.call('ZSCORE', KEYS[2], sid)}
+  if post then
+    s.member = redis.call('SISMEMBER', N.viewers .. post, sid) == 1
+    post_numbers(post, posts)
   end
-  return true
+  return s
+end
+
+-- remove writes the removal of a looked-at session from the hash, its
+-- post's set and the deadlines index, and notes the post in changed.
+local function remove(s, posts, changed)
+  if s.post then
+    redis.call('HDEL', KEYS[1], s.sid)
+  end
+  if s.member then
+    redis.call('SREM', N.viewers .. s.post, s.sid)
+    posts[s.post].card = posts[s.post].card - 1
+    changed[s.post] = true
+  end
+  if s.deadline then
+    redis.call('ZREM', KEYS[2], s.sid)
+  end
 end
 
 -- publish_changed publishes one count per changed post: a batch removing
 -- 500 viewers of one post publishes once, not 500 times.
-local function publish_changed(changed)
+local function publish_changed(posts, changed)
   for post in pairs(changed) do
-    publish(post)
+    publish(post, posts[post].card, posts[post].views)
   end
 end

@@ -9,21 +9,31 @@
 -- Returns {left, then sid, post of each session found on another post}: those
 -- are untouched, for Go to leave again naming the post.
 names()
-local left = 0
-local changed = {}
-local elsewhere = {}
+local posts, looked, seen, elsewhere = {}, {}, {}, {}
 for i = first_arg, #ARGV, 2 do
-  local sid, expected = ARGV[i], ARGV[i + 1]
-  local post = redis.call('HGET', KEYS[1], sid)
-  if forget(sid, expected, changed, elsewhere) then
-    redis.call('DEL', N.session .. sid)
-    redis.call('ZREM', KEYS[2], sid)
-    if post then
-      left = left + 1
+  local sid = ARGV[i]
+  if not seen[sid] then
+    seen[sid] = true
+    local s = look(sid, ARGV[i + 1], posts, elsewhere)
+    if s then
+      s.key = redis.call('EXISTS', N.session .. sid) == 1
+      looked[#looked + 1] = s
     end
   end
 end
-publish_changed(changed)
+-- Writes only from here (see look in common.lua).
+local left = 0
+local changed = {}
+for _, s in ipairs(looked) do
+  if s.key then
+    redis.call('DEL', N.session .. s.sid)
+  end
+  remove(s, posts, changed)
+  if s.post then
+    left = left + 1
+  end
+end
+publish_changed(posts, changed)
 local out = {left}
 for i = 1, #elsewhere do
   out[#out + 1] = elsewhere[i]

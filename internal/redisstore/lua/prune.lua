@@ -13,38 +13,48 @@
 -- nothing else is touched, so racing app servers and gc replicas are safe.
 names()
 local now = now_ms()
-local lags = {}
-local changed = {}
-local elsewhere = {}
+local posts, looked, seen, elsewhere = {}, {}, {}, {}
 for i = first_arg, #ARGV, 2 do
-  local sid, expected = ARGV[i], ARGV[i + 1]
-  local key = N.session .. sid
-  -- EXISTS on an expired key also makes Redis expire it now (lazy expiry).
-  if redis.call('EXISTS', key) == 1 then
-    local pttl = redis.call('PTTL', key)
-    if pttl >= 0 then
-      redis.call('ZADD', KEYS[2], now + pttl, sid)
+  local sid = ARGV[i]
+  if not seen[sid] then
+    seen[sid] = true
+    local key = N.session .. sid
+    -- EXISTS on an expired key also makes Redis expire it now (lazy expiry).
+    if redis.call('EXISTS', key) == 1 then
+      looked[#looked + 1] = {sid = sid, live = true, pttl = redis.call('PTTL', key),
+        deadline = redis.call('ZSCORE', KEYS[2], sid)}
     else
-      -- A session key without a TTL was not written by these scripts; it
-      -- can never become due, so it must not stay in the index.
-      redis.call('ZREM', KEYS[2], sid)
-    end
-  else
-    local deadline = redis.call('ZSCORE', KEYS[2], sid)
-    local post = redis.call('HGET', KEYS[1], sid)
-    if forget(sid, expected, changed, elsewhere) then
-      redis.call('ZREM', KEYS[2], sid)
-      if post then
-        local lag = 0
-        if deadline then
-          lag = now - tonumber(deadline)
-        end
-        lags[#lags + 1] = lag
+      local s = look(sid, ARGV[i + 1], posts, elsewhere)
+      if s then
+        looked[#looked + 1] = s
       end
     end
   end
 end
-publish_changed(changed)
+-- Writes only from here (see look in common.lua); deadlines put back
+-- before any is removed, so the index is not emptied under them.
+for _, s in ipairs(looked) do
+  if s.live and s.pttl >= 0 then
+    redis.call('ZADD', KEYS[2], now + s.pttl, s.sid)
+  end
+end
+local lags = {}
+local changed = {}
+for _, s in ipairs(looked) do
+  if s.live then
+    if s.pttl < 0 and s.deadline then
+      -- A session key without a TTL was not written by these scripts; it
+      -- can never become due, so it must not stay in the index.
+      redis.call('ZREM', KEYS[2], s.sid)
+    end
+  else
+    remove(s, posts, changed)
+    if s.post then
+      lags[#lags + 1] = s.deadline and now - tonumber(s.deadline) or 0
+    end
+  end
+end
+publish_changed(posts, changed)
 local out = {#lags}
 for i = 1, #lags do
   out[#out + 1] = lags[i]

@@ -25,20 +25,33 @@ local old = redis.call('HGET', KEYS[1], sid)
 if old and old ~= post and old ~= from then
   return {-1, old}
 end
-if old and old ~= post then
-  if redis.call('SREM', N.viewers .. old, sid) == 1 then
-    publish(old)
-  end
+-- Reads first, writes after (see look in common.lua): the old post's set
+-- may be emptied, and so deleted, by the move.
+local posts = {}
+local leaves = old and old ~= post and redis.call('SISMEMBER', N.viewers .. old, sid) == 1
+if leaves then
+  post_numbers(old, posts)
+end
+local card = redis.call('SCARD', N.viewers .. post)
+local added = redis.call('SISMEMBER', N.viewers .. post, sid) == 0
+local views = tonumber(redis.call('GET', N.views .. post) or '0')
+
+if leaves then
+  redis.call('SREM', N.viewers .. old, sid)
+  publish(old, posts[old].card - 1, posts[old].views)
 end
 redis.call('SET', N.session .. sid, post, 'PX', ttl)
 redis.call('HSET', KEYS[1], sid, post)
 redis.call('ZADD', KEYS[2], now + ttl, sid)
-local added = redis.call('SADD', N.viewers .. post, sid)
+if added then
+  redis.call('SADD', N.viewers .. post, sid)
+  card = card + 1
+end
 -- A session's first view of a post never finds it on that post already; a
 -- view retried after a lost reply does, and must not count twice.
 local counted = count_view == '1' and old ~= post
 if counted then
-  redis.call('INCR', N.views .. post)
+  views = redis.call('INCR', N.views .. post)
 end
 -- Every view pushes the counter's expiry out, so only the totals of posts
 -- nobody views any more go; a counter per made-up id cannot pile up.
@@ -47,7 +60,7 @@ if views_ttl > 0 then
 else
   redis.call('PERSIST', N.views .. post)
 end
-if added == 1 or counted then
-  return publish(post)
+if added or counted then
+  return publish(post, card, views)
 end
-return read(post)
+return {card, views, seq()}
