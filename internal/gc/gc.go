@@ -7,6 +7,7 @@ package gc
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -149,9 +150,13 @@ func (c *Collector) Run(ctx context.Context) error {
 func (c *Collector) Poll(ctx context.Context) (time.Duration, error) {
 	for {
 		c.polls.Inc()
-		due, next, err := c.src.Due(ctx, c.cfg.Batch)
-		if err != nil {
-			return 0, err
+		due, next, derr := c.src.Due(ctx, c.cfg.Batch)
+		if derr != nil {
+			// A store in parts (a Redis Cluster with a primary away) hands
+			// over what the other parts found: prune that, then report.
+			lags, err := c.src.Prune(ctx, due)
+			c.observe(lags)
+			return 0, errors.Join(derr, err)
 		}
 		if len(due) == 0 {
 			if next < 0 || next > c.cfg.Poll {
@@ -160,10 +165,7 @@ func (c *Collector) Poll(ctx context.Context) (time.Duration, error) {
 			return max(next, minWait), nil
 		}
 		lags, err := c.src.Prune(ctx, due)
-		for _, l := range lags {
-			c.lag.Observe(l.Seconds())
-		}
-		c.prunes.Add(float64(len(lags)))
+		c.observe(lags)
 		if err != nil {
 			return 0, err
 		}
@@ -173,4 +175,12 @@ func (c *Collector) Poll(ctx context.Context) (time.Duration, error) {
 			return minWait, nil
 		}
 	}
+}
+
+// observe counts pruned sessions and how late each was.
+func (c *Collector) observe(lags []time.Duration) {
+	for _, l := range lags {
+		c.lag.Observe(l.Seconds())
+	}
+	c.prunes.Add(float64(len(lags)))
 }

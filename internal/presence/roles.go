@@ -47,7 +47,9 @@ type Publisher interface {
 type Pruner interface {
 	// Due returns up to limit sessions whose deadline has passed, each with
 	// the post the store holds it on, and, when none is due, how long until
-	// the next deadline (negative: none).
+	// the next deadline (negative: none). A store in parts may return the
+	// sessions of the parts that answered together with the error of those
+	// that did not.
 	Due(ctx context.Context, limit int) ([]Session, time.Duration, error)
 	// Prune removes the sessions that are really dead (a live one is left
 	// alone) and returns, for each one removed, how long after its

@@ -410,3 +410,60 @@ func testClusterMigratingSlot(t *testing.T, s *Store, c *redistest.Cluster) {
 		t.Errorf("Check = %s, %v; want clean with 2 sessions", rep.Summary(), err)
 	}
 }
+
+// TestCluster_PruneWithAPrimaryDown: with one primary gone (no replica, and
+// the cluster told to serve the slots it still has), Due and Prune still
+// find and prune the dead sessions of the partitions on the others, and
+// say that the rest did not answer.
+func TestCluster_PruneWithAPrimaryDown(t *testing.T) {
+	c := redistest.StartCluster(t, 3, false, "--cluster-require-full-coverage", "no")
+	rdb, err := Connect(Connection{Cluster: c.Addrs()}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	s := New(rdb, Config{Prefix: redistest.Prefix(), TTL: time.Second}, zaptest.NewLogger(t))
+	ctx := context.Background()
+	// Sessions on posts of every partition, left to expire.
+	var posts []presence.PostID
+	for i := range 200 {
+		p := presence.PostID(fmt.Sprint("d", i))
+		posts = append(posts, p)
+		if _, err := s.View(ctx, presence.Session{ID: presence.SessionID(fmt.Sprint("s", i)), Post: p}, "", false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	down, err := c.PrimaryOf(ctx, s.keys.Viewers(posts[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alive := make(map[presence.PostID]bool)
+	for _, p := range posts {
+		if node, err := c.PrimaryOf(ctx, s.keys.Viewers(p)); err == nil && node != down {
+			alive[p] = true
+		}
+	}
+	down.Kill()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		due, _, err := s.Due(ctx, 1000)
+		if err == nil {
+			t.Fatal("Due reported no error with a primary down")
+		}
+		lags, _ := s.Prune(ctx, due)
+		_ = lags
+		left := 0
+		for p := range alive {
+			if cnt, err := s.Counts(ctx, []presence.PostID{p}); err != nil || cnt[0].Viewers != 0 {
+				left++
+			}
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d posts on the primaries still up keep their dead viewer 20s after a 1s TTL", left, len(alive))
+		}
+		time.Sleep(100 * time.Millisecond) // the TTL must pass: nothing to await
+	}
+}

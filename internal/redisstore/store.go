@@ -47,6 +47,7 @@ type Store struct {
 	viewsTTL time.Duration // 0: forever
 	log      *zap.Logger
 	errors   *prometheus.CounterVec
+	dueFrom  atomic.Uint32 // the partition Due asks first, turning
 }
 
 // The roles each type fills (see presence/roles.go).
@@ -260,12 +261,15 @@ const maxElsewhere = 3
 // Leave implements presence.Store.
 func (s *Store) Leave(ctx context.Context, sessions ...presence.Session) error {
 	var errs []error
+	var away unreachable
 	for n, ss := range s.byPartition(sessions) {
+		// On a cluster the other partitions may answer.
+		if away.skip(ctx, s, n) {
+			continue
+		}
 		if err := s.leave(ctx, n, ss); err != nil {
 			errs = append(errs, err)
-			if isUnavailable(err) {
-				break
-			}
+			away.failed(ctx, s, n, err)
 		}
 	}
 	return errors.Join(errs...)
@@ -308,7 +312,11 @@ const batchSize = 500
 func (s *Store) Refresh(ctx context.Context, sessions []presence.Session) ([]presence.SessionID, error) {
 	var missing []presence.SessionID
 	var errs []error
+	var away unreachable
 	for n, part := range s.byPartition(sessions) {
+		if away.skip(ctx, s, n) {
+			continue
+		}
 		for batch := range slices.Chunk(part, batchSize) {
 			args := s.keys.names(n, 1+2*len(batch))
 			args = append(args, s.ttl.Milliseconds())
@@ -321,6 +329,7 @@ func (s *Store) Refresh(ctx context.Context, sessions []presence.Session) ([]pre
 				if isUnavailable(err) {
 					// The rest would wait out the same timeout, batch by
 					// batch; on a cluster, other nodes may answer.
+					away.failed(ctx, s, n, err)
 					break
 				}
 				continue // a script error in one batch says nothing of the others
@@ -403,22 +412,35 @@ func (s *Store) Publish(ctx context.Context, ev presence.Event) (int, error) {
 
 // Due returns up to limit sessions whose deadline has passed, each with its
 // post, and, when none is due, the time until the next deadline (-1 when
-// there is none). It asks every partition, one script call each.
+// there is none). It asks every partition, one script call each, starting
+// one further each time so that no partition waits behind the others'
+// backlog. A partition that does not answer (its primary is failing over,
+// say) does not stop the others: their sessions come back with the error.
 func (s *Store) Due(ctx context.Context, limit int) ([]presence.Session, time.Duration, error) {
 	var due []presence.Session
+	var errs []error
 	next := int64(-1)
-	for n := range s.keys.parts {
+	first := int(s.dueFrom.Add(1))
+	var away unreachable
+	for i := range s.keys.parts {
 		if len(due) >= limit {
 			next = 0
 			break
 		}
+		n := (first + i) % s.keys.parts
+		if away.skip(ctx, s, n) {
+			continue
+		}
 		args := append(s.keys.names(n, 1), limit-len(due))
 		res, err := dueScript.Run(ctx, s.rdb, s.keys.partKeys(n), args...).Slice()
 		if err != nil {
-			return nil, 0, s.fail("due", err)
+			errs = append(errs, s.fail("due", err))
+			away.failed(ctx, s, n, err)
+			continue
 		}
 		if len(res) == 0 || len(res)%2 != 1 {
-			return nil, 0, fmt.Errorf("due: script returned %d values, want an odd number", len(res))
+			errs = append(errs, fmt.Errorf("due: script returned %d values, want an odd number", len(res)))
+			continue
 		}
 		if w, _ := res[0].(int64); w >= 0 && (next < 0 || w < next) {
 			next = w
@@ -433,7 +455,7 @@ func (s *Store) Due(ctx context.Context, limit int) ([]presence.Session, time.Du
 	if next < 0 {
 		wait = -1
 	}
-	return due, wait, nil
+	return due, wait, errors.Join(errs...)
 }
 
 // Prune removes the sessions whose key is gone and returns how late after
@@ -441,14 +463,20 @@ func (s *Store) Due(ctx context.Context, limit int) ([]presence.Session, time.Du
 // alone. Each session is looked for on its Post.
 func (s *Store) Prune(ctx context.Context, sessions []presence.Session) ([]time.Duration, error) {
 	var lags []time.Duration
+	var errs []error
+	var away unreachable
 	for n, part := range s.byPartition(sessions) {
+		if away.skip(ctx, s, n) {
+			continue
+		}
 		l, err := s.prune(ctx, n, part)
 		lags = append(lags, l...)
 		if err != nil {
-			return lags, err
+			errs = append(errs, err) // the other partitions may answer
+			away.failed(ctx, s, n, err)
 		}
 	}
-	return lags, nil
+	return lags, errors.Join(errs...)
 }
 
 // prune runs the prune script on partition n, again for the sessions it
@@ -483,35 +511,51 @@ func (s *Store) prune(ctx context.Context, n int, sessions []presence.Session) (
 // gets its deadline back. It returns the sessions pruned.
 func (s *Store) Sweep(ctx context.Context) (int, error) {
 	pruned := 0
+	var errs []error
+	var away unreachable
 	for n := range s.keys.parts {
-		var cursor uint64
-		for {
-			// HSCAN NOVALUES needs Redis 7.4; fields and values alternate here.
-			kv, next, err := s.rdb.HScan(ctx, s.keys.viewersAt(n), cursor, "*", batchSize).Result()
-			if err != nil {
-				return pruned, s.fail("sweep", err)
-			}
-			due := make([]presence.Session, 0, len(kv)/2)
-			for i := 0; i+1 < len(kv); i += 2 {
-				due = append(due, presence.Session{ID: presence.SessionID(kv[i]), Post: presence.PostID(kv[i+1])})
-			}
-			lags, err := s.prune(ctx, n, due)
-			pruned += len(lags)
-			if err != nil {
-				return pruned, err
-			}
-			if next == 0 {
-				break
-			}
-			cursor = next
+		if away.skip(ctx, s, n) {
+			continue
+		}
+		p, err := s.sweep(ctx, n)
+		pruned += p
+		if err != nil {
+			errs = append(errs, err) // the other partitions may answer
+			away.failed(ctx, s, n, err)
 		}
 	}
 	if n, err := s.ExpireViews(ctx); err != nil {
-		return pruned, err
+		errs = append(errs, err)
 	} else if n > 0 {
 		s.log.Info("gave views counters without a lifetime the views TTL", zap.Int("counters", n), zap.Duration("views_ttl", s.viewsTTL))
 	}
-	return pruned, nil
+	return pruned, errors.Join(errs...)
+}
+
+// sweep runs prune over partition n's viewers hash.
+func (s *Store) sweep(ctx context.Context, n int) (int, error) {
+	pruned := 0
+	var cursor uint64
+	for {
+		// HSCAN NOVALUES needs Redis 7.4; fields and values alternate here.
+		kv, next, err := s.rdb.HScan(ctx, s.keys.viewersAt(n), cursor, "*", batchSize).Result()
+		if err != nil {
+			return pruned, s.fail("sweep", err)
+		}
+		due := make([]presence.Session, 0, len(kv)/2)
+		for i := 0; i+1 < len(kv); i += 2 {
+			due = append(due, presence.Session{ID: presence.SessionID(kv[i]), Post: presence.PostID(kv[i+1])})
+		}
+		lags, err := s.prune(ctx, n, due)
+		pruned += len(lags)
+		if err != nil {
+			return pruned, err
+		}
+		if next == 0 {
+			return pruned, nil
+		}
+		cursor = next
+	}
 }
 
 // ExpireViews gives every views counter that has no lifetime the store's
@@ -549,6 +593,44 @@ func (s *Store) ExpireViews(ctx context.Context) (int, error) {
 		}
 	}
 	return set, nil
+}
+
+// unreachable remembers, over one call that works partition by partition,
+// the cluster nodes that did not answer: the other partitions they hold are
+// skipped rather than each waiting out go-redis's retries. The zero value
+// is ready; on one node it never skips.
+type unreachable map[string]bool
+
+// skip reports whether partition n is on a node that did not answer.
+func (u *unreachable) skip(ctx context.Context, s *Store, n int) bool {
+	return len(*u) > 0 && (*u)[s.nodeOf(ctx, n)]
+}
+
+// failed notes partition n's node when err says it did not answer.
+func (u *unreachable) failed(ctx context.Context, s *Store, n int, err error) {
+	if !isUnavailable(err) {
+		return
+	}
+	if node := s.nodeOf(ctx, n); node != "" {
+		if *u == nil {
+			*u = make(unreachable)
+		}
+		(*u)[node] = true
+	}
+}
+
+// nodeOf names the node that holds partition n, as the client's slot map
+// has it; "" on one node.
+func (s *Store) nodeOf(ctx context.Context, n int) string {
+	c, ok := s.rdb.(*redis.ClusterClient)
+	if !ok {
+		return ""
+	}
+	m, err := c.MasterForKey(ctx, s.keys.viewersAt(n))
+	if err != nil {
+		return ""
+	}
+	return m.Options().Addr
 }
 
 // scanKeys runs SCAN for the keys of partition n that match pattern (and
