@@ -70,6 +70,9 @@ func TestCluster(t *testing.T) {
 			}
 		})
 	})
+	t.Run("feed follows a moved slot", func(t *testing.T) {
+		testClusterFeedMoved(t, newStore(t, time.Minute), c)
+	})
 	t.Run("scripts on a migrating slot", func(t *testing.T) {
 		testClusterMigratingSlot(t, newStore(t, time.Minute), c)
 	})
@@ -465,5 +468,32 @@ func TestCluster_PruneWithAPrimaryDown(t *testing.T) {
 			t.Fatalf("%d of %d posts on the primaries still up keep their dead viewer 20s after a 1s TTL", left, len(alive))
 		}
 		time.Sleep(100 * time.Millisecond) // the TTL must pass: nothing to await
+	}
+}
+
+// testClusterFeedMoved: when a post's slot moves to another primary, Redis
+// drops the shard subscription; the Bus subscribes on the new node and the
+// next change arrives, without waiting for a probe to find the lane dead.
+func testClusterFeedMoved(t *testing.T, s *Store, c *redistest.Cluster) {
+	ctx := context.Background()
+	b, out := runBus(t, s)
+	p := presence.PostID("moving")
+	b.Subscribe(p)
+	waitAll(t, out, "the re-read after subscribing", map[presence.PostID]int64{p: 0})
+	owner, err := c.PrimaryOf(ctx, s.keys.Viewers(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := c.Primaries[0]
+	if to == owner {
+		to = c.Primaries[1]
+	}
+	c.MigrateSlot(t, s.keys.Viewers(p), to, 0)
+	if _, err := s.View(ctx, presence.Session{ID: "s1", Post: p}, "", true); err != nil {
+		t.Fatal(err)
+	}
+	waitMsg(t, out, "the count after the slot moved", isCount(p, 1))
+	if got := testutil.ToFloat64(b.stale); got != 0 {
+		t.Errorf("%v subscriptions found stale: the lane waited for its probe", got)
 	}
 }

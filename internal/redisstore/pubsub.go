@@ -104,11 +104,12 @@ func NewBus(store *Store, cfg BusConfig) *Bus {
 	}
 	for n := range store.keys.parts {
 		b.lanes = append(b.lanes, &lane{
-			n:       n,
-			want:    make(map[presence.PostID]bool),
-			kick:    make(chan struct{}, 1),
-			channel: make(map[string]bool),
-			probe:   store.keys.probeChannel(n, b.id),
+			n:        n,
+			want:     make(map[presence.PostID]bool),
+			kick:     make(chan struct{}, 1),
+			channel:  make(map[string]bool),
+			dropping: make(map[string]int),
+			probe:    store.keys.probeChannel(n, b.id),
 		})
 	}
 	return b
@@ -123,7 +124,11 @@ type lane struct {
 	// channel holds the post channels asked for, owned by the lane's
 	// goroutine: a subscription made anew starts with all of them.
 	channel map[string]bool
-	probe   string // this Bus's own probe channel in the lane's partition
+	// dropping counts the SUNSUBSCRIBEs sent per channel and not yet
+	// confirmed, owned by the lane's goroutine: Redis's own drops are the
+	// others.
+	dropping map[string]int
+	probe    string // this Bus's own probe channel in the lane's partition
 }
 
 // Subscribe asks for the posts' channels.
@@ -214,6 +219,7 @@ func (b *Bus) Run(ctx context.Context, deliver func(presence.Message)) error {
 // post to carry, so an app server holds connections only for the
 // partitions its clients use; the one lane of one node subscribes at once.
 func (b *Bus) runLane(ctx context.Context, l *lane, deliver func(presence.Message), queueReread func(presence.PostID)) error {
+	var confirmBy time.Duration // after a move: how soon the probe's channel must be confirmed
 	for {
 		b.mu.Lock()
 		idle := b.keys.sharded() && len(l.want) == 0 && len(l.channel) == 0
@@ -226,22 +232,42 @@ func (b *Bus) runLane(ctx context.Context, l *lane, deliver func(presence.Messag
 				continue
 			}
 		}
-		err := b.subscription(ctx, l, deliver, queueReread)
+		err := b.subscription(ctx, l, deliver, queueReread, confirmBy)
 		if ctx.Err() != nil {
 			return nil
 		}
+		confirmBy = 0
 		switch {
 		case errors.Is(err, errStale):
 			b.stale.Inc()
 			b.log.Warn("the post channels' subscription stopped delivering; subscribing anew", zap.Int("partition", l.n))
 		case errors.Is(err, errMoved):
 			b.log.Info("the post channels' slot moved; subscribing on its new node", zap.Int("partition", l.n))
+			// The client's slot map may still name the old node, which would
+			// answer the new SSUBSCRIBE with MOVED, and go-redis drops that
+			// reply on a pub/sub connection: read the map again, give it a
+			// moment, and give up on a subscription not confirmed in time.
+			if c, ok := b.rdb.(*redis.ClusterClient); ok {
+				c.ReloadState(ctx)
+			}
+			t := time.NewTimer(movedPause)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+			confirmBy = b.cfg.ProbeTimeout
 		default:
 			return err
 		}
 		b.reconnects.Inc()
 	}
 }
+
+// movedPause is how long a lane waits after its slot moved before it
+// subscribes again: long enough for a reload of the slot map.
+const movedPause = 250 * time.Millisecond
 
 var (
 	errStale = errors.New("subscription stopped delivering")
@@ -250,8 +276,10 @@ var (
 
 // subscription runs one pub/sub connection until ctx ends, its channel
 // closes, a probe does not come back (errStale) or Redis drops the
-// subscription because its slot moved (errMoved).
-func (b *Bus) subscription(ctx context.Context, l *lane, deliver func(presence.Message), queueReread func(presence.PostID)) error {
+// subscription because its slot moved (errMoved). With confirmBy, a probe
+// channel not confirmed within it is stale too.
+func (b *Bus) subscription(ctx context.Context, l *lane, deliver func(presence.Message), queueReread func(presence.PostID), confirmBy time.Duration) error {
+	clear(l.dropping) // what a subscription before this one dropped
 	// The probe first: on a cluster the first channel picks the node.
 	chans := []string{l.probe}
 	for c := range l.channel {
@@ -274,6 +302,9 @@ func (b *Bus) subscription(ctx context.Context, l *lane, deliver func(presence.M
 	tick := time.NewTicker(b.cfg.ProbeInterval)
 	defer tick.Stop()
 	var probeDue <-chan time.Time // set while a probe is out
+	if confirmBy > 0 {
+		probeDue = time.After(confirmBy)
+	}
 	confirmed := make(map[string]bool)
 	for {
 		select {
@@ -321,7 +352,7 @@ func (b *Bus) subscription(ctx context.Context, l *lane, deliver func(presence.M
 					// The first probe goes out as soon as its channel is
 					// confirmed: a path that dies early is found as soon as
 					// one that dies later.
-					if m.Channel == l.probe && probeDue == nil {
+					if m.Channel == l.probe {
 						if err := b.publish(ctx, l.probe, "probe"); err == nil {
 							probeDue = time.After(b.cfg.ProbeTimeout)
 						}
@@ -330,12 +361,13 @@ func (b *Bus) subscription(ctx context.Context, l *lane, deliver func(presence.M
 					delete(confirmed, m.Channel)
 				case "sunsubscribe":
 					delete(confirmed, m.Channel)
-					// Redis drops the shard channels of a slot that moved
-					// away; a channel dropped that is still wanted was not
-					// dropped by us.
-					if m.Channel == l.probe || l.channel[m.Channel] {
-						return errMoved
+					if l.dropping[m.Channel] > 0 {
+						l.dropping[m.Channel]--
+						continue
 					}
+					// Redis drops the shard channels of a slot that moved
+					// away: a channel dropped that this lane did not drop.
+					return errMoved
 				}
 			case *redis.Message:
 				if m.Channel == l.probe {
@@ -387,6 +419,9 @@ func (b *Bus) sync(ctx context.Context, l *lane, ps *redis.PubSub) error {
 	}
 	if len(unsub) > 0 {
 		if b.keys.sharded() {
+			for _, c := range unsub {
+				l.dropping[c]++
+			}
 			errs = append(errs, ps.SUnsubscribe(ctx, unsub...))
 		} else {
 			errs = append(errs, ps.Unsubscribe(ctx, unsub...))
