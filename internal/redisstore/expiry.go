@@ -84,15 +84,16 @@ func (e *Expiry) Run(ctx context.Context) error {
 // one for each primary that appears and stopping those of nodes that are
 // primaries no longer.
 func (e *Expiry) runCluster(ctx context.Context, c *redis.ClusterClient) error {
+	type listener struct{ stop context.CancelFunc }
 	var (
 		mu        sync.Mutex
-		listeners = make(map[string]context.CancelFunc)
+		listeners = make(map[string]*listener)
 		wg        sync.WaitGroup
 	)
 	defer func() {
 		mu.Lock()
-		for _, stop := range listeners {
-			stop()
+		for _, l := range listeners {
+			l.stop()
 		}
 		mu.Unlock()
 		wg.Wait()
@@ -113,13 +114,21 @@ func (e *Expiry) runCluster(ctx context.Context, c *redis.ClusterClient) error {
 				return nil
 			}
 			lctx, stop := context.WithCancel(ctx)
-			listeners[addr] = stop
+			l := &listener{stop: stop}
+			listeners[addr] = l
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				if err := e.listen(lctx, m, 0); err != nil && lctx.Err() == nil {
-					e.log.Warn("expired-event listener stopped", zap.String("node", addr), zap.Error(err))
+					e.log.Warn("expired-event listener stopped; starting another at the next listing", zap.String("node", addr), zap.Error(err))
 				}
+				// Forgotten, so that the next listing of the primaries
+				// starts a new one if the node is still one.
+				mu.Lock()
+				if listeners[addr] == l {
+					delete(listeners, addr)
+				}
+				mu.Unlock()
 			}()
 			if !first {
 				// A new primary (a promoted replica) may hold sessions
@@ -130,9 +139,9 @@ func (e *Expiry) runCluster(ctx context.Context, c *redis.ClusterClient) error {
 			return nil
 		})
 		mu.Lock()
-		for addr, stop := range listeners {
+		for addr, l := range listeners {
 			if !current[addr] && len(current) > 0 {
-				stop()
+				l.stop()
 				delete(listeners, addr)
 			}
 		}
