@@ -13,17 +13,20 @@ import (
 // takeScript removes a views counter from the source once its value has
 // been added to the target, or, when an app server of the old deployment
 // counted more views meanwhile, takes away only what was added: nothing is
-// counted twice, and nothing counted during the move is lost.
+// counted twice, and nothing counted during the move is lost. A counter
+// below what was added expired and was made anew since the read: all it
+// holds is new, and is left for the next round.
 var takeScript = redis.NewScript(`
-local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then
+local v = tonumber(redis.call('GET', KEYS[1]) or '0')
+local taken = tonumber(ARGV[1])
+if v == taken then
   redis.call('DEL', KEYS[1])
   return 0
 end
-if not v then
-  return 0
+if v < taken then
+  return v
 end
-return redis.call('DECRBY', KEYS[1], ARGV[1])
+return redis.call('DECRBY', KEYS[1], taken)
 `)
 
 // MigrateViews moves the views totals of a one-node store on src, with the
@@ -87,7 +90,7 @@ func (s *Store) moveViews(ctx context.Context, src redis.UniversalClient, key st
 			}
 			return nil
 		}); err != nil {
-			return moved, fmt.Errorf("migrate: add %d views to %s: %w", v, to, err)
+			return moved, fmt.Errorf("migrate: add %d views to %s (if the error came after the cluster added them, run again only after checking it, or they count twice): %w", v, to, err)
 		}
 		moved += v
 		left, err := takeScript.Run(ctx, src, []string{key}, v).Int64()
