@@ -114,8 +114,18 @@ func (s *Store) Check(ctx context.Context, grace time.Duration) (Report, error) 
 			r.Drift = append(r.Drift, d)
 		}
 	}
+	// The posts' sets are found with one SCAN of each node, then checked
+	// partition by partition.
+	sets := make(map[int][]string)
+	err := s.scanKeys(ctx, "viewers", "set", func(n int, keys []string) error {
+		sets[n] = append(sets[n], keys...)
+		return nil
+	})
+	if err != nil {
+		return r, s.fail("check", err)
+	}
 	for n := range s.keys.parts {
-		if err := s.checkPartition(ctx, n, grace, &r, report); err != nil {
+		if err := s.checkPartition(ctx, n, sets[n], grace, &r, report); err != nil {
 			return r, s.fail("check", err)
 		}
 	}
@@ -138,7 +148,7 @@ func (s *Store) Check(ctx context.Context, grace time.Duration) (Report, error) 
 
 // checkPartition checks partition n: the invariants hold within one
 // partition, since every session is registered in its post's.
-func (s *Store) checkPartition(ctx context.Context, n int, grace time.Duration, r *Report, report func(Drift)) error {
+func (s *Store) checkPartition(ctx context.Context, n int, sets []string, grace time.Duration, r *Report, report func(Drift)) error {
 	// found holds every session id seen anywhere, with the posts whose
 	// sets hold it ("" for one seen only in the hash or the index).
 	found := make(map[string]map[string]struct{})
@@ -163,30 +173,24 @@ func (s *Store) checkPartition(ctx context.Context, n int, grace time.Duration, 
 	}
 	r.Deadlines += c
 	setPrefix := s.keys.postViewersAt(n)
-	err = s.scanKeys(ctx, n, s.keys.postViewersPattern(n), "set", func(keys []string) error {
-		for _, key := range keys {
-			post := strings.TrimPrefix(key, setPrefix)
-			r.Posts++
-			var c uint64
-			for {
-				members, next, err := s.rdb.SScan(ctx, key, c, "*", batchSize).Result()
-				if err != nil {
-					return err
-				}
-				for _, sid := range members {
-					r.Members++
-					see(sid, post)
-				}
-				if next == 0 {
-					break
-				}
-				c = next
+	for _, key := range sets {
+		post := strings.TrimPrefix(key, setPrefix)
+		r.Posts++
+		var c uint64
+		for {
+			members, next, err := s.rdb.SScan(ctx, key, c, "*", batchSize).Result()
+			if err != nil {
+				return err
 			}
+			for _, sid := range members {
+				r.Members++
+				see(sid, post)
+			}
+			if next == 0 {
+				break
+			}
+			c = next
 		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
 
 	// Look at each (session, post whose set holds it) pair at one instant.

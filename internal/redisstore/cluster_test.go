@@ -68,6 +68,14 @@ func TestCluster(t *testing.T) {
 			if err != nil || !r.Clean() || r.Sessions != 200 || r.Members != 200 || r.Posts != 40 {
 				t.Fatalf("Check = %+v, %v; want clean with 200 sessions on 40 posts", r, err)
 			}
+			// Counters left without a lifetime (by an older release) get one,
+			// on whichever primary holds them.
+			for i := range 40 {
+				s.rdb.Persist(ctx, s.keys.Views(presence.PostID(fmt.Sprint("p", i))))
+			}
+			if n, err := s.ExpireViews(ctx); err != nil || n != 40 {
+				t.Errorf("ExpireViews = %d, %v; want the 40 counters", n, err)
+			}
 		})
 	})
 	t.Run("feed follows a moved slot", func(t *testing.T) {

@@ -154,10 +154,6 @@ func (k Keys) sharded() bool { return k.parts > 1 }
 // viewsPattern matches every views counter of partition n, for SCAN.
 func (k Keys) viewsPattern(n int) string { return k.pattern(k.viewsAt(n)) }
 
-// postViewersPattern matches every post's set of viewers in partition n,
-// for SCAN.
-func (k Keys) postViewersPattern(n int) string { return k.pattern(k.postViewersAt(n)) }
-
 // pattern matches every key that starts with start, a name built here; its
 // glob characters (the prefix may have some) are escaped.
 func (k Keys) pattern(start string) string {

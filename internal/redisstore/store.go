@@ -569,28 +569,26 @@ func (s *Store) ExpireViews(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	set := 0
-	for n := range s.keys.parts {
-		err := s.scanKeys(ctx, n, s.keys.viewsPattern(n), "", func(keys []string) error {
-			// EXPIRE NX (Redis 7) leaves every counter that has a TTL as it is.
-			cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-				for _, k := range keys {
-					p.ExpireNX(ctx, k, s.viewsTTL)
-				}
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-			for _, c := range cmds {
-				if c.(*redis.BoolCmd).Val() {
-					set++
-				}
+	err := s.scanKeys(ctx, "views", "", func(_ int, keys []string) error {
+		// EXPIRE NX (Redis 7) leaves every counter that has a TTL as it is.
+		cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range keys {
+				p.ExpireNX(ctx, k, s.viewsTTL)
 			}
 			return nil
 		})
 		if err != nil {
-			return set, s.fail("expire_views", err)
+			return err
 		}
+		for _, c := range cmds {
+			if c.(*redis.BoolCmd).Val() {
+				set++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return set, s.fail("expire_views", err)
 	}
 	return set, nil
 }
@@ -633,41 +631,61 @@ func (s *Store) nodeOf(ctx context.Context, n int) string {
 	return m.Options().Addr
 }
 
-// scanKeys runs SCAN for the keys of partition n that match pattern (and
-// are of type typ, unless ""), calling each with every batch found. On a
-// cluster the SCAN goes to the node that holds the partition's slot.
-func (s *Store) scanKeys(ctx context.Context, n int, pattern, typ string, each func([]string) error) error {
-	node := redis.Cmdable(s.rdb)
+// scanKeys runs SCAN for the per-post keys of one kind ("viewers" for the
+// posts' sets, "views" for their counters; of type typ unless "") and calls
+// each with every batch found, by partition. On a cluster it scans each
+// primary once, for every partition it holds: a SCAN walks a node's whole
+// keyspace, whatever the pattern.
+func (s *Store) scanKeys(ctx context.Context, kind, typ string, each func(n int, keys []string) error) error {
+	nodes := []redis.Cmdable{s.rdb}
+	pattern := s.keys.pattern(s.keys.prefix + kind + ":")
 	if c, ok := s.rdb.(*redis.ClusterClient); ok {
-		m, err := c.MasterForKey(ctx, s.keys.viewersAt(n))
+		var mu sync.Mutex
+		nodes = nil
+		err := c.ForEachMaster(ctx, func(_ context.Context, m *redis.Client) error {
+			mu.Lock()
+			nodes = append(nodes, m)
+			mu.Unlock()
+			return nil
+		})
 		if err != nil {
 			return err
 		}
-		node = m
+		pattern = s.keys.pattern(s.keys.prefix + kind + "{")
 	}
-	var cursor uint64
-	for {
-		var keys []string
-		var next uint64
-		var err error
-		if typ == "" {
-			keys, next, err = node.Scan(ctx, cursor, pattern, batchSize).Result()
-		} else {
-			keys, next, err = node.ScanType(ctx, cursor, pattern, batchSize, typ).Result()
-		}
-		if err != nil {
-			return err
-		}
-		if len(keys) > 0 {
-			if err := each(keys); err != nil {
+	for _, node := range nodes {
+		var cursor uint64
+		for {
+			var keys []string
+			var next uint64
+			var err error
+			if typ == "" {
+				keys, next, err = node.Scan(ctx, cursor, pattern, batchSize).Result()
+			} else {
+				keys, next, err = node.ScanType(ctx, cursor, pattern, batchSize, typ).Result()
+			}
+			if err != nil {
 				return err
 			}
+			byPart := make(map[int][]string, 1)
+			for _, k := range keys {
+				if _, ok := s.keys.cutPart(k, kind); ok {
+					n := s.keys.partitionOf(k, kind)
+					byPart[n] = append(byPart[n], k)
+				}
+			}
+			for n, ks := range byPart {
+				if err := each(n, ks); err != nil {
+					return err
+				}
+			}
+			if next == 0 {
+				break
+			}
+			cursor = next
 		}
-		if next == 0 {
-			return nil
-		}
-		cursor = next
 	}
+	return nil
 }
 
 // sessionArgs is the ARGV of the leave and prune scripts: names, then
