@@ -392,14 +392,7 @@ func testClusterMigratingSlot(t *testing.T, s *Store, c *redistest.Cluster) {
 			t.Fatal(err)
 		}
 	}
-	owner, err := c.PrimaryOf(ctx, s.keys.Viewers(p))
-	if err != nil {
-		t.Fatal(err)
-	}
-	to := c.Primaries[0]
-	if to == owner {
-		to = c.Primaries[1]
-	}
+	to := otherPrimary(t, c, s.keys.Viewers(p))
 	finish := c.BeginMigration(t, s.keys.Viewers(p), to)
 	if err := s.Leave(ctx, presence.Session{ID: "last-of-p", Post: p}); err != nil {
 		t.Errorf("leave of a post's last viewer on a migrating slot: %v", err)
@@ -488,14 +481,7 @@ func testClusterFeedMoved(t *testing.T, s *Store, c *redistest.Cluster) {
 	p := presence.PostID("moving")
 	b.Subscribe(p)
 	waitAll(t, out, "the re-read after subscribing", map[presence.PostID]int64{p: 0})
-	owner, err := c.PrimaryOf(ctx, s.keys.Viewers(p))
-	if err != nil {
-		t.Fatal(err)
-	}
-	to := c.Primaries[0]
-	if to == owner {
-		to = c.Primaries[1]
-	}
+	to := otherPrimary(t, c, s.keys.Viewers(p))
 	c.MigrateSlot(t, s.keys.Viewers(p), to, 0)
 	if _, err := s.View(ctx, presence.Session{ID: "s1", Post: p}, "", true); err != nil {
 		t.Fatal(err)
@@ -504,4 +490,17 @@ func testClusterFeedMoved(t *testing.T, s *Store, c *redistest.Cluster) {
 	if got := testutil.ToFloat64(b.stale); got != 0 {
 		t.Errorf("%v subscriptions found stale: the lane waited for its probe", got)
 	}
+}
+
+// otherPrimary returns a primary that does not hold key's slot.
+func otherPrimary(t *testing.T, c *redistest.Cluster, key string) *redistest.Server {
+	t.Helper()
+	owner, err := c.PrimaryOf(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Primaries[0] != owner {
+		return c.Primaries[0]
+	}
+	return c.Primaries[1]
 }
