@@ -81,7 +81,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		admin.ErrorLog = zap.NewStdLog(log.Named("admin"))
 		servers = append(servers, admin)
 		listeners = append(listeners, aln)
-		log.Info("admin listener: /metrics, /readyz with details, /healthz", zap.String("admin_addr", aln.Addr().String()))
+		log.Info("admin listener: /metrics, /readyz with details, /healthz, /debug/pprof/", zap.String("admin_addr", aln.Addr().String()))
 	} else {
 		log.Info("/metrics is served on PRESENCE_ADDR, to anyone who can reach it; set PRESENCE_ADMIN_ADDR to move it to an internal address")
 	}

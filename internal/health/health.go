@@ -1,11 +1,14 @@
-// Package health serves /healthz, /readyz and /metrics for both binaries.
+// Package health serves /healthz, /readyz and /metrics for both binaries,
+// and Go's profiles under /debug/pprof/ on their internal listeners.
 package health
 
 import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -83,9 +86,11 @@ func (h *Handler) run(ctx context.Context) map[string]string {
 // Metrics serves the Prometheus text format.
 func (h *Handler) Metrics(w http.ResponseWriter, r *http.Request) { h.metrics.ServeHTTP(w, r) }
 
-// ServeMux returns a mux with the three endpoints, for listeners that serve
-// nothing else: gc's, and the app server's admin listener. Every other
-// request gets a JSON error, as on the app server's public listener.
+// ServeMux returns a mux with the three endpoints and Go's profiles under
+// /debug/pprof/, for listeners that serve nothing else and are internal:
+// gc's, and the app server's admin listener (the public listener never has
+// the profiles). Every other request gets a JSON error, as on the app
+// server's public listener.
 func (h *Handler) ServeMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	routes := map[string]http.HandlerFunc{"/healthz": h.Healthz, "/readyz": h.Readyz, "/metrics": h.Metrics}
@@ -93,27 +98,36 @@ func (h *Handler) ServeMux() *http.ServeMux {
 		// GET patterns take HEAD too.
 		mux.HandleFunc("GET "+path, fn)
 	}
+	// pprof.Index serves the named profiles (heap, goroutine, allocs...)
+	// below its path; the other four are handlers of their own.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	// The catch-all also sees other methods on the three paths: ServeMux
 	// answers 405 itself only when no pattern matches at all.
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := routes[r.URL.Path]; ok {
+		if _, ok := routes[r.URL.Path]; ok || strings.HasPrefix(r.URL.Path, "/debug/pprof/") {
 			w.Header().Set("Allow", "GET, HEAD")
 			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path)
 			return
 		}
-		writeError(w, http.StatusNotFound, "not_found", "no route for "+r.Method+" "+r.URL.Path+"; this listener serves /healthz, /readyz and /metrics")
+		writeError(w, http.StatusNotFound, "not_found", "no route for "+r.Method+" "+r.URL.Path+"; this listener serves /healthz, /readyz, /metrics and /debug/pprof/")
 	})
 	return mux
 }
 
 // Server returns an http.Server for ServeMux with the timeouts of an
-// internal listener: gc's, and the app server's admin listener.
+// internal listener: gc's, and the app server's admin listener. Its write
+// timeout leaves room for a CPU profile or trace of up to a minute (pprof
+// refuses one that would outlast it; its default is 30 s).
 func (h *Handler) Server() *http.Server {
 	return &http.Server{
 		Handler:           h.ServeMux(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
+		WriteTimeout:      65 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -66,5 +68,40 @@ func TestReady_SaysNothingOfWhy(t *testing.T) {
 	h.Ready(rec, httptest.NewRequest("GET", "/readyz", nil))
 	if rec.Code != 503 || strings.TrimSpace(rec.Body.String()) != `{"status":"unavailable"}` {
 		t.Errorf("Ready = %d %s, want 503 {\"status\":\"unavailable\"}", rec.Code, rec.Body)
+	}
+}
+
+// TestServeMux_Profiles: Go's profiles are served on the internal
+// listeners, read-only, and a CPU profile fits the write timeout.
+func TestServeMux_Profiles(t *testing.T) {
+	h := New(nil, prometheus.NewRegistry())
+	srv := httptest.NewUnstartedServer(h.ServeMux())
+	srv.Config = h.Server()
+	srv.Start()
+	defer srv.Close()
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		body         string
+	}{
+		{"GET", "/debug/pprof/", 200, "goroutine"},
+		{"GET", "/debug/pprof/heap?debug=1", 200, "heap profile"},
+		{"GET", "/debug/pprof/goroutine?debug=1", 200, "goroutine profile"},
+		{"GET", "/debug/pprof/profile?seconds=1", 200, ""},
+		{"POST", "/debug/pprof/heap", 405, "method_not_allowed"},
+	} {
+		req, _ := http.NewRequest(tc.method, srv.URL+tc.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || !strings.Contains(string(b), tc.body) {
+			t.Errorf("%s %s = %d %.80q, want %d with %q", tc.method, tc.path, resp.StatusCode, b, tc.status, tc.body)
+		}
+	}
+	if timeout := h.Server().WriteTimeout; timeout <= 60*time.Second {
+		t.Errorf("write timeout %s: a 60 s CPU profile would be refused", timeout)
 	}
 }

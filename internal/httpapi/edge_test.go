@@ -637,6 +637,13 @@ func TestEdge_HTTPSurface(t *testing.T) {
 			t.Errorf("/metrics with HideMetrics = %d %v, want a JSON 404", st, m)
 		}
 	})
+	t.Run("no profiles on the public listener", func(t *testing.T) {
+		for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/profile?seconds=1"} {
+			if st, _, m := get(t, a.URL+path, nil); st != http.StatusNotFound || errCode(m) != "not_found" {
+				t.Errorf("%s = %d %v, want a JSON 404", path, st, m)
+			}
+		}
+	})
 }
 
 type fetched struct {
