@@ -47,6 +47,11 @@ type Store struct {
 	deadlines deadlineHeap
 	sinks     map[int]func(presence.Message)
 	nextSink  int
+	// early holds the changes made while no sink ran, for the first Run:
+	// the app server takes connections before the goroutine that runs the
+	// hub's feed has started, and a change lost then (a tab that leaves
+	// at once) would leave its watchers' count wrong until the next one.
+	early []presence.Message
 
 	imu      sync.Mutex               // see Store
 	interest map[presence.PostID]bool // posts the hub subscribed to
@@ -273,21 +278,51 @@ func (s *Store) Publish(_ context.Context, ev presence.Event) (int, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, deliver := range s.sinks {
-		e := ev
-		deliver(presence.Message{Event: &e})
-	}
+	s.deliver(presence.Message{Event: &ev})
 	return 1, nil
 }
 
-// Run delivers every change to deliver until ctx ends. Several may run.
-// deliver is called with the store locked, in change order, so it must not
-// call the store.
+// maxEarly bounds the changes kept for a Run that has not started: a
+// feed that never starts must not grow the store without end.
+const maxEarly = 4096
+
+// deliver hands a change to every sink, or keeps it for the first while
+// there is none. Callers hold mu.
+func (s *Store) deliver(m presence.Message) {
+	if len(s.sinks) == 0 {
+		if len(s.early) >= maxEarly {
+			s.early = s.early[1:]
+		}
+		s.early = append(s.early, m)
+		return
+	}
+	for _, deliver := range s.sinks {
+		// Each sink gets its own copy, as a Redis subscriber parses its own.
+		mm := m
+		if m.Count != nil {
+			c := *m.Count
+			mm.Count = &c
+		}
+		if m.Event != nil {
+			e := *m.Event
+			mm.Event = &e
+		}
+		deliver(mm)
+	}
+}
+
+// Run delivers every change to deliver until ctx ends, starting with those
+// made before any Run started. Several may run. deliver is called with the
+// store locked, in change order, so it must not call the store.
 func (s *Store) Run(ctx context.Context, deliver func(presence.Message)) error {
 	s.mu.Lock()
 	id := s.nextSink
 	s.nextSink++
 	s.sinks[id] = deliver
+	for _, m := range s.early {
+		deliver(m)
+	}
+	s.early = nil
 	s.mu.Unlock()
 	<-ctx.Done()
 	s.mu.Lock()
@@ -415,10 +450,8 @@ func (s *Store) Posts() int {
 func (s *Store) publish(post presence.PostID) presence.Count {
 	s.seq++
 	c := s.count(post)
-	for _, deliver := range s.sinks {
-		cc := c
-		deliver(presence.Message{Count: &cc})
-	}
+	cc := c
+	s.deliver(presence.Message{Count: &cc})
 	return c
 }
 

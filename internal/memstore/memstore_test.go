@@ -164,3 +164,39 @@ func BenchmarkStore_MadeUpPosts(b *testing.B) {
 		runtime.KeepAlive(s)
 	}
 }
+
+// TestStore_ChangesBeforeRunReachIt: the app server takes connections before
+// the goroutine that runs the hub's feed has started; a change made then
+// (a tab that views and leaves at once) must still reach the feed, in
+// order, or watchers keep the wrong count.
+func TestStore_ChangesBeforeRunReachIt(t *testing.T) {
+	s := New(Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	for _, sid := range []presence.SessionID{"a", "b"} {
+		if _, err := s.View(ctx, presence.Session{ID: sid, Post: "13"}, "", true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Leave(ctx, presence.Session{ID: "a", Post: "13"}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan presence.Message, 10)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, func(m presence.Message) { got <- m }) }()
+	var viewers []int64
+	for range 3 {
+		select {
+		case m := <-got:
+			viewers = append(viewers, m.Count.Viewers)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("only %v reached the feed", viewers)
+		}
+	}
+	if fmt.Sprint(viewers) != "[1 2 1]" {
+		t.Errorf("the feed got counts %v, want [1 2 1]", viewers)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
