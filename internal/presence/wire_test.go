@@ -33,3 +33,15 @@ func TestFrames(t *testing.T) {
 		t.Errorf("ParseMessage(Message()) = %+v, %v; want %+v", m.Count, err, c)
 	}
 }
+
+// BenchmarkCountFrame is the encoding of the frame every count change
+// sends, once per change and room.
+func BenchmarkCountFrame(b *testing.B) {
+	c := Count{Post: "hello-world", Viewers: 1234, Views: 98765, Seq: 1764600000000000}
+	b.ReportAllocs()
+	for b.Loop() {
+		if len(c.Frame()) == 0 {
+			b.Fatal("empty frame")
+		}
+	}
+}
