@@ -117,7 +117,7 @@ func (s *Store) Check(ctx context.Context, grace time.Duration) (Report, error) 
 	// The posts' sets are found with one SCAN of each node, then checked
 	// partition by partition.
 	sets := make(map[int][]string)
-	err := s.scanKeys(ctx, "viewers", "set", func(n int, keys []string) error {
+	err := s.scanKeys(ctx, kindViewers, "set", func(n int, keys []string) error {
 		sets[n] = append(sets[n], keys...)
 		return nil
 	})

@@ -84,13 +84,35 @@ func (k Keys) Session(p presence.PostID, s presence.SessionID) string {
 // Channel is a post's pub/sub channel: its count messages and events.
 func (k Keys) Channel(p presence.PostID) string { return k.channelAt(k.Partition(p)) + string(p) }
 
-func (k Keys) viewersAt(n int) string     { return k.prefix + "viewers" + k.tag(n) }
+// The kinds of name that a post or session id completes: each is the
+// prefix, the kind, the partition's tag and a colon before the id.
+const (
+	kindViewers = "viewers" // a post's set; alone (no colon, no id), the partition's hash
+	kindViews   = "views"
+	kindSession = "session"
+	kindChannel = "presence:post"
+)
+
+func (k Keys) viewersAt(n int) string     { return k.prefix + kindViewers + k.tag(n) }
 func (k Keys) deadlinesAt(n int) string   { return k.prefix + "deadlines" + k.tag(n) }
 func (k Keys) seqAt(n int) string         { return k.prefix + "seq" + k.tag(n) }
-func (k Keys) postViewersAt(n int) string { return k.prefix + "viewers" + k.tag(n) + ":" }
-func (k Keys) viewsAt(n int) string       { return k.prefix + "views" + k.tag(n) + ":" }
-func (k Keys) sessionAt(n int) string     { return k.prefix + "session" + k.tag(n) + ":" }
-func (k Keys) channelAt(n int) string     { return k.prefix + "presence:post" + k.tag(n) + ":" }
+func (k Keys) postViewersAt(n int) string { return k.idPrefix(kindViewers, n) }
+func (k Keys) viewsAt(n int) string       { return k.idPrefix(kindViews, n) }
+func (k Keys) sessionAt(n int) string     { return k.idPrefix(kindSession, n) }
+func (k Keys) channelAt(n int) string     { return k.idPrefix(kindChannel, n) }
+
+// idPrefix starts every name of a kind in partition n.
+func (k Keys) idPrefix(kind string, n int) string { return k.prefix + kind + k.tag(n) + ":" }
+
+// kindPattern matches every name of a kind in every partition, for SCAN
+// (on a cluster it also matches the partitions' own keys of that name,
+// which a SCAN by type leaves out).
+func (k Keys) kindPattern(kind string) string {
+	if k.parts == 1 {
+		return k.pattern(k.idPrefix(kind, 0))
+	}
+	return k.pattern(k.prefix + kind + "{")
+}
 
 // probeChannel is an app server's own channel in partition n, for proving
 // that its subscription there still delivers.
@@ -151,9 +173,6 @@ func (k Keys) publishCommand() string {
 // sharded reports whether channels are shard channels (SSUBSCRIBE).
 func (k Keys) sharded() bool { return k.parts > 1 }
 
-// viewsPattern matches every views counter of partition n, for SCAN.
-func (k Keys) viewsPattern(n int) string { return k.pattern(k.viewsAt(n)) }
-
 // pattern matches every key that starts with start, a name built here; its
 // glob characters (the prefix may have some) are escaped.
 func (k Keys) pattern(start string) string {
@@ -169,12 +188,12 @@ func (k Keys) pattern(start string) string {
 
 // channelPost returns the post of a post channel name.
 func (k Keys) channelPost(channel string) (presence.PostID, bool) {
-	rest, ok := k.cutPart(channel, "presence:post")
+	rest, n, ok := k.cutPart(channel, kindChannel)
 	if !ok {
 		return "", false
 	}
 	p, err := presence.ParsePostID(rest)
-	if err != nil || k.Partition(p) != k.partitionOf(channel, "presence:post") {
+	if err != nil || k.Partition(p) != n {
 		return "", false
 	}
 	return p, true
@@ -183,37 +202,29 @@ func (k Keys) channelPost(channel string) (presence.PostID, bool) {
 // isSession reports whether key is a session key; expiry events carry the
 // key's name.
 func (k Keys) isSession(key string) bool {
-	_, ok := k.cutPart(key, "session")
+	_, _, ok := k.cutPart(key, kindSession)
 	return ok
 }
 
 // cutPart cuts prefix, kind and a partition's tag (when there are
-// partitions) and the colon after it from the start of name.
-func (k Keys) cutPart(name, kind string) (string, bool) {
-	rest, ok := strings.CutPrefix(name, k.prefix+kind)
+// partitions) and the colon after it from the start of name, and returns
+// the rest and the partition.
+func (k Keys) cutPart(name, kind string) (rest string, n int, ok bool) {
+	rest, ok = strings.CutPrefix(name, k.prefix+kind)
 	if !ok {
-		return "", false
+		return "", 0, false
 	}
 	if k.parts > 1 {
 		end := strings.IndexByte(rest, '}')
 		if !strings.HasPrefix(rest, "{") || end < 0 {
-			return "", false
+			return "", 0, false
 		}
-		n, err := strconv.Atoi(rest[1:end])
-		if err != nil || n < 0 || n >= k.parts {
-			return "", false
+		var err error
+		if n, err = strconv.Atoi(rest[1:end]); err != nil || n < 0 || n >= k.parts {
+			return "", 0, false
 		}
 		rest = rest[end+1:]
 	}
-	return strings.CutPrefix(rest, ":")
-}
-
-// partitionOf reads the partition from a name that cutPart accepts.
-func (k Keys) partitionOf(name, kind string) int {
-	if k.parts == 1 {
-		return 0
-	}
-	rest := strings.TrimPrefix(name, k.prefix+kind+"{")
-	n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, '}')])
-	return n
+	rest, ok = strings.CutPrefix(rest, ":")
+	return rest, n, ok
 }

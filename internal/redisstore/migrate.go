@@ -43,7 +43,7 @@ func (s *Store) MigrateViews(ctx context.Context, src redis.UniversalClient) (co
 	from := NewKeys(s.keys.prefix)
 	var cursor uint64
 	for {
-		keys, next, err := src.Scan(ctx, cursor, from.viewsPattern(0), batchSize).Result()
+		keys, next, err := src.Scan(ctx, cursor, from.kindPattern(kindViews), batchSize).Result()
 		if err != nil {
 			return counters, views, fmt.Errorf("migrate: scan the source: %w", err)
 		}

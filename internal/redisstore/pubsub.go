@@ -326,7 +326,7 @@ func (b *Bus) subscription(ctx context.Context, l *lane, deliver func(presence.M
 			}
 			// A failed PUBLISH means Redis is away, which go-redis's own
 			// reconnect handles; only a probe that went out proves a dead path.
-			if err := b.publish(ctx, l.probe, "probe"); err == nil {
+			if err := b.store.publish(ctx, l.probe, "probe").Err(); err == nil {
 				probeDue = time.After(b.cfg.ProbeTimeout)
 			}
 		case <-probeDue:
@@ -353,7 +353,7 @@ func (b *Bus) subscription(ctx context.Context, l *lane, deliver func(presence.M
 					// confirmed: a path that dies early is found as soon as
 					// one that dies later.
 					if m.Channel == l.probe {
-						if err := b.publish(ctx, l.probe, "probe"); err == nil {
+						if err := b.store.publish(ctx, l.probe, "probe").Err(); err == nil {
 							probeDue = time.After(b.cfg.ProbeTimeout)
 						}
 					}
@@ -428,14 +428,6 @@ func (b *Bus) sync(ctx context.Context, l *lane, ps *redis.PubSub) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// publish sends a message on a channel with the layout's command.
-func (b *Bus) publish(ctx context.Context, channel, msg string) error {
-	if b.keys.sharded() {
-		return b.rdb.SPublish(ctx, channel, msg).Err()
-	}
-	return b.rdb.Publish(ctx, channel, msg).Err()
 }
 
 // rereadLoop reads the counts of the posts queued in pending. A read that

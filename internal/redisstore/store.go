@@ -260,19 +260,9 @@ const maxElsewhere = 3
 
 // Leave implements presence.Store.
 func (s *Store) Leave(ctx context.Context, sessions ...presence.Session) error {
-	var errs []error
-	var away unreachable
-	for n, ss := range s.byPartition(sessions) {
-		// On a cluster the other partitions may answer.
-		if away.skip(ctx, s, n) {
-			continue
-		}
-		if err := s.leave(ctx, n, ss); err != nil {
-			errs = append(errs, err)
-			away.failed(ctx, s, n, err)
-		}
-	}
-	return errors.Join(errs...)
+	return s.byPartition(ctx, sessions, func(n int, part []presence.Session) error {
+		return s.leave(ctx, n, part)
+	})
 }
 
 // leave runs the leave script on partition n, again for the sessions it
@@ -311,12 +301,8 @@ const batchSize = 500
 // Refresh implements presence.Store.
 func (s *Store) Refresh(ctx context.Context, sessions []presence.Session) ([]presence.SessionID, error) {
 	var missing []presence.SessionID
-	var errs []error
-	var away unreachable
-	for n, part := range s.byPartition(sessions) {
-		if away.skip(ctx, s, n) {
-			continue
-		}
+	err := s.byPartition(ctx, sessions, func(n int, part []presence.Session) error {
+		var errs []error
 		for batch := range slices.Chunk(part, batchSize) {
 			args := s.keys.names(n, 1+2*len(batch))
 			args = append(args, s.ttl.Milliseconds())
@@ -327,10 +313,7 @@ func (s *Store) Refresh(ctx context.Context, sessions []presence.Session) ([]pre
 			if err != nil {
 				errs = append(errs, s.fail("refresh", err))
 				if isUnavailable(err) {
-					// The rest would wait out the same timeout, batch by
-					// batch; on a cluster, other nodes may answer.
-					away.failed(ctx, s, n, err)
-					break
+					break // the rest would wait out the same timeout, batch by batch
 				}
 				continue // a script error in one batch says nothing of the others
 			}
@@ -338,22 +321,37 @@ func (s *Store) Refresh(ctx context.Context, sessions []presence.Session) ([]pre
 				missing = append(missing, presence.SessionID(sid))
 			}
 		}
-	}
-	return missing, errors.Join(errs...)
+		return errors.Join(errs...)
+	})
+	return missing, err
 }
 
-// byPartition groups sessions by their post's partition, in order; on
-// one node without grouping them.
-func (s *Store) byPartition(sessions []presence.Session) map[int][]presence.Session {
+// byPartition runs fn on the sessions of each partition their posts fall
+// in (on one node, on all of them at once). A partition that fails does
+// not stop the others, which on a cluster may be on nodes that answer;
+// those on a node that did not answer are skipped rather than each waiting
+// out go-redis's retries. It returns the errors joined.
+func (s *Store) byPartition(ctx context.Context, sessions []presence.Session, fn func(n int, part []presence.Session) error) error {
 	if s.keys.parts == 1 {
-		return map[int][]presence.Session{0: sessions}
+		return fn(0, sessions)
 	}
-	out := make(map[int][]presence.Session, 1)
+	parts := make(map[int][]presence.Session, 1)
 	for _, ss := range sessions {
 		n := s.keys.Partition(ss.Post)
-		out[n] = append(out[n], ss)
+		parts[n] = append(parts[n], ss)
 	}
-	return out
+	var errs []error
+	var away unreachable
+	for n, part := range parts {
+		if away.skip(ctx, s, n) {
+			continue
+		}
+		if err := fn(n, part); err != nil {
+			errs = append(errs, err)
+			away.failed(ctx, s, n, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Counts implements presence.Store: one round trip per partition the posts
@@ -396,18 +394,20 @@ func (s *Store) Counts(ctx context.Context, posts []presence.PostID) ([]presence
 // SPUBLISH's) count of subscribers, and each app server holds one
 // subscription per post it has clients on.
 func (s *Store) Publish(ctx context.Context, ev presence.Event) (int, error) {
-	ch := s.keys.Channel(ev.Post)
-	var cmd *redis.IntCmd
-	if s.keys.sharded() {
-		cmd = s.rdb.SPublish(ctx, ch, ev.Frame())
-	} else {
-		cmd = s.rdb.Publish(ctx, ch, ev.Frame())
-	}
-	n, err := cmd.Result()
+	n, err := s.publish(ctx, s.keys.Channel(ev.Post), ev.Frame()).Result()
 	if err != nil {
 		return 0, s.fail("publish", err)
 	}
 	return int(n), nil
+}
+
+// publish sends msg on a channel with the layout's command: PUBLISH, or
+// SPUBLISH on a cluster's shard channels.
+func (s *Store) publish(ctx context.Context, channel string, msg any) *redis.IntCmd {
+	if s.keys.sharded() {
+		return s.rdb.SPublish(ctx, channel, msg)
+	}
+	return s.rdb.Publish(ctx, channel, msg)
 }
 
 // Due returns up to limit sessions whose deadline has passed, each with its
@@ -463,20 +463,12 @@ func (s *Store) Due(ctx context.Context, limit int) ([]presence.Session, time.Du
 // alone. Each session is looked for on its Post.
 func (s *Store) Prune(ctx context.Context, sessions []presence.Session) ([]time.Duration, error) {
 	var lags []time.Duration
-	var errs []error
-	var away unreachable
-	for n, part := range s.byPartition(sessions) {
-		if away.skip(ctx, s, n) {
-			continue
-		}
+	err := s.byPartition(ctx, sessions, func(n int, part []presence.Session) error {
 		l, err := s.prune(ctx, n, part)
 		lags = append(lags, l...)
-		if err != nil {
-			errs = append(errs, err) // the other partitions may answer
-			away.failed(ctx, s, n, err)
-		}
-	}
-	return lags, errors.Join(errs...)
+		return err
+	})
+	return lags, err
 }
 
 // prune runs the prune script on partition n, again for the sessions it
@@ -569,7 +561,7 @@ func (s *Store) ExpireViews(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	set := 0
-	err := s.scanKeys(ctx, "views", "", func(_ int, keys []string) error {
+	err := s.scanKeys(ctx, kindViews, "", func(_ int, keys []string) error {
 		// EXPIRE NX (Redis 7) leaves every counter that has a TTL as it is.
 		cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, k := range keys {
@@ -631,14 +623,13 @@ func (s *Store) nodeOf(ctx context.Context, n int) string {
 	return m.Options().Addr
 }
 
-// scanKeys runs SCAN for the per-post keys of one kind ("viewers" for the
-// posts' sets, "views" for their counters; of type typ unless "") and calls
+// scanKeys runs SCAN for the per-post keys of one kind (kindViewers for
+// the posts' sets, kindViews for their counters; of type typ unless "") and calls
 // each with every batch found, by partition. On a cluster it scans each
 // primary once, for every partition it holds: a SCAN walks a node's whole
 // keyspace, whatever the pattern.
 func (s *Store) scanKeys(ctx context.Context, kind, typ string, each func(n int, keys []string) error) error {
 	nodes := []redis.Cmdable{s.rdb}
-	pattern := s.keys.pattern(s.keys.prefix + kind + ":")
 	if c, ok := s.rdb.(*redis.ClusterClient); ok {
 		var mu sync.Mutex
 		nodes = nil
@@ -651,8 +642,8 @@ func (s *Store) scanKeys(ctx context.Context, kind, typ string, each func(n int,
 		if err != nil {
 			return err
 		}
-		pattern = s.keys.pattern(s.keys.prefix + kind + "{")
 	}
+	pattern := s.keys.kindPattern(kind)
 	for _, node := range nodes {
 		var cursor uint64
 		for {
@@ -669,8 +660,7 @@ func (s *Store) scanKeys(ctx context.Context, kind, typ string, each func(n int,
 			}
 			byPart := make(map[int][]string, 1)
 			for _, k := range keys {
-				if _, ok := s.keys.cutPart(k, kind); ok {
-					n := s.keys.partitionOf(k, kind)
+				if _, n, ok := s.keys.cutPart(k, kind); ok {
 					byPart[n] = append(byPart[n], k)
 				}
 			}
