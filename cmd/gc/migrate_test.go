@@ -96,4 +96,18 @@ func TestMigrate(t *testing.T) {
 	if code, _ := run(); code != 2 {
 		t.Errorf("no -from: exit %d, want 2", code)
 	}
+	if code, line := run("-from", "redis://[::1"); code != 2 || !strings.Contains(line, "-from") {
+		t.Errorf("malformed -from: exit %d, %q; want 2 naming -from", code, line)
+	}
+
+	// A counter on the source that is not a number is named, and nothing
+	// is added for it.
+	env = map[string]string{"PRESENCE_REDIS_CLUSTER": strings.Join(c.Addrs(), ","), "PRESENCE_KEY_PREFIX": prefix}
+	src.Set(ctx, redisstore.NewKeys(prefix).Views("bad"), "x", 0)
+	if code, line := run("-from", old.URL()); code != 1 || !strings.Contains(line, "views:bad") {
+		t.Errorf("a counter that is not a number: exit %d, %q; want 1 naming it", code, line)
+	}
+	if cnt, _ := store.Counts(ctx, []presence.PostID{"bad"}); len(cnt) != 1 || cnt[0].Views != 0 {
+		t.Errorf("post bad after the refused move: %+v, want 0 views", cnt)
+	}
 }
