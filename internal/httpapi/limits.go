@@ -1,8 +1,11 @@
 package httpapi
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -263,12 +266,13 @@ var hubClosed = presence.Errorf(presence.CodeUnavailable, "the server is shuttin
 
 // handshakeWriter keeps the plain-text error that the WebSocket library
 // writes when it refuses a handshake, so that the refusal can go out as the
-// API's JSON error instead. A successful handshake passes straight through:
-// Unwrap lets the library reach the Hijacker.
+// API's JSON error instead. A successful handshake passes through, to
+// Hijack.
 type handshakeWriter struct {
 	http.ResponseWriter
-	status int
-	body   bytes.Buffer
+	status   int
+	body     bytes.Buffer
+	hijacked net.Conn // the socket, once the upgrade succeeded
 }
 
 // WriteHeader passes 101 on, since the upgrade must reach the client as the
@@ -291,6 +295,44 @@ func (w *handshakeWriter) Write(b []byte) (int, error) {
 }
 
 func (w *handshakeWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// The socket's buffers once upgraded. Client frames are a few hundred bytes
+// and count frames under 100; a larger frame bypasses a bufio buffer that
+// is empty, so these cost an event a second write, not a copy per byte.
+const (
+	wsReadBuffer  = 512
+	wsWriteBuffer = 512
+)
+
+// Hijack hands the WebSocket library buffers of its own, smaller than the
+// 4 KiB pair net/http would pass on: the library keeps them for the life
+// of the connection, and most connections are idle. Bytes the client sent
+// after its handshake, already in net/http's buffer, are read first.
+func (w *handshakeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := brw.Writer.Flush(); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	w.hijacked = conn
+	n := brw.Reader.Buffered()
+	if n == 0 {
+		return conn, bufio.NewReadWriter(bufio.NewReaderSize(conn, wsReadBuffer), bufio.NewWriterSize(conn, wsWriteBuffer)), nil
+	}
+	// The early bytes must sit in the new reader's buffer, not in a reader
+	// behind it: the library keeps what is buffered and resets the reader
+	// onto the socket.
+	early, _ := brw.Reader.Peek(n)
+	r := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn), max(wsReadBuffer, n))
+	if _, err := r.Peek(n); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return conn, bufio.NewReadWriter(r, bufio.NewWriterSize(conn, wsWriteBuffer)), nil
+}
 
 // handshakeCodes names the library's refusals in the API's error codes;
 // api/protocol.md lists all four with their statuses.

@@ -235,6 +235,51 @@ func TestPublish_SlowConsumerIsClosed(t *testing.T) {
 	fast.waitFor("event after", func(m map[string]any) bool { return m["name"] == "after" })
 }
 
+// TestPublish_StalledWriteIsClosed is a client that stops reading while
+// its queue still has room: once the socket's buffers are full a write
+// blocks, and the write timeout, not the queue, ends the connection; its
+// session leaves.
+func TestPublish_StalledWriteIsClosed(t *testing.T) {
+	o := withKeys(appOpts{queue: 100000})
+	o.api.WriteTimeout = 300 * time.Millisecond
+	a := newApp(t, o)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stalled, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(a.URL, "http")+"/v1/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.CloseNow()
+	if err := stalled.Write(ctx, websocket.MessageText, []byte(`{"type":"view","post":"stall"}`)); err != nil {
+		t.Fatal(err)
+	}
+	fast := viewer(t, a, "stall", 2)
+
+	payload := strings.Repeat("x", 15<<10)
+	sent := 0
+	for ; sent < 3000 && metricValue(t, a, "presence_connections_open") == 2; sent++ {
+		publishEvent(t, a, "stall", fmt.Sprintf(`{"name":"big","data":{"i":%d,"pad":%q}}`, sent, payload))
+	}
+	if n := metricValue(t, a, "presence_connections_open"); n != 1 {
+		t.Fatalf("%v connections open after %d events of 15 KiB to a client that reads nothing, want 1", n, sent)
+	}
+	t.Logf("the stalled client was closed after %d events", sent)
+	if n := metricValue(t, a, "presence_slow_clients_total"); n != 0 {
+		t.Errorf("presence_slow_clients_total=%v: the queue, not the write timeout, closed it", n)
+	}
+	fast.waitCount("stall", 1)
+	// What reached its buffers is readable; then the socket ends without
+	// a close frame.
+	for {
+		if _, _, err = stalled.Read(ctx); err != nil {
+			break
+		}
+	}
+	if st := websocket.CloseStatus(err); st != -1 {
+		t.Errorf("stalled client got close code %d, want the socket cut", st)
+	}
+}
+
 // TestPublish_FromRedisCLI is what PHP's $redis->publish() does: a PUBLISH on
 // the post's channel, here by redis-cli itself.
 func TestPublish_FromRedisCLI(t *testing.T) {

@@ -89,15 +89,16 @@ type Server struct {
 	log    *zap.Logger
 	router chi.Router
 
-	// base is the parent of every connection's context: not the request's,
-	// which net/http cancels in ways a long-lived WebSocket must not follow.
+	// base is the parent of a connection's store calls and pings: not the
+	// request's, which net/http cancels once the handler returns.
 	base       context.Context
 	cancelBase context.CancelFunc
 
-	// mu guards closing; wg counts the WebSocket handlers for Shutdown, and
-	// every wg.Add happens under mu (see track).
+	// mu guards closing and conns; wg counts the WebSockets for Shutdown,
+	// and every wg.Add happens under mu (see track).
 	mu      sync.Mutex
 	closing bool
+	conns   map[*wsConn]struct{}
 	drain   chan struct{} // closed by Shutdown: every writer sends its queue, then closes
 	wg      sync.WaitGroup
 
@@ -156,6 +157,7 @@ func New(h *hub.Hub, store presence.Store, pub presence.Publisher, hh *health.Ha
 		base:       base,
 		cancelBase: cancel,
 		drain:      make(chan struct{}),
+		conns:      make(map[*wsConn]struct{}),
 		fresh:      make(map[net.Conn]struct{}),
 		storeWarn:  logging.Throttle{Every: 10 * time.Second},
 		leaveWarn:  logging.Throttle{Every: 10 * time.Second},
@@ -311,6 +313,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		close(s.drain)
 	}
 	s.mu.Unlock()
+	// Idle connections have no writer to see drain: wake one for each. A
+	// connection that joins after this sees drain in its first flush.
+	s.hub.WakeAll()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -318,9 +323,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.cancelBase()
 		return nil
 	case <-ctx.Done():
-		// Cancelling ends every handler at once; waiting still, so no
-		// handler outlives Shutdown.
+		// Closing every socket ends the connections at once; waiting
+		// still, so none outlives Shutdown.
 		s.cancelBase()
+		s.mu.Lock()
+		for wc := range s.conns {
+			wc.conn.CloseNow()
+		}
+		s.mu.Unlock()
 		<-done
 		return ctx.Err()
 	}
@@ -332,19 +342,25 @@ func (s *Server) isClosing() bool {
 	return s.closing
 }
 
-// track counts a WebSocket handler for Shutdown to wait for, unless the
-// server is shutting down. The check and wg.Add share mu with Shutdown's
-// closing, so a handler is either counted before Shutdown waits or refused:
-// wg.Add may not race wg.Wait.
-func (s *Server) track() bool {
+// track counts a WebSocket for Shutdown to wait for, unless the server is
+// shutting down. The check and wg.Add share mu with Shutdown's closing, so
+// a connection is either counted before Shutdown waits or refused: wg.Add
+// may not race wg.Wait.
+func (s *Server) track(wc *wsConn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
 		return false
 	}
+	s.conns[wc] = struct{}{}
 	s.wg.Add(1)
 	return true
 }
 
 // untrack ends what track began; call it once per true track.
-func (s *Server) untrack() { s.wg.Done() }
+func (s *Server) untrack(wc *wsConn) {
+	s.mu.Lock()
+	delete(s.conns, wc)
+	s.mu.Unlock()
+	s.wg.Done()
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"sync"
@@ -53,8 +54,10 @@ type clientFrame struct {
 	Tokens []string          // watch, as sent: CheckAll pairs them with Posts
 }
 
-// serveWS serves GET /v1/ws: one goroutine reads (this one), one writes, and
-// pings run from a timer; all three end before it returns.
+// serveWS serves GET /v1/ws. It upgrades the connection and hands it to a
+// goroutine of its own (wsConn.run), then returns: net/http frees the
+// request, the response and their buffers only once the handler returns,
+// and an idle socket would otherwise keep them for hours.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if s.isClosing() {
 		s.refuse(w, causeShutdown, retryServerFull*time.Second)
@@ -66,7 +69,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, cause, retry)
 		return
 	}
-	defer release()
 	opts := &websocket.AcceptOptions{
 		OriginPatterns: s.cfg.AllowedOrigins,
 		// Count frames are under 100 B and events at most 16 KiB, sent once
@@ -81,6 +83,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	hw := &handshakeWriter{ResponseWriter: w}
 	conn, err := websocket.Accept(hw, r, opts)
 	if err != nil {
+		release()
 		// The library refused (403 for a foreign origin, 426 for a plain
 		// GET, 400 for a bad upgrade) in plain text; answer in JSON.
 		s.refused.WithLabelValues(hw.flush()).Inc()
@@ -89,62 +92,110 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	conn.SetReadLimit(s.cfg.ReadLimit)
 	// Shutdown began during the upgrade: the socket is open by now, so the
 	// refusal is the 1001 close that connected tabs get too.
-	if !s.track() {
+	wc := &wsConn{s: s, conn: conn, raw: hw.hijacked}
+	if !s.track(wc) {
+		release()
 		conn.Close(websocket.StatusGoingAway, "server shutting down")
 		return
 	}
-	defer s.untrack()
-	c, err := s.hub.Join()
+	c, err := s.hub.Join(wc.startWriter)
 	if err != nil {
+		release()
+		s.untrack(wc)
 		conn.Close(websocket.StatusGoingAway, "server shutting down")
 		return
 	}
+	wc.c = c
 	// A field, not s.log.With: a logger of its own holds an encoder and a
 	// pooled buffer for every idle connection (about 1.3 KiB of heap each,
 	// measured), for the few lines a connection ever logs.
-	session := zap.String("session", string(c.ID))
-
-	// s.base, never r.Context(): see Server.base.
-	ctx, cancel := context.WithCancel(s.base)
-	defer cancel()
-	var wg sync.WaitGroup
-	wg.Add(1)
+	wc.session = zap.String("session", string(c.ID))
 	go func() {
-		defer wg.Done()
-		s.writeLoop(ctx, conn, c, session)
+		defer s.untrack(wc)
+		defer release()
+		wc.run()
 	}()
-	p := s.startPing(ctx, conn)
+}
 
-	err = s.readLoop(ctx, conn, c, session)
-	// A close handshake or the server's own cancellation is a normal end;
-	// only other errors are worth a line, at debug.
-	if st := websocket.CloseStatus(err); st == -1 && !errors.Is(err, context.Canceled) {
-		s.log.Debug("connection ended", session, zap.Error(err))
+// wsConn is one WebSocket client. A goroutine runs it, reading, until the
+// connection ends; frames are written by a goroutine that exists only
+// while frames wait (the hub starts it through startWriter), and pings run
+// from a timer. Most connections are idle: one goroutine each, not three.
+//
+// Reads and writes get no context that can end: closing the socket ends
+// them (the end of run, or Shutdown out of time), and the write timeout is
+// a deadline. The library registers a callback with the context of each
+// read and write, and keeps the last write's: a context per connection
+// would cost every idle tab that memory, and every frame an allocation.
+type wsConn struct {
+	s       *Server
+	conn    *websocket.Conn
+	raw     net.Conn // the socket under conn, for write deadlines
+	c       *hub.Client
+	session zap.Field
+	writers sync.WaitGroup
+}
+
+// run serves the connection until it ends, and returns once its writer and
+// ping are done and its session has left.
+func (wc *wsConn) run() {
+	s, conn, c := wc.s, wc.conn, wc.c
+	// api/protocol.md: nothing comes before hello. The hub made the caller
+	// of Join the client's first writer, and this is it: hello goes out
+	// ahead of anything queued since the join (a status frame).
+	wc.writers.Add(1)
+	go func() {
+		defer wc.writers.Done()
+		if err := wc.write(presence.Hello(c.ID, s.store.TTL())); err != nil {
+			conn.CloseNow()
+			return
+		}
+		wc.flush()
+	}()
+	p := s.startPing(conn)
+
+	err := s.readLoop(conn, c, wc.session)
+	// A close handshake or the server's own end is a normal end; only
+	// other errors are worth a line, at debug.
+	if st := websocket.CloseStatus(err); st == -1 && s.base.Err() == nil {
+		s.log.Debug("connection ended", wc.session, zap.Error(err))
 	}
 
-	// The session must leave even though the connection's context may be
+	// The session must leave even though the server's context may be
 	// cancelled by now (shutdown), so the leave gets a context of its own.
 	lctx, lcancel := context.WithTimeout(context.Background(), leaveTimeout)
 	if err := c.Leave(lctx); err != nil {
 		// Every connection that closes during an outage ends here.
 		if ok, skipped := s.leaveWarn.Allow(time.Now()); ok {
-			s.log.Warn("cannot remove session; it expires after one TTL", session, zap.Error(err), zap.Int("similar_since_last", skipped))
+			s.log.Warn("cannot remove session; it expires after one TTL", wc.session, zap.Error(err), zap.Int("similar_since_last", skipped))
 		}
 	}
 	lcancel()
-	cancel()
-	p.stop()
-	wg.Wait()
+	// Leave closed the client, so no writer starts after this; closing
+	// the socket ends the writer that may run, and a ping in flight. A
+	// close handshake that a writer began is over: the reader saw its end.
 	conn.CloseNow()
+	p.stop()
+	wc.writers.Wait()
+}
+
+// startWriter is the hub's wake function: it starts a writer. The hub calls
+// it with the client's queue locked and never while a writer runs.
+func (wc *wsConn) startWriter() {
+	wc.writers.Add(1)
+	go func() {
+		defer wc.writers.Done()
+		wc.flush()
+	}()
 }
 
 // readLoop is the connection's only reader. It returns when the connection
 // ends; a bad frame gets an error frame and the loop goes on, as
 // api/protocol.md promises.
-func (s *Server) readLoop(ctx context.Context, conn *websocket.Conn, c *hub.Client, session zap.Field) error {
+func (s *Server) readLoop(conn *websocket.Conn, c *hub.Client, session zap.Field) error {
 	limit := bucket{tokens: float64(s.cfg.FrameBurst), last: time.Now()}
 	for {
-		typ, data, err := conn.Read(ctx)
+		typ, data, err := conn.Read(context.Background()) // see wsConn
 		if err != nil {
 			return err
 		}
@@ -157,17 +208,13 @@ func (s *Server) readLoop(ctx context.Context, conn *websocket.Conn, c *hub.Clie
 			s.sendError(c, presence.Errorf(presence.CodeBadRequest, "binary frames are not supported; send JSON text frames"))
 			continue
 		}
-		// Each frame's store calls get their own deadline: a hung Redis
-		// must not stall this loop, which also reads the client's pongs.
-		fctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
-		err = s.handle(fctx, c, data)
-		cancel()
+		err = s.handleApart(c, data)
 		if err != nil {
 			// Client mistakes are only counted (sendError); store failures
-			// are logged too, one line per 10 s. Once the connection ends,
+			// are logged too, one line per 10 s. Once the server stops,
 			// failures are its cancellation, not the store's.
 			code := presence.ErrorCode(err)
-			if (code == presence.CodeInternal || code == presence.CodeUnavailable) && ctx.Err() == nil {
+			if (code == presence.CodeInternal || code == presence.CodeUnavailable) && s.base.Err() == nil {
 				if ok, skipped := s.storeWarn.Allow(time.Now()); ok {
 					s.log.Warn("store call failed", session, zap.Error(err), zap.Int("similar_since_last", skipped))
 				}
@@ -178,6 +225,23 @@ func (s *Server) readLoop(ctx context.Context, conn *websocket.Conn, c *hub.Clie
 }
 
 var errTooManyFrames = errors.New("client sent frames faster than allowed")
+
+// handleApart handles a frame on a goroutine of its own and waits for it.
+// A store call grows a goroutine's stack to 8-16 KiB (go-redis, the
+// scripts), and the reader's stack lasts as long as the connection: an
+// idle tab would keep that size for hours. A client sends a frame or two.
+func (s *Server) handleApart(c *hub.Client, data []byte) error {
+	done := make(chan error, 1)
+	go func() {
+		// Each frame's store calls get their own deadline: a hung Redis
+		// must not stall the read loop, which also reads the pongs.
+		// s.base, never the request's: see Server.base.
+		fctx, cancel := context.WithTimeout(s.base, s.cfg.StoreTimeout)
+		defer cancel()
+		done <- s.handle(fctx, c, data)
+	}()
+	return <-done
+}
 
 // bucket is a token bucket: rate tokens a second, at most burst saved up.
 type bucket struct {
@@ -333,24 +397,19 @@ func (s *Server) sendError(c *hub.Client, err error) {
 	c.Send(presence.ErrorFrameOf(err))
 }
 
-// writeLoop is the connection's only writer of data frames: hello first,
-// then whatever the hub queues, until the client leaves or is too slow.
-func (s *Server) writeLoop(ctx context.Context, conn *websocket.Conn, c *hub.Client, session zap.Field) {
-	// api/protocol.md: nothing comes before hello, so it is written here,
-	// ahead of the queue, rather than queued.
-	if err := s.write(ctx, conn, presence.Hello(c.ID, s.store.TTL())); err != nil {
-		conn.CloseNow()
-		return
-	}
+// flush is a writer's run: it writes what the hub queues until the queue
+// is empty, the client is closed, or the server shuts down.
+func (wc *wsConn) flush() {
+	s, conn, c := wc.s, wc.conn, wc.c
 	for {
 		select {
-		case <-ctx.Done():
-			return
 		case <-s.drain:
 			// Shutting down: send what is queued (events, counts from
-			// before the sessions were removed), then say goodbye.
-			for _, f := range c.Take() {
-				if s.write(ctx, conn, f) != nil {
+			// before the sessions were removed), then say goodbye. No
+			// writer runs after this one: it never lets the hub idle it.
+			frames, _ := c.Next()
+			for _, f := range frames {
+				if wc.write(f) != nil {
 					break
 				}
 			}
@@ -359,25 +418,29 @@ func (s *Server) writeLoop(ctx context.Context, conn *websocket.Conn, c *hub.Cli
 		case <-c.Done():
 			// Only a full queue is said to the client, with 1008 and a
 			// reason. The other cause, ErrClosed, follows Leave, which runs
-			// after the read loop ended; serveWS closes the socket then.
+			// after the read loop ended; run closes the socket then.
 			if errors.Is(c.Err(), hub.ErrSlow) {
 				if ok, skipped := s.slowInfo.Allow(time.Now()); ok {
-					s.log.Info("closing a client that does not keep up", session, zap.Error(c.Err()), zap.Int("similar_since_last", skipped))
+					s.log.Info("closing a client that does not keep up", wc.session, zap.Error(c.Err()), zap.Int("similar_since_last", skipped))
 				}
 				conn.Close(CloseSlow, "send queue full")
 			}
 			return
-		case <-c.Ready():
-			for _, f := range c.Take() {
-				if isDone(c.Done()) {
-					break // closed meanwhile: say why now, not after the backlog
-				}
-				if err := s.write(ctx, conn, f); err != nil {
-					// A write that times out has closed the connection; the
-					// read loop sees that and the session leaves.
-					conn.CloseNow()
-					return
-				}
+		default:
+		}
+		frames, ok := c.Next()
+		if !ok {
+			return
+		}
+		for _, f := range frames {
+			if isDone(c.Done()) {
+				break // closed meanwhile: say why now, not after the backlog
+			}
+			if err := wc.write(f); err != nil {
+				// A write that times out has closed the connection; the
+				// read loop sees that and the session leaves.
+				conn.CloseNow()
+				return
 			}
 		}
 	}
@@ -394,13 +457,19 @@ func isDone(ch <-chan struct{}) bool {
 
 // write sends one frame within Config.WriteTimeout, and counts it only once
 // it is out: presence_frames_sent_total counts frames written, not queued.
-func (s *Server) write(ctx context.Context, conn *websocket.Conn, frame []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
-	defer cancel()
-	if err := conn.Write(ctx, websocket.MessageText, frame); err != nil {
+// The timeout is a deadline on the socket rather than a context: the
+// library keeps the last write's context, so a timer context per write
+// would stay in every idle connection's memory, and cost each frame an
+// allocation and a timer. One writer runs at a time; a ping that writes
+// meanwhile shares the deadline and has its own timeout as well.
+func (wc *wsConn) write(frame []byte) error {
+	wc.raw.SetWriteDeadline(time.Now().Add(wc.s.cfg.WriteTimeout))
+	err := wc.conn.Write(context.Background(), websocket.MessageText, frame) // see wsConn
+	wc.raw.SetWriteDeadline(time.Time{})
+	if err != nil {
 		return err
 	}
-	s.sent.Inc()
+	wc.s.sent.Inc()
 	return nil
 }
 
@@ -414,7 +483,7 @@ type pinger struct {
 	wg      sync.WaitGroup // a ping in flight
 }
 
-func (s *Server) startPing(ctx context.Context, conn *websocket.Conn) *pinger {
+func (s *Server) startPing(conn *websocket.Conn) *pinger {
 	p := &pinger{}
 	var tick func()
 	tick = func() {
@@ -429,7 +498,7 @@ func (s *Server) startPing(ctx context.Context, conn *websocket.Conn) *pinger {
 		p.mu.Unlock()
 		defer p.wg.Done()
 
-		pctx, cancel := context.WithTimeout(ctx, s.cfg.PingTimeout)
+		pctx, cancel := context.WithTimeout(s.base, s.cfg.PingTimeout)
 		err := conn.Ping(pctx)
 		cancel()
 		if err != nil {
@@ -452,8 +521,8 @@ func (s *Server) startPing(ctx context.Context, conn *websocket.Conn) *pinger {
 	return p
 }
 
-// stop cancels the next ping and waits for one in flight; cancel the
-// connection's context first so that it returns at once.
+// stop cancels the next ping and waits for one in flight; close the socket
+// first so that it returns at once.
 func (p *pinger) stop() {
 	p.mu.Lock()
 	p.stopped = true

@@ -1,8 +1,11 @@
 package httpapi_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -33,6 +36,57 @@ func TestWS_HelloFirst(t *testing.T) {
 			t.Errorf("two connections share session %v", c.hello["session"])
 		}
 	})
+}
+
+// TestWS_FrameSentWithTheHandshake is a client whose first frame reaches
+// the server in the same packet as its upgrade request, so net/http has
+// read it before the upgrade: the frame must still be handled.
+func TestWS_FrameSentWithTheHandshake(t *testing.T) {
+	a := newApp(t, appOpts{memory: true})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(a.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	payload := []byte(`{"type":"view","post":"early"}`)
+	mask := []byte{1, 2, 3, 4}
+	frame := append([]byte{0x81, 0x80 | byte(len(payload))}, mask...)
+	for i, b := range payload {
+		frame = append(frame, b^mask[i%4])
+	}
+	req := "GET /v1/ws HTTP/1.1\r\nHost: " + strings.TrimPrefix(a.URL, "http://") + "\r\n" +
+		"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+	if _, err := conn.Write(append([]byte(req), frame...)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake answered %s", resp.Status)
+	}
+	// Server frames are unmasked text frames under 126 bytes here.
+	readFrame := func() string {
+		hdr := make([]byte, 2)
+		if _, err := io.ReadFull(br, hdr); err != nil {
+			t.Fatalf("read a frame: %v", err)
+		}
+		body := make([]byte, hdr[1]&0x7f)
+		if _, err := io.ReadFull(br, body); err != nil {
+			t.Fatalf("read a frame: %v", err)
+		}
+		return string(body)
+	}
+	if f := readFrame(); !strings.Contains(f, `"type":"hello"`) {
+		t.Fatalf("first frame %s, want hello", f)
+	}
+	if f := readFrame(); !strings.Contains(f, `"type":"count","post":"early","viewers":1`) {
+		t.Fatalf("second frame %s, want the count of the view sent with the handshake", f)
+	}
 }
 
 func TestWS_ViewMoveUnview(t *testing.T) {

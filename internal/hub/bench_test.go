@@ -38,7 +38,7 @@ func BenchmarkHub_FanOut1000(b *testing.B) {
 	ctx := context.Background()
 	watchers := make([]*hub.Client, 1000)
 	for i := range watchers {
-		c, err := h.Join()
+		c, err := h.Join(nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -47,7 +47,7 @@ func BenchmarkHub_FanOut1000(b *testing.B) {
 		}
 		watchers[i] = c
 	}
-	viewer, err := h.Join()
+	viewer, err := h.Join(nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -66,13 +66,13 @@ func BenchmarkHub_FanOut1000(b *testing.B) {
 		if i%64 == 63 {
 			b.StopTimer()
 			for _, c := range watchers {
-				taken += len(c.Take())
+				taken += len(take(c))
 			}
 			b.StartTimer()
 		}
 	}
 	for _, c := range watchers {
-		taken += len(c.Take())
+		taken += len(take(c))
 	}
 	// Every change reached every watcher; a count not yet taken is
 	// replaced in place by the next, so each gets one frame per Take.
@@ -88,7 +88,7 @@ func BenchmarkHub_Join(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		c, err := h.Join()
+		c, err := h.Join(nil)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -19,8 +19,8 @@ var ErrSlow = errors.New("send queue full: the client does not read fast enough"
 
 // Client is one connected browser tab: a session that views at most one post
 // and watches up to Config.MaxWatch others. The transport calls View, Unview,
-// Watch and Unwatch as frames arrive, drains Ready/Take into the socket, and
-// calls Leave when the connection ends.
+// Watch and Unwatch as frames arrive, writes what Next returns to the socket
+// whenever the hub wakes it, and calls Leave when the connection ends.
 type Client struct {
 	hub *Hub
 	// ID is the client's session id.
@@ -42,12 +42,15 @@ type Client struct {
 
 	qmu     sync.Mutex
 	pending [][]byte
-	countAt map[presence.PostID]int            // index in pending of an unsent count frame
-	sent    map[presence.PostID]presence.Count // the last count queued per post
+	counts  []sentCount // per post heard: the last count queued
 	closed  bool
 	err     error
-	ready   chan struct{}
 	done    chan struct{}
+	// wake starts a writer; busy says one runs (or the transport writes
+	// before its first Next), kicked that Wake asked for a run.
+	wake   func()
+	busy   bool
+	kicked bool
 }
 
 // View makes the client a viewer of post, moving it off the post it viewed,

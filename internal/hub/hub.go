@@ -125,13 +125,20 @@ func New(store presence.Store, bus presence.Subscriber, cfg Config, log *zap.Log
 	return h
 }
 
-// Join registers a new client with a fresh session id.
-func (h *Hub) Join() (*Client, error) {
+// Join registers a new client with a fresh session id. wake is called,
+// with the client's queue lock held, whenever the client needs a writer:
+// frames wait, Wake was called, or the client was closed. It must only
+// start one (a goroutine that calls Next until it reports false) and
+// return. The caller is the client's first writer: it may write what comes
+// before everything (a hello), then calls Next like any writer, and wake
+// is not called until a Next reported false.
+func (h *Hub) Join(wake func()) (*Client, error) {
 	c := &Client{
-		hub:   h,
-		ID:    presence.NewSessionID(),
-		ready: make(chan struct{}, 1),
-		done:  make(chan struct{}),
+		hub:  h,
+		ID:   presence.NewSessionID(),
+		done: make(chan struct{}),
+		wake: wake,
+		busy: true,
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -144,6 +151,20 @@ func (h *Hub) Join() (*Client, error) {
 		c.Send(presence.Status(false))
 	}
 	return c, nil
+}
+
+// WakeAll calls Wake on every client, so that every transport writer runs
+// once: a server that shuts down has its idle connections closed that way.
+func (h *Hub) WakeAll() {
+	h.mu.Lock()
+	clients := make([]*Client, 0, len(h.sessions))
+	for _, c := range h.sessions {
+		clients = append(clients, c)
+	}
+	h.mu.Unlock()
+	for _, c := range clients {
+		c.Wake()
+	}
 }
 
 // setStore records the outcome of a store check and, when it changed, tells

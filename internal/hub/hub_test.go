@@ -32,11 +32,11 @@ func newHub(t *testing.T, cfg hub.Config) *hub.Hub {
 
 func TestClient_SlowConsumerIsClosed(t *testing.T) {
 	h := newHub(t, hub.Config{QueueSize: 8})
-	slow, err := h.Join()
+	slow, err := h.Join(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fine, err := h.Join()
+	fine, err := h.Join(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func TestClient_SlowConsumerIsClosed(t *testing.T) {
 		t.Fatal("closed with a full but not overflowing queue")
 	default:
 	}
-	if got := len(fine.Take()); got != 8 {
+	if got := len(take(fine)); got != 8 {
 		t.Fatalf("Take returned %d frames, want 8", got)
 	}
 	slow.Send([]byte("one too many"))
@@ -62,7 +62,7 @@ func TestClient_SlowConsumerIsClosed(t *testing.T) {
 	if !errors.Is(slow.Err(), hub.ErrSlow) {
 		t.Errorf("Err=%v, want ErrSlow", slow.Err())
 	}
-	if got := slow.Take(); len(got) != 0 {
+	if got := take(slow); len(got) != 0 {
 		t.Errorf("closed client still has %d frames queued", len(got))
 	}
 	select {
@@ -70,22 +70,28 @@ func TestClient_SlowConsumerIsClosed(t *testing.T) {
 		t.Fatal("a client that keeps up was closed too")
 	default:
 	}
-	if got := fine.Take(); len(got) != 1 || string(got[0]) != "8" {
+	if got := take(fine); len(got) != 1 || string(got[0]) != "8" {
 		t.Errorf("fine client Take=%q, want [8]", got)
 	}
 }
 
 func TestClient_FramesKeepOrder(t *testing.T) {
 	h := newHub(t, hub.Config{})
-	c, err := h.Join()
+	woken := 0
+	c, err := h.Join(func() { woken++ }) // called under the client's lock
 	if err != nil {
 		t.Fatal(err)
+	}
+	if frames, ok := c.Next(); ok || len(frames) != 0 {
+		t.Fatalf("a new client's Next=%q, %v; want nothing", frames, ok)
 	}
 	for i := range 5 {
 		c.Send([]byte(fmt.Sprint(i)))
 	}
-	<-c.Ready()
-	got := c.Take()
+	if woken != 1 {
+		t.Fatalf("five frames woke the writer %d times, want once", woken)
+	}
+	got := drain(c)
 	if fmt.Sprintf("%s", got) != "[0 1 2 3 4]" {
 		t.Errorf("Take=%s, want [0 1 2 3 4]", got)
 	}
@@ -98,7 +104,7 @@ func TestHub_ShutdownCountsEachLeaveOnce(t *testing.T) {
 	ctx := context.Background()
 	var clients []*hub.Client
 	for i := range 3 {
-		c, err := h.Join()
+		c, err := h.Join(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,7 +130,7 @@ func TestHub_ShutdownCountsEachLeaveOnce(t *testing.T) {
 	if c, _ := store.Counts(ctx, []presence.PostID{"p"}); c[0].Viewers != 0 {
 		t.Errorf("viewers after shutdown=%d, want 0", c[0].Viewers)
 	}
-	if _, err := h.Join(); err == nil {
+	if _, err := h.Join(nil); err == nil {
 		t.Error("Join after Shutdown succeeded")
 	}
 }
@@ -171,23 +177,23 @@ func TestHub_RereadReachesClientWithoutCount(t *testing.T) {
 	store := &failCounts{Store: memstore.New(memstore.Config{})}
 	h := hub.New(store, nopBus{}, hub.Config{Coalesce: -1}, zaptest.NewLogger(t))
 	ctx := context.Background()
-	viewer, _ := h.Join()
+	viewer, _ := h.Join(nil)
 	if err := viewer.View(ctx, "p"); err != nil {
 		t.Fatal(err)
 	}
-	had, _ := h.Join()
+	had, _ := h.Join(nil)
 	if err := had.Watch(ctx, []presence.PostID{"p"}); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(had.Take()); n != 1 {
+	if n := len(take(had)); n != 1 {
 		t.Fatalf("the first watcher got %d frames, want its count", n)
 	}
 	store.fail.Store(true)
-	missed, _ := h.Join()
+	missed, _ := h.Join(nil)
 	if err := missed.Watch(ctx, []presence.PostID{"p"}); err == nil {
 		t.Fatal("the second watch worked; the test needs it to fail")
 	}
-	missed.Take() // nothing, or nothing but what the failure queued
+	take(missed) // nothing, or nothing but what the failure queued
 	counts, err := store.Counts(ctx, []presence.PostID{"p"})
 	if err != nil {
 		t.Fatal(err)
@@ -195,10 +201,10 @@ func TestHub_RereadReachesClientWithoutCount(t *testing.T) {
 	reread := counts[0]
 	reread.Seq += 100 // newer, same numbers
 	h.Deliver(presence.Message{Count: &reread})
-	if n := len(missed.Take()); n != 1 {
+	if n := len(take(missed)); n != 1 {
 		t.Errorf("the watcher whose watch failed got %d frames from the re-read, want 1", n)
 	}
-	if n := len(had.Take()); n != 0 {
+	if n := len(take(had)); n != 0 {
 		t.Errorf("the watcher that had the count got %d frames, want none", n)
 	}
 }
@@ -234,7 +240,7 @@ func TestClient_StaleSessionIsLeftWhereItMayBe(t *testing.T) {
 	ctx := context.Background()
 	store := &lostReply{Store: memstore.New(memstore.Config{}), failView: "b"}
 	h := hub.New(store, store.Store, hub.Config{}, zaptest.NewLogger(t))
-	c, err := h.Join()
+	c, err := h.Join(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +302,7 @@ func TestClient_ReregisterLeavesTheStalePost(t *testing.T) {
 	for i := 0; store.keys.Partition(a) == store.keys.Partition(b); i++ {
 		b = presence.PostID(fmt.Sprint("b", i))
 	}
-	cl, err := h.Join()
+	cl, err := h.Join(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,5 +319,74 @@ func TestClient_ReregisterLeavesTheStalePost(t *testing.T) {
 	}
 	if cs[0].Viewers != 0 || cs[1].Viewers != 1 {
 		t.Errorf("after the refresh %s has %d viewers and %s %d; want 0 and 1", a, cs[0].Viewers, b, cs[1].Viewers)
+	}
+}
+
+// take is a writer's one call of Next: the frames queued for c, if any.
+// A client joined with a nil wake function is never woken, so the tests
+// call it when they expect frames.
+func take(c *hub.Client) [][]byte {
+	frames, _ := c.Next()
+	return frames
+}
+
+// TestClient_WakesOneWriterAtATime is the contract the transport's
+// on-demand writers rely on: wake once when frames start waiting, never
+// while a writer runs, and again for Wake and for a close.
+func TestClient_WakesOneWriterAtATime(t *testing.T) {
+	h := newHub(t, hub.Config{QueueSize: 4})
+	woken := 0
+	c, err := h.Join(func() { woken++ }) // called under the client's lock
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Send([]byte("before the first Next"))
+	if woken != 0 {
+		t.Fatalf("woken %d times while the caller of Join is the writer", woken)
+	}
+	if frames, ok := c.Next(); !ok || len(frames) != 1 {
+		t.Fatalf("first Next=%q, %v; want the frame sent before it", frames, ok)
+	}
+	if _, ok := c.Next(); ok {
+		t.Fatal("Next reported work with an empty queue")
+	}
+	c.Send([]byte("a"))
+	c.Send([]byte("b"))
+	if woken != 1 {
+		t.Fatalf("two frames woke %d writers, want 1", woken)
+	}
+	frames, _ := c.Next()
+	c.Send([]byte("c")) // while that writer still runs
+	if woken != 1 {
+		t.Fatalf("a frame queued while a writer runs woke another: %d", woken)
+	}
+	if more, ok := c.Next(); !ok || fmt.Sprintf("%s%s", frames, more) != "[a b][c]" {
+		t.Fatalf("the running writer got %s then %s, %v; want [a b] then [c]", frames, more, ok)
+	}
+	if _, ok := c.Next(); ok {
+		t.Fatal("Next reported work with an empty queue")
+	}
+	c.Wake()
+	if woken != 2 {
+		t.Fatalf("Wake woke %d writers in all, want 2", woken)
+	}
+	if frames, ok := c.Next(); !ok || len(frames) != 0 {
+		t.Fatalf("Next after Wake=%q, %v; want one run with nothing", frames, ok)
+	}
+	if _, ok := c.Next(); ok {
+		t.Fatal("Wake made more than one run")
+	}
+	for i := range 5 { // one more than the queue holds
+		c.Send([]byte(fmt.Sprint(i)))
+	}
+	if woken != 3 || !errors.Is(c.Err(), hub.ErrSlow) {
+		t.Fatalf("after an overflow: woken %d, Err=%v; want 3 and ErrSlow", woken, c.Err())
+	}
+	if _, ok := c.Next(); !ok {
+		t.Fatal("Next of a closed client idled its writer, which then would not see Done")
+	}
+	c.Wake()
+	if woken != 3 {
+		t.Fatalf("Wake of a closed client woke a writer")
 	}
 }

@@ -1,9 +1,10 @@
 package hub
 
-import "github.com/presence/presence/internal/presence"
+import (
+	"slices"
 
-// Ready receives a value when frames wait in the queue.
-func (c *Client) Ready() <-chan struct{} { return c.ready }
+	"github.com/presence/presence/internal/presence"
+)
 
 // Done is closed when the client must be disconnected; Err says why.
 func (c *Client) Done() <-chan struct{} { return c.done }
@@ -15,14 +16,58 @@ func (c *Client) Err() error {
 	return c.err
 }
 
-// Take returns the queued frames, oldest first, and empties the queue.
-func (c *Client) Take() [][]byte {
+// Next is how the client's writer drains the queue. It returns the queued
+// frames, oldest first, and empties the queue; ok is false when there was
+// nothing to do, and then the writer must stop: the client is idle, and the
+// next frame, Wake or close calls the wake function given to Join, which
+// starts a writer again. Because the check and the idling happen under one
+// lock, no frame is left waiting without a writer. Once the client is
+// closed Next always reports ok, so a writer sees Done.
+func (c *Client) Next() (frames [][]byte, ok bool) {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
-	out := c.pending
+	if len(c.pending) == 0 && !c.closed && !c.kicked {
+		c.busy = false
+		return nil, false
+	}
+	c.kicked = false
+	frames = c.pending
 	c.pending = nil
-	clear(c.countAt)
-	return out
+	// The frames are the writer's now: no count replaces them in place,
+	// and a post whose count was forgotten needs no entry any more.
+	n := 0
+	for _, e := range c.counts {
+		e.at = -1
+		if e.cnt.Seq != 0 {
+			c.counts[n] = e
+			n++
+		}
+	}
+	clear(c.counts[n:])
+	c.counts = c.counts[:n]
+	return frames, true
+}
+
+// Wake runs the client's writer once even with nothing queued, so that it
+// looks at the transport's own state (a shutdown). It does nothing once the
+// client is closed.
+func (c *Client) Wake() {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.closed {
+		return
+	}
+	c.kicked = true
+	c.wakeLocked()
+}
+
+// wakeLocked starts a writer unless one runs; callers hold qmu.
+func (c *Client) wakeLocked() {
+	if c.busy || c.wake == nil {
+		return
+	}
+	c.busy = true
+	c.wake()
 }
 
 // Send queues a frame that no later frame replaces (events, errors). A
@@ -31,6 +76,24 @@ func (c *Client) Send(frame []byte) {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	c.push(frame)
+}
+
+// sentCount is what a client was last given of one post it views or
+// watches. A slice of these, not maps: a viewer hears one post, and a map
+// costs an idle connection hundreds of bytes.
+type sentCount struct {
+	cnt presence.Count // the last count queued; Seq 0 once forgotten
+	at  int            // index in pending of its unsent frame, or -1
+}
+
+// countOf returns the entry of post, or nil; callers hold qmu.
+func (c *Client) countOf(post presence.PostID) *sentCount {
+	for i := range c.counts {
+		if c.counts[i].cnt.Post == post {
+			return &c.counts[i]
+		}
+	}
+	return nil
 }
 
 // enqueueCount queues a count frame unless the client already has this count,
@@ -42,28 +105,27 @@ func (c *Client) enqueueCount(cnt presence.Count, frame []byte) {
 	if c.closed {
 		return
 	}
-	last, ok := c.sent[cnt.Post]
-	if ok && cnt.Seq <= last.Seq {
+	e := c.countOf(cnt.Post)
+	if e == nil {
+		c.counts = append(c.counts, sentCount{at: -1})
+		e = &c.counts[len(c.counts)-1]
+	}
+	last := e.cnt
+	if last.Seq != 0 && cnt.Seq <= last.Seq {
 		return
 	}
-	if c.sent == nil {
-		c.sent = make(map[presence.PostID]presence.Count, 1)
-	}
-	c.sent[cnt.Post] = cnt
-	if ok && cnt.Viewers == last.Viewers && cnt.Views == last.Views {
+	e.cnt = cnt
+	if last.Seq != 0 && cnt.Viewers == last.Viewers && cnt.Views == last.Views {
 		// Newer but the same: a read that found nothing new (reads take a
 		// newer seq, which follows Redis's clock).
 		return
 	}
-	if i, ok := c.countAt[cnt.Post]; ok {
-		c.pending[i] = frame
+	if e.at >= 0 {
+		c.pending[e.at] = frame
 		c.hub.m.dropped.Inc()
 		return
 	}
-	if c.countAt == nil {
-		c.countAt = make(map[presence.PostID]int, 1)
-	}
-	c.countAt[cnt.Post] = len(c.pending)
+	e.at = len(c.pending)
 	c.push(frame)
 }
 
@@ -78,19 +140,27 @@ func (c *Client) push(frame []byte) {
 		return
 	}
 	c.pending = append(c.pending, frame)
-	select {
-	case c.ready <- struct{}{}:
-	default:
-	}
+	c.wakeLocked()
 }
 
 // forget drops what the client was last sent of a post, so that the next
 // count of it is queued whatever its Seq: after a view or watch request the
-// client gets a frame even if nothing changed.
+// client gets a frame even if nothing changed. An unsent frame of the post
+// stays where it is, for a newer count to replace.
 func (c *Client) forget(post presence.PostID) {
 	c.qmu.Lock()
-	delete(c.sent, post)
-	c.qmu.Unlock()
+	defer c.qmu.Unlock()
+	for i, e := range c.counts {
+		if e.cnt.Post != post {
+			continue
+		}
+		if e.at >= 0 {
+			c.counts[i].cnt = presence.Count{Post: post}
+			return
+		}
+		c.counts = slices.Delete(c.counts, i, i+1)
+		return
+	}
 }
 
 func (c *Client) close(err error) {
@@ -107,5 +177,7 @@ func (c *Client) closeLocked(err error) {
 	c.err = err
 	c.hub.m.dropped.Add(float64(len(c.pending)))
 	c.pending = nil
+	c.counts = nil
 	close(c.done)
+	c.wakeLocked()
 }
