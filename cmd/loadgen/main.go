@@ -1,11 +1,17 @@
-// Command loadgen opens many WebSocket clients against a presence server,
-// each viewing one of a few posts, and reports how the server copes: connect
-// errors, the time from a view to the client's own count frame, and the
-// server's memory per connection read from its /metrics. It only dials
-// loopback addresses, is bounded by -conns and -timeout, and closes every
-// client before it exits.
+// Command loadgen opens many WebSocket clients against presence servers,
+// each viewing one of a few posts, and reports how the servers cope: connect
+// errors, the time from a view to the client's own count frame, and per
+// phase (ramp, hold, churn, probe) the servers' CPU, RSS and goroutines
+// read from their /metrics and Redis's CPU from INFO. With -churn it closes
+// viewers at a rate and times each close until a watcher on another server
+// sees the count drop; with -probe one more viewer joins the first post and
+// it times the new count's arrival at every viewer of it. At the end it
+// checks every count, on each viewer and over REST (see ws.go). It only
+// dials loopback addresses, is bounded by -conns and -timeout, and closes
+// every client before it exits.
 //
 //	go run ./cmd/loadgen -conns 10000 -src 127.0.0.2,127.0.0.3
+//	go run ./cmd/loadgen -server 127.0.0.1:8080,127.0.0.1:8081 -churn 100 -probe -redis 127.0.0.1:6379
 //
 // With -store-redis or -store-cluster it drives the Redis store layer
 // itself instead, with no server in between, and reports view, move and
@@ -17,7 +23,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,15 +32,10 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/coder/websocket"
 )
 
 func main() {
@@ -51,7 +51,7 @@ func main() {
 }
 
 type options struct {
-	server   string
+	servers  []string
 	conns    int
 	posts    int
 	ramp     int
@@ -59,6 +59,11 @@ type options struct {
 	hold     time.Duration
 	timeout  time.Duration
 	src      []string
+	prefix   string
+	redis    string
+	churn    int
+	churnFor time.Duration
+	probe    bool
 
 	// The store mode's (see store.go); storeRedis or storeCluster selects it.
 	storeRedis   string
@@ -70,10 +75,15 @@ type options struct {
 
 func parse(args []string) (options, error) {
 	var o options
-	var src, cluster string
+	var src, cluster, servers string
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
-	fs.StringVar(&o.server, "server", "127.0.0.1:8080", "presence server host:port (loopback only)")
+	fs.StringVar(&servers, "server", "127.0.0.1:8080", "presence servers' host:port, comma-separated; client i goes to server i mod n (loopback only)")
 	fs.IntVar(&o.conns, "conns", 1000, "WebSocket clients to open (at most 50000)")
+	fs.StringVar(&o.prefix, "post-prefix", "p", "posts are named this and a number: runs side by side take a prefix each, so each can check its own counts")
+	fs.StringVar(&o.redis, "redis", "", "host:port of the Redis whose CPU to report per phase (loopback only)")
+	fs.IntVar(&o.churn, "churn", 0, "after the hold, close this many viewers a second, each alone on its post, and time each close until a watcher on another server sees the post's count drop")
+	fs.DurationVar(&o.churnFor, "churn-for", 10*time.Second, "how long the churn lasts")
+	fs.BoolVar(&o.probe, "probe", false, "after the hold, one more viewer joins the first post: time until every viewer of that post has the new count")
 	fs.IntVar(&o.posts, "posts", 100, "posts the clients view, round robin (in the store mode, at random)")
 	fs.IntVar(&o.ramp, "ramp", 2000, "new connections per second")
 	fs.IntVar(&o.inflight, "inflight", 200, "handshakes in flight at most")
@@ -94,8 +104,25 @@ func parse(args []string) (options, error) {
 	if err := onlyFlags(fs, "the WebSocket mode", storeFlags); err != nil {
 		return o, err
 	}
-	if err := checkLoopback("-server", o.server); err != nil {
-		return o, err
+	for _, srv := range strings.Split(servers, ",") {
+		if srv = strings.TrimSpace(srv); srv == "" {
+			continue
+		}
+		if err := checkLoopback("-server", srv); err != nil {
+			return o, err
+		}
+		o.servers = append(o.servers, srv)
+	}
+	if len(o.servers) == 0 {
+		return o, errors.New("-server names no server")
+	}
+	if o.redis != "" {
+		if err := checkLoopback("-redis", o.redis); err != nil {
+			return o, err
+		}
+	}
+	if o.churn < 0 || o.churn > 0 && (o.churnFor <= 0 || o.churn*int(o.churnFor.Seconds()+0.5) > 10000) {
+		return o, errors.New("-churn must be 0 or positive, with -churn times -churn-for (s) at most 10000 closes")
 	}
 	for _, s := range strings.Split(src, ",") {
 		if s = strings.TrimSpace(s); s == "" {
@@ -125,12 +152,6 @@ func checkLoopback(flagName, hostport string) error {
 	return nil
 }
 
-// client is one simulated tab.
-type client struct {
-	conn *websocket.Conn
-	done chan struct{}
-}
-
 func run(ctx context.Context, args []string, out io.Writer) error {
 	o, err := parse(args)
 	if err != nil {
@@ -140,132 +161,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		_, err := runStore(ctx, o, out)
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
-	fmt.Fprintf(out, "limits: %s\n", limits())
-	before, _ := scrape(ctx, o.server)
-
-	var (
-		mu        sync.Mutex
-		clients   []*client
-		latencies []time.Duration
-		errs      = map[string]int{}
-		counts    atomic.Int64
-	)
-	sem := make(chan struct{}, o.inflight)
-	tick := time.NewTicker(time.Second / time.Duration(o.ramp))
-	defer tick.Stop()
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := 0; i < o.conns && ctx.Err() == nil; i++ {
-		<-tick.C
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			c, lat, err := open(ctx, o, i, &counts)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs[classify(err)]++
-				return
-			}
-			clients = append(clients, c)
-			latencies = append(latencies, lat)
-		}()
-	}
-	wg.Wait()
-	ramp := time.Since(start)
-	fmt.Fprintf(out, "connected %d of %d in %s; errors %v\n", len(clients), o.conns, ramp.Round(time.Millisecond), errs)
-	if len(latencies) > 0 {
-		slices.Sort(latencies)
-		fmt.Fprintf(out, "view -> own count: p50 %s p99 %s max %s\n",
-			pct(latencies, 50), pct(latencies, 99), latencies[len(latencies)-1].Round(time.Microsecond))
-	}
-
-	select {
-	case <-time.After(o.hold):
-	case <-ctx.Done():
-	}
-	after, err := scrape(ctx, o.server)
-	if err == nil && len(clients) > 0 {
-		rss := after["process_resident_memory_bytes"] - before["process_resident_memory_bytes"]
-		fmt.Fprintf(out, "server: %d open, RSS %.0f MiB (+%.1f KiB per connection), %d goroutines, %.0f frames sent\n",
-			int(after["presence_connections_open"]), after["process_resident_memory_bytes"]/(1<<20),
-			rss/float64(len(clients))/1024, int(after["go_goroutines"]), after["presence_frames_sent_total"])
-	}
-	fmt.Fprintf(out, "count frames received while holding: %d\n", counts.Load())
-
-	closeStart := time.Now()
-	for _, c := range clients {
-		c.conn.CloseNow()
-	}
-	for _, c := range clients {
-		<-c.done
-	}
-	fmt.Fprintf(out, "closed %d clients in %s\n", len(clients), time.Since(closeStart).Round(time.Millisecond))
-	return nil
-}
-
-// open dials, views a post and waits for the client's own count frame.
-func open(ctx context.Context, o options, i int, counts *atomic.Int64) (*client, time.Duration, error) {
-	dialer := &net.Dialer{Timeout: 10 * time.Second}
-	if len(o.src) > 0 {
-		dialer.LocalAddr = &net.TCPAddr{IP: net.ParseIP(o.src[i%len(o.src)])}
-	}
-	hc := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
-	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	conn, _, err := websocket.Dial(dctx, "ws://"+o.server+"/v1/ws", &websocket.DialOptions{HTTPClient: hc})
-	if err != nil {
-		return nil, 0, err
-	}
-	post := "p" + strconv.Itoa(i%o.posts)
-	fail := func(err error) (*client, time.Duration, error) { conn.CloseNow(); return nil, 0, err }
-	if _, err := readFrame(dctx, conn); err != nil { // hello
-		return fail(err)
-	}
-	sent := time.Now()
-	if err := conn.Write(dctx, websocket.MessageText, []byte(`{"type":"view","post":"`+post+`"}`)); err != nil {
-		return fail(err)
-	}
-	for {
-		m, err := readFrame(dctx, conn)
-		if err != nil {
-			return fail(err)
-		}
-		if m.Type == "count" && m.Post == post {
-			break
-		}
-	}
-	lat := time.Since(sent)
-	c := &client{conn: conn, done: make(chan struct{})}
-	// Keep reading, as a browser does: it answers pings and drains counts.
-	go func() {
-		defer close(c.done)
-		for {
-			if _, _, err := conn.Read(context.Background()); err != nil {
-				return
-			}
-			counts.Add(1)
-		}
-	}()
-	return c, lat, nil
-}
-
-type frame struct {
-	Type string `json:"type"`
-	Post string `json:"post"`
-}
-
-func readFrame(ctx context.Context, conn *websocket.Conn) (frame, error) {
-	var f frame
-	_, data, err := conn.Read(ctx)
-	if err != nil {
-		return f, err
-	}
-	return f, json.Unmarshal(data, &f)
+	_, err = runWS(ctx, o, out)
+	return err
 }
 
 // classify groups errors by their errno or a short cause, so a run's
