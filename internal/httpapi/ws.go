@@ -110,6 +110,15 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// pooled buffer for every idle connection (about 1.3 KiB of heap each,
 	// measured), for the few lines a connection ever logs.
 	wc.session = zap.String("session", string(c.ID))
+	// api/protocol.md: nothing comes before hello. The hub made this
+	// goroutine, the caller of Join, the client's first writer: hello goes
+	// out here, ahead of anything queued since the join (a status frame),
+	// without a goroutine of its own.
+	if err := wc.write(presence.Hello(c.ID, s.store.TTL())); err != nil {
+		conn.CloseNow() // the reader sees it at once, and the session leaves
+	} else {
+		wc.flush()
+	}
 	go func() {
 		defer s.untrack(wc)
 		defer release()
@@ -140,21 +149,9 @@ type wsConn struct {
 // ping are done and its session has left.
 func (wc *wsConn) run() {
 	s, conn, c := wc.s, wc.conn, wc.c
-	// api/protocol.md: nothing comes before hello. The hub made the caller
-	// of Join the client's first writer, and this is it: hello goes out
-	// ahead of anything queued since the join (a status frame).
-	wc.writers.Add(1)
-	go func() {
-		defer wc.writers.Done()
-		if err := wc.write(presence.Hello(c.ID, s.store.TTL())); err != nil {
-			conn.CloseNow()
-			return
-		}
-		wc.flush()
-	}()
 	p := s.startPing(conn)
 
-	err := s.readLoop(conn, c, wc.session)
+	err := wc.readLoop()
 	// A close handshake or the server's own end is a normal end; only
 	// other errors are worth a line, at debug.
 	if st := websocket.CloseStatus(err); st == -1 && s.base.Err() == nil {
@@ -192,7 +189,8 @@ func (wc *wsConn) startWriter() {
 // readLoop is the connection's only reader. It returns when the connection
 // ends; a bad frame gets an error frame and the loop goes on, as
 // api/protocol.md promises.
-func (s *Server) readLoop(conn *websocket.Conn, c *hub.Client, session zap.Field) error {
+func (wc *wsConn) readLoop() error {
+	s, conn, c, session := wc.s, wc.conn, wc.c, wc.session
 	limit := bucket{tokens: float64(s.cfg.FrameBurst), last: time.Now()}
 	for {
 		typ, data, err := conn.Read(context.Background()) // see wsConn
@@ -208,7 +206,7 @@ func (s *Server) readLoop(conn *websocket.Conn, c *hub.Client, session zap.Field
 			s.sendError(c, presence.Errorf(presence.CodeBadRequest, "binary frames are not supported; send JSON text frames"))
 			continue
 		}
-		err = s.handleApart(c, data)
+		err = wc.handleApart(data)
 		if err != nil {
 			// Client mistakes are only counted (sendError); store failures
 			// are logged too, one line per 10 s. Once the server stops,
@@ -230,7 +228,8 @@ var errTooManyFrames = errors.New("client sent frames faster than allowed")
 // A store call grows a goroutine's stack to 8-16 KiB (go-redis, the
 // scripts), and the reader's stack lasts as long as the connection: an
 // idle tab would keep that size for hours. A client sends a frame or two.
-func (s *Server) handleApart(c *hub.Client, data []byte) error {
+func (wc *wsConn) handleApart(data []byte) error {
+	s := wc.s
 	done := make(chan error, 1)
 	go func() {
 		// Each frame's store calls get their own deadline: a hung Redis
@@ -238,7 +237,7 @@ func (s *Server) handleApart(c *hub.Client, data []byte) error {
 		// s.base, never the request's: see Server.base.
 		fctx, cancel := context.WithTimeout(s.base, s.cfg.StoreTimeout)
 		defer cancel()
-		done <- s.handle(fctx, c, data)
+		done <- s.handle(fctx, wc.c, data)
 	}()
 	return <-done
 }

@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -29,8 +30,10 @@ type Client struct {
 	// opMu serialises this session's store calls, so a refresh that finds
 	// the session gone cannot re-register it over a concurrent move or leave.
 	opMu sync.Mutex
-	seen map[presence.PostID]struct{} // posts whose view was counted; guarded by opMu
-	left bool                         // guarded by opMu
+	// seen are the posts whose view was counted, guarded by opMu: a slice,
+	// as a tab views one post or a few, and a map costs an idle tab 250 B.
+	seen []presence.PostID
+	left bool // guarded by opMu
 	// stale is a post the store may still hold the session on, though view
 	// is not it, after a call whose outcome is unknown; guarded by opMu. A
 	// partitioned store finds the session only where it is told to look.
@@ -79,16 +82,18 @@ func (c *Client) View(ctx context.Context, post presence.PostID) error {
 	}
 	h.mu.Unlock()
 
-	_, seen := c.seen[post]
-	if c.seen == nil || len(c.seen) >= maxSeen {
-		// A tab views one post, and a few if a page moves it around; a
-		// client cycling through thousands must not grow this forever, and
-		// counting its views again is the cheaper failure.
-		c.seen = make(map[presence.PostID]struct{}, 1)
+	seen := slices.Contains(c.seen, post)
+	if !seen {
+		if len(c.seen) >= maxSeen {
+			// A tab views one post, and a few if a page moves it around; a
+			// client cycling through thousands must not grow this forever,
+			// and counting its views again is the cheaper failure.
+			c.seen = nil
+		}
+		// Marked before the call: if the reply is lost the view may have
+		// been counted, and a count missed is better than a count doubled.
+		c.seen = append(c.seen, post)
 	}
-	// Marked before the call: if the reply is lost the view may have been
-	// counted, and a count missed is better than a count doubled.
-	c.seen[post] = struct{}{}
 	cnt, err := c.storeView(ctx, old, post, !seen)
 	if err != nil {
 		// The membership stays: the client asked for this post, and the next
