@@ -64,6 +64,7 @@ type options struct {
 	churn    int
 	churnFor time.Duration
 	probe    bool
+	linger   time.Duration
 
 	// The store mode's (see store.go); storeRedis or storeCluster selects it.
 	storeRedis   string
@@ -84,6 +85,7 @@ func parse(args []string) (options, error) {
 	fs.IntVar(&o.churn, "churn", 0, "after the hold, close this many viewers a second, each alone on its post, and time each close until a watcher on another server sees the post's count drop")
 	fs.DurationVar(&o.churnFor, "churn-for", 10*time.Second, "how long the churn lasts")
 	fs.BoolVar(&o.probe, "probe", false, "after the hold, one more viewer joins the first post: time until every viewer of that post has the new count")
+	fs.DurationVar(&o.linger, "linger", 0, "keep every client open this long after the checks: runs side by side then close only once all have measured")
 	fs.IntVar(&o.posts, "posts", 100, "posts the clients view, round robin (in the store mode, at random)")
 	fs.IntVar(&o.ramp, "ramp", 2000, "new connections per second")
 	fs.IntVar(&o.inflight, "inflight", 200, "handshakes in flight at most")

@@ -36,7 +36,7 @@ import (
 // Flags of one mode only; setting one in the other mode is refused rather
 // than silently ignored.
 var (
-	wsFlags    = []string{"server", "conns", "ramp", "inflight", "hold", "src", "post-prefix", "redis", "churn", "churn-for", "probe"}
+	wsFlags    = []string{"server", "conns", "ramp", "inflight", "hold", "src", "post-prefix", "redis", "churn", "churn-for", "probe", "linger"}
 	storeFlags = []string{"workers", "sessions", "duration"}
 )
 

@@ -147,6 +147,13 @@ func runWS(ctx context.Context, o options, out io.Writer) (wsResult, error) {
 		r.phase(ctx, "probe", 1)
 	}
 	res.wrong = r.verify(ctx, clients)
+	if o.linger > 0 {
+		fmt.Fprintf(out, "lingering %s before closing\n", o.linger)
+		select {
+		case <-time.After(o.linger):
+		case <-ctx.Done():
+		}
+	}
 	return res, nil
 }
 

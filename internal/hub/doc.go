@@ -18,7 +18,8 @@
 //     a slow Redis must not stop the fan-out to every other client. The
 //     Subscriber is called under it and must return at once.
 //   - Client.qmu guards one client's send queue. Fan-out takes it under
-//     Hub.mu, once per member; nothing is locked under it.
+//     Hub.mu, once per member; nothing is locked under it. The client's wake
+//     function is called under it, and only starts a goroutine.
 //
 // The embedded store calls Deliver, and so takes Hub.mu, while holding its
 // own lock; that is safe because the hub never calls the store holding
@@ -31,5 +32,8 @@
 // room with a count held back for its coalescing window has a timer, which
 // flushes the room on its own goroutine and is stopped when the room
 // empties. The transport owns every connection's goroutines (its reader,
-// its writer, its pinger) and waits for them when the connection ends.
+// the writer that the wake function starts while frames wait and that ends
+// when Next finds none, its pinger) and waits for them when the connection
+// ends. A writer runs only when Next last reported frames, so there is at
+// most one per client, and an idle client has none.
 package hub
