@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs every check CI runs: installs what the tests need where it is missing
-# (redis-server and redis-cli, Chromium, php-cli), then gofmt, go vet, the
-# race-enabled Go tests (Sentinel and Cluster topologies among them, started
-# on loopback by the tests), the chaos run's short form, a short run of each
-# fuzz target and the WordPress plugin's PHP tests.
+# (redis-server and redis-cli, Chromium, php-cli with curl, redis and mysql,
+# WordPress, its default theme and MariaDB), then gofmt, go vet, the
+# race-enabled Go tests (Sentinel and Cluster topologies and the real
+# WordPress among them, started on loopback by the tests), the chaos run's
+# short form, a short run of each fuzz target, the WordPress plugin's PHP
+# tests and the PHP client's tests against a real server.
 # FUZZTIME sets the fuzz runs' length (default 5000x, a count of inputs: a
 # length in time, such as 5s, can end in a spurious "context deadline
 # exceeded" from Go 1.26's fuzzing coordinator, golang/go#75804, fixed in Go
@@ -17,13 +19,25 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v php >/dev/null 2>&1 || need_apt+=(php-cli)
+# The PHP client's tests: curl for its requests, phpredis for the Redis path.
+php -m 2>/dev/null | grep -qx curl || need_apt+=(php-curl)
+php -m 2>/dev/null | grep -qx redis || need_apt+=(php-redis)
+# The real-WordPress test (integrations/wordpress/wptest).
+php -m 2>/dev/null | grep -qx mysqli || need_apt+=(php-mysql)
+[ -f /usr/share/wordpress/wp-settings.php ] || need_apt+=(wordpress)
+[ -d /usr/share/wordpress/wp-content/themes/twentytwentythree ] || need_apt+=(wordpress-theme-twentytwentythree)
+[ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need_apt[*]} with apt-get"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-    # Debian starts the packaged service; tests start their own servers.
-    if command -v service >/dev/null 2>&1; then service redis-server stop >/dev/null 2>&1 || true; fi
+    # Debian starts the packaged services; tests start their own servers.
+    if command -v service >/dev/null 2>&1; then
+      service redis-server stop >/dev/null 2>&1 || true
+      service mariadb stop >/dev/null 2>&1 || true
+      service apache2 stop >/dev/null 2>&1 || true # wordpress pulls it in; php -S serves the test
+    fi
   else
     echo "missing ${need_apt[*]}: install it (e.g. sudo apt-get install ${need_apt[*]}) and run again" >&2
     exit 1
@@ -46,3 +60,4 @@ for target in FuzzParseFrame:./internal/httpapi FuzzParseEvent:./internal/httpap
   go test -run '^$' -fuzz "^${target%%:*}\$" -fuzztime "${FUZZTIME:-5000x}" "${target#*:}"
 done
 integrations/wordpress/tests/test.sh
+sh integrations/php/tests/test.sh

@@ -1,0 +1,302 @@
+package wptest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+)
+
+const publishKey = "wordpress-test-publish-key-0123456789"
+
+// newBrowser starts Debian's headless Chromium with a fresh profile and the
+// flags that keep it off the network it cannot reach here.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	need(t, "/usr/bin/chromium")
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath("/usr/bin/chromium"),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.WindowSize(1200, 1400),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	bctx, cancelBrowser := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
+	if err := chromedp.Do(bctx); err != nil {
+		cancelBrowser()
+		cancelAlloc()
+		t.Fatalf("start chromium: %v", err)
+	}
+	t.Cleanup(func() { cancelBrowser(); cancelAlloc() })
+	return bctx
+}
+
+// newTab opens a tab that accepts every JavaScript dialog (WordPress asks
+// with confirm() before some actions) and logs what it said.
+func newTab(t *testing.T, browser context.Context) (context.Context, context.CancelFunc) {
+	t.Helper()
+	tab, cancel := chromedp.NewContext(browser)
+	dialogs := make(chan string, 16)
+	if err := chromedp.Listen(tab, func(ev any) {
+		if d, ok := ev.(*page.EventJavascriptDialogOpening); ok {
+			select {
+			case dialogs <- d.Message:
+			default:
+			}
+		}
+	}); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			select {
+			case <-tab.Done():
+				return
+			case msg := <-dialogs:
+				t.Logf("dialog: %q, accepted", msg)
+				_, _ = chromedp.Call(tab, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true})
+			}
+		}
+	}()
+	return tab, cancel
+}
+
+// run runs browser steps in tab within limit.
+func run(t *testing.T, tab context.Context, limit time.Duration, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(tab, limit)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		t.Fatalf("%s: %v", where(tab), err)
+	}
+}
+
+// where says which page a tab shows and how it starts, for a failure's
+// message.
+func where(tab context.Context) string {
+	ctx, cancel := context.WithTimeout(tab, 5*time.Second)
+	defer cancel()
+	page, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href + "\n" + (document.body ? document.body.innerText.slice(0, 600) : "")`))
+	if err != nil {
+		return fmt.Sprintf("(the page cannot be read: %v)", err)
+	}
+	return "in " + page
+}
+
+// get runs one browser action that returns a value, within limit.
+func get[T any](t *testing.T, tab context.Context, limit time.Duration, a chromedp.Action[T]) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(tab, limit)
+	defer cancel()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		t.Fatalf("%s: %v", where(tab), err)
+	}
+	return v
+}
+
+type css = chromedp.CSS
+
+// text waits until the element's text satisfies ok, and returns it.
+func text(t *testing.T, tab context.Context, sel, what string, ok func(string) bool) string {
+	t.Helper()
+	var got string
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(tab, 2*time.Second)
+		var err error
+		got, err = chromedp.Run(ctx, chromedp.Text(css(sel)))
+		cancel()
+		if err == nil && ok(got) {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %q is %q (err %v), want %s", sel, sel, got, err, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func is(want string) func(string) bool {
+	return func(s string) bool { return strings.TrimSpace(s) == want }
+}
+
+func contains(want string) func(string) bool {
+	return func(s string) bool { return strings.Contains(s, want) }
+}
+
+// TestWordPress uses the plugin as a site owner would, in a real WordPress:
+// install and activate it, configure it (refused inputs too), see a post's
+// counter live across two tabs, an approved comment reach an open tab as an
+// event, then deactivate and delete it, which removes its options. The
+// plugin writes no notice or warning to WordPress's debug log throughout.
+func TestWordPress(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a real WordPress takes a minute")
+	}
+	began := time.Now()
+	sock := startMariaDB(t)
+	s := startWordPress(t, sock)
+	presenceURL := startPresence(t, s.url, publishKey)
+	t.Logf("WordPress at %s, Presence at %s, ready in %s", s.url, presenceURL, time.Since(began).Round(time.Millisecond))
+	s.installPlugin(t)
+	post := s.fixture(t, "post", "A post with a counter", `<!-- wp:shortcode -->[presence_viewers] reading now<!-- /wp:shortcode -->`)
+
+	browser := newBrowser(t)
+	admin, closeAdmin := newTab(t, browser)
+	defer closeAdmin()
+	const plugin = `tr[data-plugin="presence-counter/presence-counter.php"]`
+
+	t.Run("activate", func(t *testing.T) {
+		run(t, admin, 60*time.Second,
+			chromedp.Navigate(s.url+"/wp-login.php"),
+			chromedp.WaitVisible(css("#user_login")),
+			chromedp.SetValue(css("#user_login"), adminUser),
+			chromedp.SetValue(css("#user_pass"), adminPass),
+			chromedp.Click(css("#wp-submit")),
+			chromedp.WaitVisible(css("#wpadminbar")),
+			chromedp.Navigate(s.url+"/wp-admin/plugins.php"),
+			chromedp.Click(css(plugin+` .activate a`)),
+			chromedp.WaitVisible(css(plugin+` .deactivate a`)),
+		)
+	})
+
+	settings := s.url + "/wp-admin/options-general.php?page=presence-counter"
+	t.Run("configure", func(t *testing.T) {
+		// A scheme the plugin refuses: a message, and nothing saved.
+		run(t, admin, 30*time.Second,
+			chromedp.Navigate(settings),
+			chromedp.SetValue(css("#presence_counter_server_url"), "ftp://presence.example.com"),
+			chromedp.Click(css("#submit")),
+			chromedp.WaitVisible(css(".notice-error, .error")),
+		)
+		text(t, admin, ".notice-error, .error", "the URL refused", contains("must be an http:// or https:// address"))
+		if opts := s.options(t); opts["presence_counter_server_url"] != nil && opts["presence_counter_server_url"] != "" {
+			t.Errorf("a refused URL was saved: %v", opts["presence_counter_server_url"])
+		}
+		// A publish key the server could not hold: refused the same way.
+		run(t, admin, 30*time.Second,
+			chromedp.Navigate(settings),
+			chromedp.SetValue(css("#presence_counter_server_url"), presenceURL),
+			chromedp.SetValue(css("#presence_counter_publish_key"), "short"),
+			chromedp.Click(css("#submit")),
+			chromedp.WaitVisible(css(".notice-error, .error")),
+		)
+		text(t, admin, ".notice-error, .error", "the key refused", contains("The publish key must be"))
+		run(t, admin, 30*time.Second,
+			chromedp.Navigate(settings),
+			chromedp.SetValue(css("#presence_counter_publish_key"), publishKey),
+			chromedp.Click(css("#submit")),
+			chromedp.WaitVisible(css("#setting-error-settings_updated, .notice-success, .updated")),
+		)
+		opts := s.options(t)
+		if opts["presence_counter_server_url"] != presenceURL || opts["presence_counter_publish_key"] != publishKey {
+			t.Fatalf("saved options %v, want the server %s and the key", opts, presenceURL)
+		}
+	})
+
+	postURL := s.url + "/?p=" + post
+	counter := `.presence-viewers`
+	// The first tab stays open for the comment's event.
+	first, closeFirst := newTab(t, browser)
+	defer closeFirst()
+	t.Run("counter across two tabs", func(t *testing.T) {
+		run(t, first, 30*time.Second, chromedp.Navigate(postURL))
+		text(t, first, counter, "1 on the first tab", is("1"))
+		second, closeSecond := newTab(t, browser)
+		run(t, second, 30*time.Second, chromedp.Navigate(postURL))
+		text(t, second, counter, "2 on the second tab", is("2"))
+		text(t, first, counter, "2 on the first tab", is("2"))
+		closeSecond()
+		text(t, first, counter, "1 once the second tab closed", is("1"))
+	})
+
+	t.Run("approved comment reaches an open tab", func(t *testing.T) {
+		get(t, first, 10*time.Second, chromedp.Evaluate[bool](
+			`window.__events = []; Presence.on("event", function (m) { window.__events.push(m); }); true`))
+		comment := s.fixture(t, "pending-comment", post)
+		// Approve as a moderator does, from the comments screen's link.
+		run(t, admin, 30*time.Second, chromedp.Navigate(s.url+"/wp-admin/edit-comments.php?comment_status=moderated"))
+		href := get(t, admin, 30*time.Second, chromedp.AttributeValue(css("#comment-"+comment+" .approve a"), "href")).Value
+		if href == "" {
+			t.Fatal("no approve link for the pending comment")
+		}
+		run(t, admin, 30*time.Second, chromedp.Navigate(absolute(s.url+"/wp-admin/", href)))
+		var got string
+		deadline := time.Now().Add(15 * time.Second)
+		for !strings.Contains(got, `"name":"comment"`) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no comment event in the open tab within 15 s; it has %s", got)
+			}
+			time.Sleep(100 * time.Millisecond)
+			got = get(t, first, 5*time.Second, chromedp.Evaluate[string](`JSON.stringify(window.__events)`))
+		}
+		if !strings.Contains(got, "First!") {
+			t.Errorf("the comment event lacks the comment's text: %s", got)
+		}
+	})
+
+	t.Run("deactivate and delete", func(t *testing.T) {
+		run(t, admin, 60*time.Second,
+			chromedp.Navigate(s.url+"/wp-admin/plugins.php"),
+			chromedp.Click(css(plugin+` .deactivate a`)),
+			chromedp.WaitVisible(css(plugin+` .activate a`)),
+		)
+		// The delete link asks with confirm() and deletes over Ajax; the
+		// bulk action's screen is the same deletion without script.
+		nonce := get(t, admin, 30*time.Second, chromedp.Value(css(`#bulk-action-form input[name="_wpnonce"]`)))
+		run(t, admin, 60*time.Second,
+			chromedp.Navigate(s.url+"/wp-admin/plugins.php?action=delete-selected&checked%5B%5D=presence-counter%2Fpresence-counter.php&_wpnonce="+nonce),
+			chromedp.Click(css(`input#submit[value*="delete"]`)),
+			// Back on the list, which says it deleted the plugin.
+			chromedp.WaitVisible(css(`#message`)),
+			chromedp.WaitNotPresent(css(plugin)),
+		)
+		if _, err := os.Stat(s.dir + "/wp-content/plugins/presence-counter"); !os.IsNotExist(err) {
+			t.Errorf("the plugin's files are still there (%v); the browser is %s", err, where(admin))
+		}
+		for name, v := range s.options(t) {
+			if v != nil {
+				t.Errorf("option %s is still set after deletion: %v", name, v)
+			}
+		}
+	})
+
+	if notices := s.pluginNotices(); len(notices) > 0 {
+		t.Errorf("the plugin wrote to WordPress's debug log:\n%s", strings.Join(notices, "\n"))
+	}
+	t.Logf("the whole run took %s", time.Since(began).Round(time.Millisecond))
+}
+
+// options reads the plugin's options; a deleted one is nil.
+func (s *site) options(t *testing.T) map[string]any {
+	t.Helper()
+	var out map[string]any
+	if err := json.Unmarshal([]byte(s.fixture(t, "options")), &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// absolute resolves a link's href against base.
+func absolute(base, href string) string {
+	if strings.HasPrefix(href, "http://") || strings.HasPrefix(href, "https://") {
+		return href
+	}
+	return fmt.Sprintf("%s%s", base, strings.TrimPrefix(href, "/wp-admin/"))
+}
