@@ -428,12 +428,34 @@ function presence_counter_add_settings_page() {
 add_action( 'admin_menu', 'presence_counter_add_settings_page' );
 
 /**
+ * Puts a Settings link first on the plugin's row of the Plugins screen.
+ *
+ * @param string[] $links       The row's action links.
+ * @param string   $plugin_file The row's plugin, relative to the plugins directory.
+ * @return string[]
+ */
+function presence_counter_action_links( $links, $plugin_file ) {
+	if ( plugin_basename( __FILE__ ) !== $plugin_file ) {
+		return $links;
+	}
+	$settings = sprintf(
+		'<a href="%s">%s</a>',
+		esc_url( admin_url( 'options-general.php?page=presence-counter' ) ),
+		esc_html__( 'Settings', 'presence-counter' )
+	);
+	return array_merge( array( 'settings' => $settings ), (array) $links );
+}
+add_filter( 'plugin_action_links', 'presence_counter_action_links', 10, 2 );
+
+/**
  * Prints the server URL input.
  */
 function presence_counter_render_server_url_field() {
 	$value = (string) get_option( PRESENCE_COUNTER_OPTION, '' );
 	printf(
-		'<input type="url" class="regular-text code" id="%1$s" name="%1$s" value="%2$s" placeholder="https://presence.example.com" />',
+		// type="text", not "url": a browser refuses "presence.example.com" in a url
+		// field, and presence_counter_normalize_url() takes it as https://.
+		'<input type="text" inputmode="url" autocomplete="off" spellcheck="false" class="regular-text code" id="%1$s" name="%1$s" value="%2$s" placeholder="https://presence.example.com" />',
 		esc_attr( PRESENCE_COUNTER_OPTION ),
 		esc_attr( $value )
 	);

@@ -173,6 +173,8 @@ func TestWordPress(t *testing.T) {
 			chromedp.Navigate(s.url+"/wp-admin/plugins.php"),
 			chromedp.Click(css(plugin+` .activate a`)),
 			chromedp.WaitVisible(css(plugin+` .deactivate a`)),
+			// The row leads to the settings.
+			chromedp.WaitVisible(css(plugin+` .settings a[href$="options-general.php?page=presence-counter"]`)),
 		)
 	})
 
@@ -188,6 +190,17 @@ func TestWordPress(t *testing.T) {
 		text(t, admin, ".notice-error, .error", "the URL refused", contains("must be an http:// or https:// address"))
 		if opts := s.options(t); opts["presence_counter_server_url"] != nil && opts["presence_counter_server_url"] != "" {
 			t.Errorf("a refused URL was saved: %v", opts["presence_counter_server_url"])
+		}
+		// A bare host name is taken as https://: the field must not be one the
+		// browser refuses to submit.
+		run(t, admin, 30*time.Second,
+			chromedp.Navigate(settings),
+			chromedp.SetValue(css("#presence_counter_server_url"), "presence.example.com"),
+			chromedp.Click(css("#submit")),
+			chromedp.WaitVisible(css("#setting-error-settings_updated, .notice-success, .updated")),
+		)
+		if got := s.options(t)["presence_counter_server_url"]; got != "https://presence.example.com" {
+			t.Errorf("a bare host name was saved as %v, want https://presence.example.com", got)
 		}
 		// A publish key the server could not hold: refused the same way.
 		run(t, admin, 30*time.Second,
