@@ -2,7 +2,7 @@
 /**
  * Plugin Name:       Presence Counter
  * Description:       Shows "N people are viewing this post" live, counted by your Presence server.
- * Version:           0.3.0
+ * Version:           0.4.0
  * Requires at least: 6.0
  * Requires PHP:      7.4
  * License:           GPL-2.0-or-later
@@ -19,6 +19,7 @@ define( 'PRESENCE_COUNTER_PUBLISH_KEY_OPTION', 'presence_counter_publish_key' );
 define( 'PRESENCE_COUNTER_PUBLISH_KEY_CLEAR', 'presence_counter_publish_key_clear' );
 define( 'PRESENCE_COUNTER_POST_SECRET_OPTION', 'presence_counter_post_secret' );
 define( 'PRESENCE_COUNTER_POST_SECRET_CLEAR', 'presence_counter_post_secret_clear' );
+define( 'PRESENCE_COUNTER_ARCHIVES_OPTION', 'presence_counter_archives' );
 define( 'PRESENCE_COUNTER_HANDLE', 'presence-counter-widget' );
 // The server refuses larger publish bodies with 413 (MaxEventBody in internal/httpapi/publish.go).
 define( 'PRESENCE_COUNTER_MAX_EVENT_BYTES', 16384 );
@@ -384,6 +385,26 @@ function presence_counter_register_settings() {
 		array( 'label_for' => PRESENCE_COUNTER_POST_SECRET_OPTION )
 	);
 
+	register_setting(
+		'presence_counter',
+		PRESENCE_COUNTER_ARCHIVES_OPTION,
+		array(
+			'type'              => 'string',
+			'description'       => __( 'Where lists of posts show each post\'s live viewers.', 'presence-counter' ),
+			'sanitize_callback' => 'presence_counter_sanitize_archives',
+			'default'           => 'title',
+			'show_in_rest'      => false,
+		)
+	);
+	add_settings_field(
+		PRESENCE_COUNTER_ARCHIVES_OPTION,
+		__( 'Lists of posts', 'presence-counter' ),
+		'presence_counter_render_archives_field',
+		'presence-counter',
+		'presence_counter_server',
+		array( 'label_for' => PRESENCE_COUNTER_ARCHIVES_OPTION )
+	);
+
 	// After the server URL: its sanitize callback runs first and the key's relies on that.
 	register_setting(
 		'presence_counter',
@@ -412,6 +433,35 @@ function presence_counter_register_settings() {
 	);
 }
 add_action( 'admin_init', 'presence_counter_register_settings' );
+
+/**
+ * Keeps the archives setting to its two values; anything else is the default.
+ *
+ * @param mixed $value Submitted value.
+ * @return string 'title' or 'off'.
+ */
+function presence_counter_sanitize_archives( $value ) {
+	return 'off' === $value ? 'off' : 'title';
+}
+
+/**
+ * Prints the archives setting.
+ */
+function presence_counter_render_archives_field() {
+	$value = presence_counter_archive_counters() ? 'title' : 'off';
+	printf( '<select id="%1$s" name="%1$s">', esc_attr( PRESENCE_COUNTER_ARCHIVES_OPTION ) );
+	foreach (
+		array(
+			'title' => __( 'After each post\'s title', 'presence-counter' ),
+			'off'   => __( 'Off', 'presence-counter' ),
+		) as $option => $label
+	) {
+		printf( '<option value="%s"%s>%s</option>', esc_attr( $option ), $value === $option ? ' selected="selected"' : '', esc_html( $label ) );
+	}
+	echo '</select><p class="description">';
+	echo esc_html__( 'On the home page, archives and search results of block themes, each post\'s live viewers after its title, without counting the visitor as a viewer.', 'presence-counter' );
+	echo '</p>';
+}
 
 /**
  * Adds Settings > Presence.
@@ -779,6 +829,57 @@ function presence_counter_render( $post_id, $kind ) {
 	}
 	return presence_counter_counter_markup( $key, $kind );
 }
+
+/**
+ * Whether lists of posts show each post's live viewers after its title.
+ *
+ * @return bool
+ */
+function presence_counter_archive_counters() {
+	return 'off' !== get_option( PRESENCE_COUNTER_ARCHIVES_OPTION, 'title' );
+}
+
+/**
+ * The live viewers of a listed post, worded so that no plural is needed while the
+ * number changes in the page; '' when there is nothing to count.
+ *
+ * @param int $post_id Post ID.
+ * @return string
+ */
+function presence_counter_archive_markup( $post_id ) {
+	$counter = presence_counter_render( $post_id, 'viewers' );
+	if ( '' === $counter ) {
+		return '';
+	}
+	return '<p class="presence-counter-list">' . sprintf(
+		/* translators: %s: the live number of people viewing a post */
+		esc_html__( '%s viewing now', 'presence-counter' ),
+		$counter
+	) . '</p>';
+}
+
+/**
+ * Adds a listed post's live viewers after its title in block themes' Query Loops (the
+ * home page, archives, search). WordPress removes shortcodes from excerpts, so lists of
+ * posts had no place for a counter unless a theme was edited.
+ *
+ * @param string        $content  The post title block's HTML.
+ * @param array         $block    The parsed block.
+ * @param WP_Block|null $instance The block instance; its context names the post.
+ * @return string
+ */
+function presence_counter_post_title_block( $content, $block, $instance = null ) {
+	// On a single post the title is the viewed post's own, counted by the tab.
+	if ( is_singular() || is_admin() || ! presence_counter_archive_counters() ) {
+		return $content;
+	}
+	$post_id = ( $instance instanceof WP_Block && isset( $instance->context['postId'] ) ) ? (int) $instance->context['postId'] : 0;
+	if ( 0 === $post_id || '' === $content ) {
+		return $content;
+	}
+	return $content . presence_counter_archive_markup( $post_id );
+}
+add_filter( 'render_block_core/post-title', 'presence_counter_post_title_block', 10, 3 );
 
 /**
  * The [presence_viewers] shortcode.

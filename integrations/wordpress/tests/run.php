@@ -704,7 +704,7 @@ run(
 		$head = file_get_contents( $plugin_file, false, null, 0, 8192 );
 		$want = array(
 			'Plugin Name'       => 'Presence Counter',
-			'Version'           => '0.3.0',
+			'Version'           => '0.4.0',
 			'Requires at least' => '6.0',
 			'Requires PHP'      => '7.4',
 			'License'           => 'GPL-2.0-or-later',
@@ -720,8 +720,8 @@ run(
 
 		$readme = file_get_contents( dirname( $plugin_file ) . '/readme.txt' );
 		$stable = preg_match( '/^Stable tag:\s*(\S+)\s*$/mi', $readme, $m ) ? $m[1] : null;
-		check_same( '0.3.0', $stable, 'readme Stable tag matches the Version' );
-		check( false !== strpos( $readme, '= 0.3.0 =' ), 'readme changelog has 0.3.0' );
+		check_same( '0.4.0', $stable, 'readme Stable tag matches the Version' );
+		check( false !== strpos( $readme, '= 0.4.0 =' ), 'readme changelog has 0.4.0' );
 	}
 );
 
@@ -967,7 +967,7 @@ run(
 		check_same( 'presence_counter_sanitize_post_secret', $GLOBALS['t']['settings'][ $opt ]['args']['sanitize_callback'] ?? null, 'sanitize_callback' );
 		check_same( false, $GLOBALS['t']['settings'][ $opt ]['args']['show_in_rest'] ?? null, 'not in the REST API' );
 		check_same(
-			array( 'presence_counter_server_url', $opt, 'presence_counter_publish_key' ),
+			array( 'presence_counter_server_url', $opt, 'presence_counter_archives', 'presence_counter_publish_key' ),
 			array_keys( $GLOBALS['t']['settings'] ),
 			'registered after the server URL, and the URL before the publish key'
 		);

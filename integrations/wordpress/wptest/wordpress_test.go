@@ -239,6 +239,24 @@ func TestWordPress(t *testing.T) {
 		text(t, first, counter, "1 once the second tab closed", is("1"))
 	})
 
+	t.Run("home page of the block theme", func(t *testing.T) {
+		// twentytwentythree lists posts in a Query Loop with their excerpts,
+		// which WordPress strips of shortcodes: the counter comes after the
+		// title, live, and the home page is not counted as a viewer.
+		home, closeHome := newTab(t, browser)
+		defer closeHome()
+		run(t, home, 30*time.Second, chromedp.Navigate(s.url+"/"))
+		listed := `.presence-counter-list [data-presence-viewers="` + post + `"]`
+		text(t, home, listed, "1 for the post the first tab views", is("1"))
+		text(t, home, ".presence-counter-list", "the wording", contains("1 viewing now"))
+		text(t, first, counter, "still 1 on the post: the home page watches only", is("1"))
+		second, closeSecond := newTab(t, browser)
+		run(t, second, 30*time.Second, chromedp.Navigate(postURL))
+		text(t, home, listed, "2 once a second tab views the post", is("2"))
+		closeSecond()
+		text(t, home, listed, "1 once it closed", is("1"))
+	})
+
 	t.Run("approved comment reaches an open tab", func(t *testing.T) {
 		get(t, first, 10*time.Second, chromedp.Evaluate[bool](
 			`window.__events = []; Presence.on("event", function (m) { window.__events.push(m); }); true`))

@@ -52,7 +52,7 @@ switch ( $argv[2] ) {
 		break;
 	case 'options':
 		$out = array();
-		foreach ( array( 'presence_counter_server_url', 'presence_counter_publish_key', 'presence_counter_post_secret' ) as $name ) {
+		foreach ( array( 'presence_counter_server_url', 'presence_counter_publish_key', 'presence_counter_post_secret', 'presence_counter_archives' ) as $name ) {
 			$out[ $name ] = get_option( $name, null );
 		}
 		echo json_encode( $out );
