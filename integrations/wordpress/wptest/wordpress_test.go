@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -140,6 +141,20 @@ func contains(want string) func(string) bool {
 	return func(s string) bool { return strings.Contains(s, want) }
 }
 
+// screenshot saves the tab as PNG (quality 100: below it Chromium sends JPEG) under $PRESENCE_SCREENSHOTS, when that is
+// set: docs/ keeps the ones of a post and a home page made this way.
+func screenshot(t *testing.T, tab context.Context, name string) {
+	t.Helper()
+	dir := os.Getenv("PRESENCE_SCREENSHOTS")
+	if dir == "" {
+		return
+	}
+	png := get(t, tab, 30*time.Second, chromedp.FullScreenshot(100))
+	if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestWordPress uses the plugin as a site owner would, in a real WordPress:
 // install and activate it, configure it (refused inputs too), see a post's
 // counter live across two tabs, an approved comment reach an open tab as an
@@ -235,6 +250,7 @@ func TestWordPress(t *testing.T) {
 		run(t, second, 30*time.Second, chromedp.Navigate(postURL))
 		text(t, second, counter, "2 on the second tab", is("2"))
 		text(t, first, counter, "2 on the first tab", is("2"))
+		screenshot(t, first, "wordpress-post.png")
 		closeSecond()
 		text(t, first, counter, "1 once the second tab closed", is("1"))
 	})
@@ -248,11 +264,12 @@ func TestWordPress(t *testing.T) {
 		run(t, home, 30*time.Second, chromedp.Navigate(s.url+"/"))
 		listed := `.presence-counter-list [data-presence-viewers="` + post + `"]`
 		text(t, home, listed, "1 for the post the first tab views", is("1"))
-		text(t, home, ".presence-counter-list", "the wording", contains("1 viewing now"))
+		text(t, home, `.presence-counter-list:has([data-presence-viewers="`+post+`"])`, "the wording", is("1 viewing now"))
 		text(t, first, counter, "still 1 on the post: the home page watches only", is("1"))
 		second, closeSecond := newTab(t, browser)
 		run(t, second, 30*time.Second, chromedp.Navigate(postURL))
 		text(t, home, listed, "2 once a second tab views the post", is("2"))
+		screenshot(t, home, "wordpress-home.png")
 		closeSecond()
 		text(t, home, listed, "1 once it closed", is("1"))
 	})
