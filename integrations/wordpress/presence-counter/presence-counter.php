@@ -882,6 +882,41 @@ function presence_counter_post_title_block( $content, $block, $instance = null )
 add_filter( 'render_block_core/post-title', 'presence_counter_post_title_block', 10, 3 );
 
 /**
+ * Adds "Viewing now" to the Posts and Pages screens, so editors see which posts are
+ * being read right now. The widget watches the listed posts there; an editor's tab is
+ * no viewer of any of them.
+ *
+ * @param string[] $columns The list table's columns.
+ * @return string[]
+ */
+function presence_counter_admin_column( $columns ) {
+	if ( '' === presence_counter_server_url() ) {
+		return $columns;
+	}
+	$columns['presence_counter'] = __( 'Viewing now', 'presence-counter' );
+	return $columns;
+}
+add_filter( 'manage_posts_columns', 'presence_counter_admin_column' );
+add_filter( 'manage_pages_columns', 'presence_counter_admin_column' );
+
+/**
+ * Prints a listed post's live viewers in the "Viewing now" column; a dash for a post
+ * nobody can view yet (a draft, a scheduled or private post).
+ *
+ * @param string $column  The column being printed.
+ * @param int    $post_id The row's post.
+ */
+function presence_counter_admin_column_value( $column, $post_id ) {
+	if ( 'presence_counter' !== $column ) {
+		return;
+	}
+	$counter = 'publish' === get_post_status( $post_id ) ? presence_counter_render( $post_id, 'viewers' ) : '';
+	echo '' === $counter ? '&#8212;' : $counter; // phpcs:ignore WordPress.Security.EscapeOutput.OutputNotEscaped -- markup built with esc_attr().
+}
+add_action( 'manage_posts_custom_column', 'presence_counter_admin_column_value', 10, 2 );
+add_action( 'manage_pages_custom_column', 'presence_counter_admin_column_value', 10, 2 );
+
+/**
  * The [presence_viewers] shortcode.
  *
  * [presence_viewers] live viewers of the current post; [presence_viewers post="42"] of

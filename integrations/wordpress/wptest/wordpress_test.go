@@ -274,6 +274,14 @@ func TestWordPress(t *testing.T) {
 		text(t, home, listed, "1 once it closed", is("1"))
 	})
 
+	t.Run("viewing now on the Posts screen", func(t *testing.T) {
+		run(t, admin, 30*time.Second, chromedp.Navigate(s.url+"/wp-admin/edit.php"))
+		cell := `td.column-presence_counter [data-presence-viewers="` + post + `"]`
+		text(t, admin, cell, "1 for the post the first tab views", is("1"))
+		text(t, first, counter, "still 1 on the post: the editor's tab watches only", is("1"))
+		screenshot(t, admin, "wordpress-posts-column.png")
+	})
+
 	t.Run("approved comment reaches an open tab", func(t *testing.T) {
 		get(t, first, 10*time.Second, chromedp.Evaluate[bool](
 			`window.__events = []; Presence.on("event", function (m) { window.__events.push(m); }); true`))
