@@ -3,6 +3,8 @@ package hub
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -153,14 +155,17 @@ func (h *Hub) Join(wake func()) (*Client, error) {
 	return c, nil
 }
 
+// clientsLocked returns the connected clients, for work done on them after
+// h.mu is released. Callers hold h.mu.
+func (h *Hub) clientsLocked() []*Client {
+	return slices.Collect(maps.Values(h.sessions))
+}
+
 // WakeAll calls Wake on every client, so that every transport writer runs
 // once: a server that shuts down has its idle connections closed that way.
 func (h *Hub) WakeAll() {
 	h.mu.Lock()
-	clients := make([]*Client, 0, len(h.sessions))
-	for _, c := range h.sessions {
-		clients = append(clients, c)
-	}
+	clients := h.clientsLocked()
 	h.mu.Unlock()
 	for _, c := range clients {
 		c.Wake()
@@ -176,10 +181,7 @@ func (h *Hub) setStore(up bool, err error) {
 		return
 	}
 	h.storeDown = !up
-	clients := make([]*Client, 0, len(h.sessions))
-	for _, c := range h.sessions {
-		clients = append(clients, c)
-	}
+	clients := h.clientsLocked()
 	h.mu.Unlock()
 	if up {
 		h.log.Info("the store answers again; clients are told counts are live")
@@ -375,10 +377,7 @@ func (h *Hub) Refresh(ctx context.Context) {
 func (h *Hub) Shutdown(ctx context.Context) error {
 	h.mu.Lock()
 	h.closed = true
-	clients := make([]*Client, 0, len(h.sessions))
-	for _, c := range h.sessions {
-		clients = append(clients, c)
-	}
+	clients := h.clientsLocked()
 	h.mu.Unlock()
 	var sessions []presence.Session
 	for _, c := range clients {

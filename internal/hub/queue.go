@@ -86,14 +86,9 @@ type sentCount struct {
 	at  int            // index in pending of its unsent frame, or -1
 }
 
-// countOf returns the entry of post, or nil; callers hold qmu.
-func (c *Client) countOf(post presence.PostID) *sentCount {
-	for i := range c.counts {
-		if c.counts[i].cnt.Post == post {
-			return &c.counts[i]
-		}
-	}
-	return nil
+// countAt returns the index of post's entry, or -1; callers hold qmu.
+func (c *Client) countAt(post presence.PostID) int {
+	return slices.IndexFunc(c.counts, func(e sentCount) bool { return e.cnt.Post == post })
 }
 
 // enqueueCount queues a count frame unless the client already has this count,
@@ -105,11 +100,12 @@ func (c *Client) enqueueCount(cnt presence.Count, frame []byte) {
 	if c.closed {
 		return
 	}
-	e := c.countOf(cnt.Post)
-	if e == nil {
+	i := c.countAt(cnt.Post)
+	if i < 0 {
+		i = len(c.counts)
 		c.counts = append(c.counts, sentCount{at: -1})
-		e = &c.counts[len(c.counts)-1]
 	}
+	e := &c.counts[i]
 	last := e.cnt
 	if last.Seq != 0 && cnt.Seq <= last.Seq {
 		return
@@ -150,16 +146,12 @@ func (c *Client) push(frame []byte) {
 func (c *Client) forget(post presence.PostID) {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
-	for i, e := range c.counts {
-		if e.cnt.Post != post {
-			continue
-		}
-		if e.at >= 0 {
-			c.counts[i].cnt = presence.Count{Post: post}
-			return
-		}
+	switch i := c.countAt(post); {
+	case i < 0:
+	case c.counts[i].at >= 0:
+		c.counts[i].cnt = presence.Count{Post: post}
+	default:
 		c.counts = slices.Delete(c.counts, i, i+1)
-		return
 	}
 }
 
