@@ -123,8 +123,9 @@ func parse(args []string) (options, error) {
 			return o, err
 		}
 	}
-	if o.churn < 0 || o.churn > 0 && (o.churnFor <= 0 || o.churn*int(o.churnFor.Seconds()+0.5) > 10000) {
-		return o, errors.New("-churn must be 0 or positive, with -churn times -churn-for (s) at most 10000 closes")
+	// Each bound checked alone first, so that the product cannot overflow.
+	if o.churn < 0 || o.churn > 10000 || o.churn > 0 && (o.churnFor <= 0 || o.churnFor > time.Hour || o.churnViewers() < 1 || o.churnViewers() > 10000) {
+		return o, errors.New("-churn must be 0 or positive, with -churn times -churn-for (s) 1 to 10000 closes")
 	}
 	for _, s := range strings.Split(src, ",") {
 		if s = strings.TrimSpace(s); s == "" {
@@ -140,6 +141,10 @@ func parse(args []string) (options, error) {
 	}
 	return o, nil
 }
+
+// churnViewers is how many viewers the churn closes: -churn a second for
+// -churn-for.
+func (o options) churnViewers() int { return o.churn * int(o.churnFor.Seconds()+0.5) }
 
 // checkLoopback refuses a host:port that is not a loopback IP address: the
 // load generator is for a machine's own servers.

@@ -111,7 +111,7 @@ func checkLeftKeys(t *testing.T, k redisstore.Keys, keys []string) {
 	}
 }
 
-func TestParseStore(t *testing.T) {
+func TestParse(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
 		want string // in the error; "" for none
@@ -128,6 +128,16 @@ func TestParseStore(t *testing.T) {
 		{[]string{"-workers", "10"}, "-workers does not apply to the WebSocket mode"},
 		{[]string{"-store-redis", "redis://127.0.0.1:6379/0", "-workers", "0"}, "-workers must be"},
 		{[]string{"-store-redis", "redis://127.0.0.1:6379/0", "-workers", "4096", "-sessions", "10000"}, "at most 1000000"},
+		// The WebSocket mode's flags.
+		{[]string{"-server", "127.0.0.1:8080, 127.0.0.1:8081", "-redis", "127.0.0.1:6379", "-churn", "100", "-churn-for", "10s", "-probe", "-linger", "5s"}, ""},
+		{[]string{"-server", "127.0.0.1:8080,10.0.0.2:8080"}, "-server must be a loopback address"},
+		{[]string{"-server", " , "}, "names no server"},
+		{[]string{"-redis", "192.168.1.2:6379"}, "-redis must be a loopback address"},
+		{[]string{"-churn", "-1"}, "-churn must be"},
+		{[]string{"-churn", "100", "-churn-for", "0s"}, "-churn must be"},
+		{[]string{"-churn", "1001", "-churn-for", "10s"}, "-churn must be"},
+		{[]string{"-churn", "9223372036854775807", "-churn-for", "10s"}, "-churn must be"},
+		{[]string{"-store-redis", "redis://127.0.0.1:6379/0", "-churn", "10"}, "-churn does not apply to the store mode"},
 	} {
 		_, err := parse(tc.args)
 		switch {

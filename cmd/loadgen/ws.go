@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -159,6 +160,9 @@ func runWS(ctx context.Context, o options, out io.Writer) (wsResult, error) {
 
 func (r *wsRun) post(n int) string { return r.o.prefix + strconv.Itoa(n) }
 
+// churnPost is the post of the k-th churn viewer, alone on it.
+func (r *wsRun) churnPost(k int) string { return r.o.prefix + "c" + strconv.Itoa(k) }
+
 func (r *wsRun) since(t time.Time) time.Duration { return time.Since(t).Round(time.Millisecond) }
 
 // spread calls open(i) for i below n, at most rate a second and
@@ -272,9 +276,9 @@ func (r *wsRun) read(c *client) {
 // posts each, on server k+1 mod n. It returns once every watcher has seen
 // each of its posts at 1.
 func (r *wsRun) openChurn(ctx context.Context) (churners, watchers []*client, err error) {
-	n := r.o.churn * int(r.o.churnFor.Seconds()+0.5)
+	n := r.o.churnViewers()
 	ns := len(r.o.servers)
-	post := func(k int) string { return r.o.prefix + "c" + strconv.Itoa(k) }
+	post := r.churnPost
 	// Watchers first, so that no viewer's count is missed.
 	byServer := make([][]int, ns)
 	for k := range n {
@@ -464,16 +468,13 @@ func (r *wsRun) verify(ctx context.Context, clients []*client) []string {
 			want[c.post]++
 		}
 	}
-	for k := range r.o.churn * int(r.o.churnFor.Seconds()+0.5) {
-		want[r.o.prefix+"c"+strconv.Itoa(k)] += 0
-	}
-	posts := slices.Sorted(func(yield func(string) bool) {
-		for p := range want {
-			if !yield(p) {
-				return
-			}
+	// The churn's posts, their viewers closed, must be at 0.
+	for k := range r.o.churnViewers() {
+		if _, ok := want[r.churnPost(k)]; !ok {
+			want[r.churnPost(k)] = 0
 		}
-	})
+	}
+	posts := slices.Sorted(maps.Keys(want))
 	check := func() (wrong []string) {
 		bad := map[string]string{}
 		for _, c := range clients {
