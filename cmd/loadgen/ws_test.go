@@ -2,16 +2,12 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap/zaptest"
-
 	"github.com/presence/presence/internal/appserver"
+	"github.com/presence/presence/internal/apptest"
 	"github.com/presence/presence/internal/config"
 	"github.com/presence/presence/internal/redistest"
 )
@@ -19,32 +15,10 @@ import (
 // startServer runs an app server on srv's Redis and returns its address.
 func startServer(t *testing.T, srv *redistest.Server, prefix string) string {
 	t.Helper()
-	cfg := config.Config{RedisURL: srv.URL(), KeyPrefix: prefix, Coalesce: 50 * time.Millisecond}
-	as, err := appserver.New(t.Context(), appserver.Options{
-		Config:   cfg,
-		Registry: prometheus.NewRegistry(),
-		Log:      zaptest.NewLogger(t),
+	_, url := apptest.Serve(t, appserver.Options{
+		Config: config.Config{RedisURL: srv.URL(), KeyPrefix: prefix, Coalesce: 50 * time.Millisecond},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewUnstartedServer(as.API)
-	hs.Config = as.API.HTTPServer()
-	hs.Start()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = as.Run(ctx) }()
-	t.Cleanup(func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		_ = as.Hub.Shutdown(sctx)
-		_ = as.API.Shutdown(sctx)
-		hs.Close()
-		cancel()
-		<-done
-		as.Close()
-	})
-	return strings.TrimPrefix(hs.URL, "http://")
+	return strings.TrimPrefix(url, "http://")
 }
 
 // TestWSRunAcrossServers runs the WebSocket mode with every phase against

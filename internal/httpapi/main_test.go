@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -13,9 +12,9 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/presence/presence/internal/appserver"
+	"github.com/presence/presence/internal/apptest"
 	"github.com/presence/presence/internal/config"
 	"github.com/presence/presence/internal/httpapi"
 	"github.com/presence/presence/internal/hub"
@@ -84,41 +83,18 @@ func newApp(t *testing.T, o appOpts) *app {
 	}
 	o.api.AllowedOrigins = o.origins
 	reg := prometheus.NewRegistry()
-	as, err := appserver.New(context.Background(), appserver.Options{
+	as, url := apptest.Serve(t, appserver.Options{
 		Config:   cfg,
 		API:      o.api,
 		Hub:      hub.Config{QueueSize: o.queue, StoreCheck: o.check},
 		Bus:      redisstore.BusConfig{ProbeInterval: o.probe, ProbeTimeout: o.probe},
 		Redis:    rdb,
 		Registry: reg,
-		Log:      zaptest.NewLogger(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, api := as.Hub, as.API
-	// The server cmd/presence runs, with its timeouts.
-	srv := httptest.NewUnstartedServer(api)
-	srv.Config = api.HTTPServer()
-	srv.Start()
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = as.Run(ctx) }()
-	t.Cleanup(func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		_ = h.Shutdown(sctx)
-		_ = api.Shutdown(sctx)
-		srv.Close()
-		cancel()
-		<-done
-		as.Close()
 	})
 	if o.memory {
 		rdb = nil
 	}
-	return &app{URL: srv.URL, prefix: o.prefix, store: as.Store, redis: as.Redis, memory: as.Memory, rdb: rdb, hub: h, reg: reg}
+	return &app{URL: url, prefix: o.prefix, store: as.Store, redis: as.Redis, memory: as.Memory, rdb: rdb, hub: as.Hub, reg: reg}
 }
 
 // bothStores runs a test against the Redis store and the memory store: the

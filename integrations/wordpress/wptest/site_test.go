@@ -7,13 +7,11 @@ package wptest
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -24,10 +22,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap/zaptest"
-
 	"github.com/presence/presence/internal/appserver"
+	"github.com/presence/presence/internal/apptest"
 	"github.com/presence/presence/internal/config"
 	"github.com/presence/presence/internal/httpapi"
 )
@@ -266,31 +262,9 @@ func (s *site) pluginNotices() []string {
 // that lets origin connect and accepts publishKey.
 func startPresence(t *testing.T, origin, publishKey string) string {
 	t.Helper()
-	cfg := config.Config{Coalesce: 50 * time.Millisecond, GCPoll: 100 * time.Millisecond}
-	as, err := appserver.New(context.Background(), appserver.Options{
-		Config:   cfg,
-		API:      httpapi.Config{AllowedOrigins: []string{origin}, PublishKeys: []string{publishKey}},
-		Registry: prometheus.NewRegistry(),
-		Log:      zaptest.NewLogger(t),
+	_, url := apptest.Serve(t, appserver.Options{
+		Config: config.Config{Coalesce: 50 * time.Millisecond, GCPoll: 100 * time.Millisecond},
+		API:    httpapi.Config{AllowedOrigins: []string{origin}, PublishKeys: []string{publishKey}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewUnstartedServer(as.API)
-	hs.Config = as.API.HTTPServer()
-	hs.Start()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = as.Run(ctx) }()
-	t.Cleanup(func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		_ = as.Hub.Shutdown(sctx)
-		_ = as.API.Shutdown(sctx)
-		hs.Close()
-		cancel()
-		<-done
-		as.Close()
-	})
-	return hs.URL
+	return url
 }
