@@ -12,43 +12,12 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/presence/presence/internal/browsertest"
 	"github.com/presence/presence/internal/redistest"
 )
 
-// newBrowser starts Debian's headless Chromium with a fresh profile and the
-// flags that keep it off the network it cannot reach here.
-func newBrowser(t *testing.T) context.Context {
-	t.Helper()
-	bin := "/usr/bin/chromium"
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("chromium not found at %s: run scripts/test.sh (it installs it) or apt-get install chromium", bin)
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(bin),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.WindowSize(1000, 1400),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	bctx, cancelBrowser := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
-	// The first run on a context starts the browser; it lives as long as
-	// bctx, which must carry no timeout.
-	if err := chromedp.Do(bctx); err != nil {
-		cancelBrowser()
-		cancelAlloc()
-		t.Fatalf("start chromium: %v", err)
-	}
-	t.Cleanup(func() { cancelBrowser(); cancelAlloc() })
-	return bctx
-}
+// newBrowser starts the headless Chromium of the browser tests.
+func newBrowser(t *testing.T) context.Context { return browsertest.New(t) }
 
 // newTab opens a tab on url; cancel closes it.
 func newTab(t *testing.T, browser context.Context, url string) (context.Context, context.CancelFunc) {

@@ -12,39 +12,11 @@ import (
 
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+
+	"github.com/presence/presence/internal/browsertest"
 )
 
 const publishKey = "wordpress-test-publish-key-0123456789"
-
-// newBrowser starts Debian's headless Chromium with a fresh profile and the
-// flags that keep it off the network it cannot reach here.
-func newBrowser(t *testing.T) context.Context {
-	t.Helper()
-	need(t, "/usr/bin/chromium")
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath("/usr/bin/chromium"),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.WindowSize(1200, 1400),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	bctx, cancelBrowser := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
-	if err := chromedp.Do(bctx); err != nil {
-		cancelBrowser()
-		cancelAlloc()
-		t.Fatalf("start chromium: %v", err)
-	}
-	t.Cleanup(func() { cancelBrowser(); cancelAlloc() })
-	return bctx
-}
 
 // newTab opens a tab that accepts every JavaScript dialog (WordPress asks
 // with confirm() before some actions) and logs what it said.
@@ -172,7 +144,7 @@ func TestWordPress(t *testing.T) {
 	s.installPlugin(t)
 	post := s.fixture(t, "post", "A post with a counter", `<!-- wp:shortcode -->[presence_viewers] reading now<!-- /wp:shortcode -->`)
 
-	browser := newBrowser(t)
+	browser := browsertest.New(t, chromedp.WindowSize(1200, 1400))
 	admin, closeAdmin := newTab(t, browser)
 	defer closeAdmin()
 	const plugin = `tr[data-plugin="presence-counter/presence-counter.php"]`
