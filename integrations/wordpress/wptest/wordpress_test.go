@@ -105,6 +105,28 @@ func text(t *testing.T, tab context.Context, sel, what string, ok func(string) b
 	}
 }
 
+// attr waits until the element has a non-empty property name (value,
+// href), and returns it. It reads in one evaluation, again until it works:
+// wp-admin's screens rewrite their URL once loaded, and a node looked up
+// before that can be gone by the time it is read.
+func attr(t *testing.T, tab context.Context, sel, name string) string {
+	t.Helper()
+	js := fmt.Sprintf(`(function(){var e=document.querySelector(%q);return e&&e[%q]?String(e[%q]):""})()`, sel, name, name)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(tab, 2*time.Second)
+		v, _ := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+		cancel()
+		if v != "" {
+			return v
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s has no %s within 15s; %s", sel, name, where(tab))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func is(want string) func(string) bool {
 	return func(s string) bool { return strings.TrimSpace(s) == want }
 }
@@ -260,11 +282,8 @@ func TestWordPress(t *testing.T) {
 		comment := s.fixture(t, "pending-comment", post)
 		// Approve as a moderator does, from the comments screen's link.
 		run(t, admin, 30*time.Second, chromedp.Navigate(s.url+"/wp-admin/edit-comments.php?comment_status=moderated"))
-		href := get(t, admin, 30*time.Second, chromedp.AttributeValue(css("#comment-"+comment+" .approve a"), "href")).Value
-		if href == "" {
-			t.Fatal("no approve link for the pending comment")
-		}
-		run(t, admin, 30*time.Second, chromedp.Navigate(absolute(s.url+"/wp-admin/", href)))
+		href := attr(t, admin, "#comment-"+comment+" .approve a", "href") // the property: an absolute URL
+		run(t, admin, 30*time.Second, chromedp.Navigate(href))
 		var got string
 		deadline := time.Now().Add(15 * time.Second)
 		for !strings.Contains(got, `"name":"comment"`) {
@@ -287,7 +306,7 @@ func TestWordPress(t *testing.T) {
 		)
 		// The delete link asks with confirm() and deletes over Ajax; the
 		// bulk action's screen is the same deletion without script.
-		nonce := get(t, admin, 30*time.Second, chromedp.Value(css(`#bulk-action-form input[name="_wpnonce"]`)))
+		nonce := attr(t, admin, `#bulk-action-form input[name="_wpnonce"]`, "value")
 		run(t, admin, 60*time.Second,
 			chromedp.Navigate(s.url+"/wp-admin/plugins.php?action=delete-selected&checked%5B%5D=presence-counter%2Fpresence-counter.php&_wpnonce="+nonce),
 			chromedp.Click(css(`input#submit[value*="delete"]`)),
@@ -319,12 +338,4 @@ func (s *site) options(t *testing.T) map[string]any {
 		t.Fatal(err)
 	}
 	return out
-}
-
-// absolute resolves a link's href against base.
-func absolute(base, href string) string {
-	if strings.HasPrefix(href, "http://") || strings.HasPrefix(href, "https://") {
-		return href
-	}
-	return fmt.Sprintf("%s%s", base, strings.TrimPrefix(href, "/wp-admin/"))
 }
