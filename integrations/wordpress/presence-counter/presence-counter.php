@@ -2,12 +2,13 @@
 /**
  * Plugin Name:       Presence Counter
  * Description:       Shows "N people are viewing this post" live, counted by your Presence server.
- * Version:           0.4.0
+ * Version:           0.5.0
  * Requires at least: 6.0
  * Requires PHP:      7.4
  * License:           GPL-2.0-or-later
  * License URI:       https://www.gnu.org/licenses/gpl-2.0.html
  * Text Domain:       presence-counter
+ * Domain Path:       /languages
  *
  * @package Presence_Counter
  */
@@ -20,7 +21,10 @@ define( 'PRESENCE_COUNTER_PUBLISH_KEY_CLEAR', 'presence_counter_publish_key_clea
 define( 'PRESENCE_COUNTER_POST_SECRET_OPTION', 'presence_counter_post_secret' );
 define( 'PRESENCE_COUNTER_POST_SECRET_CLEAR', 'presence_counter_post_secret_clear' );
 define( 'PRESENCE_COUNTER_ARCHIVES_OPTION', 'presence_counter_archives' );
+define( 'PRESENCE_COUNTER_SINGLE_OPTION', 'presence_counter_single' );
 define( 'PRESENCE_COUNTER_HANDLE', 'presence-counter-widget' );
+define( 'PRESENCE_COUNTER_WORDS_HANDLE', 'presence-counter-words' );
+define( 'PRESENCE_COUNTER_VERSION', '0.5.0' );
 // The server refuses larger publish bodies with 413 (MaxEventBody in internal/httpapi/publish.go).
 define( 'PRESENCE_COUNTER_MAX_EVENT_BYTES', 16384 );
 
@@ -385,6 +389,32 @@ function presence_counter_register_settings() {
 		array( 'label_for' => PRESENCE_COUNTER_POST_SECRET_OPTION )
 	);
 
+	add_settings_section(
+		'presence_counter_counters',
+		__( 'Counters', 'presence-counter' ),
+		'__return_false',
+		'presence-counter'
+	);
+	register_setting(
+		'presence_counter',
+		PRESENCE_COUNTER_SINGLE_OPTION,
+		array(
+			'type'              => 'string',
+			'description'       => __( 'Where single posts show their live viewers.', 'presence-counter' ),
+			'sanitize_callback' => 'presence_counter_sanitize_single',
+			'default'           => 'after',
+			'show_in_rest'      => false,
+		)
+	);
+	add_settings_field(
+		PRESENCE_COUNTER_SINGLE_OPTION,
+		__( 'On single posts', 'presence-counter' ),
+		'presence_counter_render_single_field',
+		'presence-counter',
+		'presence_counter_counters',
+		array( 'label_for' => PRESENCE_COUNTER_SINGLE_OPTION )
+	);
+
 	register_setting(
 		'presence_counter',
 		PRESENCE_COUNTER_ARCHIVES_OPTION,
@@ -401,7 +431,7 @@ function presence_counter_register_settings() {
 		__( 'Lists of posts', 'presence-counter' ),
 		'presence_counter_render_archives_field',
 		'presence-counter',
-		'presence_counter_server',
+		'presence_counter_counters',
 		array( 'label_for' => PRESENCE_COUNTER_ARCHIVES_OPTION )
 	);
 
@@ -435,6 +465,58 @@ function presence_counter_register_settings() {
 add_action( 'admin_init', 'presence_counter_register_settings' );
 
 /**
+ * Keeps the single posts setting to its three values; anything else is the default.
+ *
+ * @param mixed $value Submitted value.
+ * @return string 'after', 'before' or 'off'.
+ */
+function presence_counter_sanitize_single( $value ) {
+	return in_array( $value, array( 'before', 'off' ), true ) ? $value : 'after';
+}
+
+/**
+ * Where single posts show their counter: 'after' or 'before' the content, or 'off'.
+ *
+ * @return string
+ */
+function presence_counter_single_placement() {
+	return presence_counter_sanitize_single( get_option( PRESENCE_COUNTER_SINGLE_OPTION, 'after' ) );
+}
+
+/**
+ * Prints a select of a setting's values.
+ *
+ * @param string   $option  Option name, also the select's id and name.
+ * @param string   $current The value selected.
+ * @param string[] $choices Labels by value, not yet escaped.
+ */
+function presence_counter_render_select( $option, $current, $choices ) {
+	printf( '<select id="%1$s" name="%1$s">', esc_attr( $option ) );
+	foreach ( $choices as $value => $label ) {
+		printf( '<option value="%s"%s>%s</option>', esc_attr( $value ), $current === $value ? ' selected="selected"' : '', esc_html( $label ) );
+	}
+	echo '</select>';
+}
+
+/**
+ * Prints the single posts setting.
+ */
+function presence_counter_render_single_field() {
+	presence_counter_render_select(
+		PRESENCE_COUNTER_SINGLE_OPTION,
+		presence_counter_single_placement(),
+		array(
+			'after'  => __( 'After the content', 'presence-counter' ),
+			'before' => __( 'Before the content', 'presence-counter' ),
+			'off'    => __( 'Off', 'presence-counter' ),
+		)
+	);
+	echo '<p class="description">';
+	echo esc_html__( 'On every single post, "N people are viewing this post", live, with no post or template to edit. Posts that already show a Presence counter block or [presence_viewers] get no second one.', 'presence-counter' );
+	echo '</p>';
+}
+
+/**
  * Keeps the archives setting to its two values; anything else is the default.
  *
  * @param mixed $value Submitted value.
@@ -448,18 +530,16 @@ function presence_counter_sanitize_archives( $value ) {
  * Prints the archives setting.
  */
 function presence_counter_render_archives_field() {
-	$value = presence_counter_archive_counters() ? 'title' : 'off';
-	printf( '<select id="%1$s" name="%1$s">', esc_attr( PRESENCE_COUNTER_ARCHIVES_OPTION ) );
-	foreach (
+	presence_counter_render_select(
+		PRESENCE_COUNTER_ARCHIVES_OPTION,
+		presence_counter_archive_counters() ? 'title' : 'off',
 		array(
-			'title' => __( 'After each post\'s title', 'presence-counter' ),
+			'title' => __( 'After each post\'s title or excerpt', 'presence-counter' ),
 			'off'   => __( 'Off', 'presence-counter' ),
-		) as $option => $label
-	) {
-		printf( '<option value="%s"%s>%s</option>', esc_attr( $option ), $value === $option ? ' selected="selected"' : '', esc_html( $label ) );
-	}
-	echo '</select><p class="description">';
-	echo esc_html__( 'On the home page, archives and search results of block themes, each post\'s live viewers after its title, without counting the visitor as a viewer.', 'presence-counter' );
+		)
+	);
+	echo '<p class="description">';
+	echo esc_html__( 'On the home page, archives and search results, each post\'s live viewers, without counting the visitor as a viewer: after the title in block themes, after the excerpt (or the content) in classic themes.', 'presence-counter' );
 	echo '</p>';
 }
 
@@ -627,7 +707,7 @@ function presence_counter_render_settings_page() {
 	submit_button();
 	echo '</form>';
 	echo '<p>';
-	echo esc_html__( 'Show counts with the [presence_viewers] shortcode, [presence_viewers views="1"] for total views, or presence_counter_viewers() and presence_counter_views() in a theme.', 'presence-counter' );
+	echo esc_html__( 'Anywhere else, show counts with the "Presence counter" block (also inside a Query Loop, where each post gets its own), the [presence_viewers] shortcode, [presence_viewers views="1"] for total views, or presence_counter_viewers() and presence_counter_views() in a theme.', 'presence-counter' );
 	echo '</p>';
 	echo '</div>';
 }
@@ -794,25 +874,103 @@ function presence_counter_script_loader_tag( $tag, $handle ) {
 add_filter( 'script_loader_tag', 'presence_counter_script_loader_tag', 10, 2 );
 
 /**
- * Markup of one counter. The widget replaces the 0 with the live count.
+ * Markup of one counter. The widget replaces the number with the live count.
  *
  * With a post secret the counter carries its post's token in data-presence-token, so
  * the server accepts the posts an archive or widget shows as well as the viewed one.
  *
- * @param string $key  A key from presence_counter_post_key().
- * @param string $kind 'viewers' or 'views'.
+ * @param string $key     A key from presence_counter_post_key().
+ * @param string $kind    'viewers' or 'views'.
+ * @param int    $initial The number shown until the live count arrives.
  * @return string
  */
-function presence_counter_counter_markup( $key, $kind ) {
+function presence_counter_counter_markup( $key, $kind, $initial = 0 ) {
 	$kind  = ( 'views' === $kind ) ? 'views' : 'viewers';
 	$token = presence_counter_token( $key );
 	return sprintf(
-		'<span class="%1$s" data-presence-%2$s="%3$s"%4$s>0</span>',
+		'<span class="%1$s" data-presence-%2$s="%3$s"%4$s>%5$d</span>',
 		esc_attr( 'presence-' . $kind ),
 		esc_attr( $kind ),
 		esc_attr( $key ),
-		'' === $token ? '' : ' data-presence-token="' . esc_attr( $token ) . '"'
+		'' === $token ? '' : ' data-presence-token="' . esc_attr( $token ) . '"',
+		(int) $initial
 	);
+}
+
+/**
+ * The words around a count, with %s where the number goes, in the plural form for $n.
+ *
+ * words.js holds the same strings, so that the words change with the number in the
+ * page ("1 person is", "2 people are"), in the visitor's language.
+ *
+ * @param string $kind    'viewers' or 'views'.
+ * @param string $wording 'sentence', 'short' or 'number'.
+ * @param int    $n       The number the words are for.
+ * @return string
+ */
+function presence_counter_wording( $kind, $wording, $n ) {
+	if ( 'number' === $wording ) {
+		return '%s';
+	}
+	if ( 'views' === $kind ) {
+		return 'short' === $wording
+			/* translators: %s: the number of times a post has been viewed */
+			? _n( '%s view', '%s views', $n, 'presence-counter' )
+			/* translators: %s: the number of times a post has been viewed */
+			: _n( 'This post has been viewed %s time', 'This post has been viewed %s times', $n, 'presence-counter' );
+	}
+	return 'short' === $wording
+		/* translators: %s: the live number of people viewing a post */
+		? _n( '%s viewing now', '%s viewing now', $n, 'presence-counter' )
+		/* translators: %s: the live number of people viewing a post */
+		: _n( '%s person is viewing this post', '%s people are viewing this post', $n, 'presence-counter' );
+}
+
+/**
+ * A counter in its words: "<span>1</span> person is viewing this post", in an element
+ * that words.js rewords whenever the widget changes the number.
+ *
+ * @param string $key     A key from presence_counter_post_key().
+ * @param string $kind    'viewers' or 'views'.
+ * @param string $wording 'sentence', 'short' or 'number'.
+ * @param int    $initial The number shown until the live count arrives.
+ * @return string
+ */
+function presence_counter_words_markup( $key, $kind, $wording, $initial ) {
+	$counter = presence_counter_counter_markup( $key, $kind, $initial );
+	if ( 'number' === $wording ) {
+		return $counter;
+	}
+	presence_counter_enqueue_words();
+	// Split rather than sprintf(): a translation may hold other % signs, and the
+	// counter's markup must not pass through esc_html().
+	$parts = preg_split( '/%(?:1\$)?s/', presence_counter_wording( $kind, $wording, $initial ), 2 );
+	return sprintf(
+		'<span class="presence-counter-words" data-presence-words="%1$s %2$s">%3$s%4$s%5$s</span>',
+		esc_attr( 'views' === $kind ? 'views' : 'viewers' ),
+		esc_attr( $wording ),
+		esc_html( $parts[0] ),
+		$counter,
+		esc_html( isset( $parts[1] ) ? $parts[1] : '' )
+	);
+}
+
+/**
+ * Registers words.js, which keeps the words around counters in step with their number;
+ * the block's editor script uses its words too.
+ */
+function presence_counter_register_words() {
+	wp_register_script( PRESENCE_COUNTER_WORDS_HANDLE, plugins_url( 'words.js', __FILE__ ), array( 'wp-i18n' ), PRESENCE_COUNTER_VERSION, true );
+	wp_set_script_translations( PRESENCE_COUNTER_WORDS_HANDLE, 'presence-counter', plugin_dir_path( __FILE__ ) . 'languages' );
+}
+add_action( 'init', 'presence_counter_register_words' );
+
+/**
+ * Enqueues words.js for the counters on this page.
+ */
+function presence_counter_enqueue_words() {
+	presence_counter_register_words(); // WordPress keeps the first registration.
+	wp_enqueue_script( PRESENCE_COUNTER_WORDS_HANDLE );
 }
 
 /**
@@ -840,22 +998,17 @@ function presence_counter_archive_counters() {
 }
 
 /**
- * The live viewers of a listed post, worded so that no plural is needed while the
- * number changes in the page; '' when there is nothing to count.
+ * The live viewers of a listed post, "N viewing now"; '' when there is nothing to count.
  *
  * @param int $post_id Post ID.
  * @return string
  */
 function presence_counter_archive_markup( $post_id ) {
-	$counter = presence_counter_render( $post_id, 'viewers' );
-	if ( '' === $counter ) {
+	$key = presence_counter_post_key( $post_id );
+	if ( '' === $key || ! presence_counter_enqueue_widget() ) {
 		return '';
 	}
-	return '<p class="presence-counter-list">' . sprintf(
-		/* translators: %s: the live number of people viewing a post */
-		esc_html__( '%s viewing now', 'presence-counter' ),
-		$counter
-	) . '</p>';
+	return '<p class="presence-counter-list">' . presence_counter_words_markup( $key, 'viewers', 'short', 0 ) . '</p>';
 }
 
 /**
@@ -880,6 +1033,191 @@ function presence_counter_post_title_block( $content, $block, $instance = null )
 	return $content . presence_counter_archive_markup( $post_id );
 }
 add_filter( 'render_block_core/post-title', 'presence_counter_post_title_block', 10, 3 );
+
+/**
+ * Whether the post's content already shows a counter of its own, the block or the
+ * shortcode, so that no second one is added.
+ *
+ * @param int $post_id Post ID.
+ * @return bool
+ */
+function presence_counter_has_own_counter( $post_id ) {
+	$post = get_post( $post_id );
+	if ( ! $post ) {
+		return false;
+	}
+	return has_block( 'presence-counter/counter', $post ) || has_shortcode( $post->post_content, 'presence_viewers' );
+}
+
+/**
+ * Adds the counter to a post's content where the settings ask for it: before or after
+ * the content of the viewed single post, and after each post's content in the lists of
+ * classic themes that show whole posts.
+ *
+ * Priority 20, after blocks, paragraphs and shortcodes are rendered, so the markup is
+ * left as it is.
+ *
+ * @param string $content The post's content as HTML.
+ * @return string
+ */
+function presence_counter_the_content( $content ) {
+	// the_content also runs to make excerpts (for feeds, meta descriptions): no counter
+	// there, as only its words would be left.
+	if ( is_admin() || is_feed() || doing_filter( 'get_the_excerpt' ) ) {
+		return $content;
+	}
+	$post_id = (int) get_the_ID();
+	if ( 0 === $post_id ) {
+		return $content;
+	}
+	if ( is_singular() ) {
+		$where = presence_counter_single_placement();
+		/**
+		 * Filters the post types whose single view gets the automatic counter.
+		 *
+		 * @param string[] $post_types Default array( 'post' ).
+		 */
+		$types = (array) apply_filters( 'presence_counter_single_post_types', array( 'post' ) );
+		if ( 'off' === $where || ! is_main_query() || get_queried_object_id() !== $post_id
+			|| ! in_array( get_post_type( $post_id ), $types, true ) || presence_counter_has_own_counter( $post_id ) ) {
+			return $content;
+		}
+		$key = presence_counter_post_key( $post_id );
+		if ( '' === $key || ! presence_counter_enqueue_widget() ) {
+			return $content;
+		}
+		// 1, not 0, until the count arrives: the visitor is one.
+		$counter = '<p class="presence-counter">' . presence_counter_words_markup( $key, 'viewers', 'sentence', 1 ) . '</p>';
+		return 'before' === $where ? $counter . $content : $content . $counter;
+	}
+	// Block themes have theirs after the title; the_content can run for any post there.
+	if ( wp_is_block_theme() || ! in_the_loop() || ! presence_counter_archive_counters() ) {
+		return $content;
+	}
+	return $content . presence_counter_archive_markup( $post_id );
+}
+add_filter( 'the_content', 'presence_counter_the_content', 20 );
+
+/**
+ * Adds each listed post's live viewers after its excerpt in classic themes, which list
+ * posts with the_excerpt() (twentytwentyone by default). WordPress removes shortcodes
+ * from excerpts, so such lists had no counter unless a theme was edited.
+ *
+ * @param string $excerpt The excerpt as HTML.
+ * @return string
+ */
+function presence_counter_the_excerpt( $excerpt ) {
+	if ( is_singular() || is_admin() || is_feed() || wp_is_block_theme() || ! in_the_loop() || ! presence_counter_archive_counters() ) {
+		return $excerpt;
+	}
+	$post_id = (int) get_the_ID();
+	return 0 === $post_id ? $excerpt : $excerpt . presence_counter_archive_markup( $post_id );
+}
+add_filter( 'the_excerpt', 'presence_counter_the_excerpt', 20 );
+
+/*
+ * The block.
+ */
+
+/**
+ * Registers the "Presence counter" block from block/block.json.
+ */
+function presence_counter_register_block() {
+	register_block_type(
+		__DIR__ . '/block',
+		array( 'render_callback' => 'presence_counter_render_block' )
+	);
+}
+add_action( 'init', 'presence_counter_register_block' );
+
+/**
+ * How many Query Loop post templates are being rendered around the current block.
+ *
+ * Blocks inside a Query Loop and blocks at the top of a template or a widget area get
+ * the same context, the postId of the global post; only the post template around the
+ * first tells that its post is meant.
+ *
+ * @param int $delta 1 when a post template starts rendering, -1 when it ends, 0 to read.
+ * @return int
+ */
+function presence_counter_post_template_depth( $delta = 0 ) {
+	static $depth = 0;
+	$depth = max( 0, $depth + (int) $delta );
+	return $depth;
+}
+
+/**
+ * Notes that a Query Loop's post template starts rendering.
+ *
+ * render_block_data runs for every block that is rendered, and is followed by the
+ * block's render_block_{name} filter, which ends it below.
+ *
+ * @param array $parsed_block The block about to be rendered.
+ * @return array The block, unchanged.
+ */
+function presence_counter_post_template_starts( $parsed_block ) {
+	if ( is_array( $parsed_block ) && isset( $parsed_block['blockName'] ) && 'core/post-template' === $parsed_block['blockName'] ) {
+		presence_counter_post_template_depth( 1 );
+	}
+	return $parsed_block;
+}
+add_filter( 'render_block_data', 'presence_counter_post_template_starts' );
+
+/**
+ * Notes that a Query Loop's post template has been rendered.
+ *
+ * @param string $content The post template's HTML.
+ * @return string The HTML, unchanged.
+ */
+function presence_counter_post_template_ends( $content ) {
+	presence_counter_post_template_depth( -1 );
+	return $content;
+}
+add_filter( 'render_block_core/post-template', 'presence_counter_post_template_ends' );
+
+/**
+ * The post a block counts: the post of its Query Loop row, the post being shown in a
+ * loop, or the single post being viewed; 0 anywhere else, such as a widget area of an
+ * archive, where no one post is meant.
+ *
+ * @param WP_Block|null $block The block instance.
+ * @return int
+ */
+function presence_counter_block_post_id( $block ) {
+	$context = ( $block instanceof WP_Block ) ? $block->context : array();
+	if ( presence_counter_post_template_depth() > 0 && isset( $context['postId'] ) ) {
+		return (int) $context['postId'];
+	}
+	if ( in_the_loop() ) {
+		return (int) get_the_ID();
+	}
+	return is_singular() ? (int) get_queried_object_id() : 0;
+}
+
+/**
+ * Renders the "Presence counter" block; '' while no server is set or there is no post.
+ *
+ * @param array         $attributes kind ('viewers' or 'views') and wording ('sentence', 'short' or 'number').
+ * @param string        $content    Unused: the block has no inner content.
+ * @param WP_Block|null $block      The block instance; its context names the post.
+ * @return string
+ */
+function presence_counter_render_block( $attributes, $content = '', $block = null ) {
+	$post_id = presence_counter_block_post_id( $block );
+	$key     = $post_id ? presence_counter_post_key( $post_id ) : '';
+	if ( '' === $key || ! presence_counter_enqueue_widget() ) {
+		return '';
+	}
+	$kind    = ( isset( $attributes['kind'] ) && 'views' === $attributes['kind'] ) ? 'views' : 'viewers';
+	$wording = ( isset( $attributes['wording'] ) && in_array( $attributes['wording'], array( 'short', 'number' ), true ) ) ? $attributes['wording'] : 'sentence';
+	// 1 for the viewed post's viewers, the visitor being one; 0 until the count arrives otherwise.
+	$initial = ( 'viewers' === $kind && presence_counter_viewed_key() === $key ) ? 1 : 0;
+	return sprintf(
+		'<p %s>%s</p>',
+		get_block_wrapper_attributes( array( 'class' => 'presence-counter' ) ),
+		presence_counter_words_markup( $key, $kind, $wording, $initial )
+	);
+}
 
 /**
  * Adds "Viewing now" to the Posts and Pages screens, so editors see which posts are

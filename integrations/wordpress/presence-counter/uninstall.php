@@ -8,7 +8,7 @@
 defined( 'WP_UNINSTALL_PLUGIN' ) || exit;
 
 // The publish key and post secret go too: a secret should not outlive the plugin that used it.
-$presence_counter_options = array( 'presence_counter_server_url', 'presence_counter_publish_key', 'presence_counter_post_secret', 'presence_counter_archives' );
+$presence_counter_options = array( 'presence_counter_server_url', 'presence_counter_publish_key', 'presence_counter_post_secret', 'presence_counter_archives', 'presence_counter_single' );
 
 if ( is_multisite() ) {
 	// The options are stored per site, and a network-activated plugin may have them on every site.

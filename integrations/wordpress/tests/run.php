@@ -84,6 +84,16 @@ function t_reset( array $over = array() ) {
 			),
 			'remote_posts'   => array(), // array(url, args) per wp_remote_post() call
 			'remote_return'  => null,    // what wp_remote_post() returns; null: a non-blocking reply
+			'in_the_loop'    => false,
+			'main_query'     => true,
+			'feed'           => false,
+			'admin'          => false,
+			'block_theme'    => true,
+			'doing'          => array(), // filters running, innermost last
+			'post_content'   => array(), // post id => content
+			'plurals'        => array(),
+			'blocks'         => array(),
+			'script_translations' => array(),
 		),
 		$over
 	);
@@ -316,6 +326,13 @@ function esc_attr__( $text, $domain = 'default' ) {
 	return esc_attr( __( $text, $domain ) );
 }
 
+/** English plural forms; $GLOBALS['t']['plurals'][ $single ] = array( one, other ) stands for a translation. */
+function _n( $single, $plural, $number, $domain = 'default' ) {
+	$GLOBALS['t_domains'][ $domain ] = true;
+	$forms = $GLOBALS['t']['plurals'][ $single ] ?? array( $single, $plural );
+	return 1 === (int) $number ? $forms[0] : $forms[1];
+}
+
 function wp_allowed_protocols() {
 	return array( 'http', 'https', 'ftp', 'ftps', 'mailto', 'news', 'irc', 'irc6', 'ircs', 'gopher', 'nntp', 'feed', 'telnet', 'mms', 'rtsp', 'sms', 'svn', 'tel', 'fax', 'xmpp', 'webcal', 'urn' );
 }
@@ -391,6 +408,72 @@ function get_queried_object_id() {
 
 function get_the_ID() { // phpcs:ignore WordPress.NamingConventions.ValidFunctionName
 	return $GLOBALS['t']['the_id'];
+}
+
+function in_the_loop() {
+	return $GLOBALS['t']['in_the_loop'];
+}
+
+function is_main_query() {
+	return $GLOBALS['t']['main_query'];
+}
+
+function is_feed() {
+	return $GLOBALS['t']['feed'];
+}
+
+function is_admin() {
+	return $GLOBALS['t']['admin'];
+}
+
+function wp_is_block_theme() {
+	return $GLOBALS['t']['block_theme'];
+}
+
+/** Which filters are running, as WordPress's $wp_current_filter stack says. */
+function doing_filter( $hook_name = null ) {
+	return in_array( $hook_name, $GLOBALS['t']['doing'], true );
+}
+
+function has_shortcode( $content, $tag ) {
+	return false !== strpos( (string) $content, '[' . $tag );
+}
+
+function has_block( $block_name, $post = null ) {
+	$p = get_post( $post );
+	return $p && false !== strpos( $p->post_content, '<!-- wp:' . $block_name . ' ' );
+}
+
+function get_block_wrapper_attributes( $extra = array() ) {
+	return 'class="wp-block-presence-counter-counter ' . esc_attr( $extra['class'] ?? '' ) . '"';
+}
+
+function register_block_type( $block_type, $args = array() ) {
+	$GLOBALS['t']['blocks'][ $block_type ] = $args;
+	return true;
+}
+
+/** The part of WP_Block the plugin reads. */
+class WP_Block {
+	/** @var array */
+	public $context;
+
+	public function __construct( array $context ) {
+		$this->context = $context;
+	}
+}
+
+function plugins_url( $path = '', $plugin = '' ) {
+	return 'https://www.example.org/wp-content/plugins/presence-counter/' . $path;
+}
+
+function plugin_dir_path( $file ) {
+	return dirname( $file ) . '/';
+}
+
+function wp_set_script_translations( $handle, $domain = 'default', $path = '' ) {
+	$GLOBALS['t']['script_translations'][ $handle ] = array( $domain, $path );
+	return true;
 }
 
 function is_multisite() {
@@ -607,6 +690,7 @@ function get_post( $post = null ) {
 		'post_status'   => $GLOBALS['t']['post_status'][ $id ],
 		'post_type'     => $GLOBALS['t']['post_type'][ $id ] ?? 'post',
 		'post_password' => $GLOBALS['t']['post_password'][ $id ] ?? '',
+		'post_content'  => $GLOBALS['t']['post_content'][ $id ] ?? '',
 	);
 }
 
@@ -704,7 +788,7 @@ run(
 		$head = file_get_contents( $plugin_file, false, null, 0, 8192 );
 		$want = array(
 			'Plugin Name'       => 'Presence Counter',
-			'Version'           => '0.4.0',
+			'Version'           => '0.5.0',
 			'Requires at least' => '6.0',
 			'Requires PHP'      => '7.4',
 			'License'           => 'GPL-2.0-or-later',
@@ -720,8 +804,8 @@ run(
 
 		$readme = file_get_contents( dirname( $plugin_file ) . '/readme.txt' );
 		$stable = preg_match( '/^Stable tag:\s*(\S+)\s*$/mi', $readme, $m ) ? $m[1] : null;
-		check_same( '0.4.0', $stable, 'readme Stable tag matches the Version' );
-		check( false !== strpos( $readme, '= 0.4.0 =' ), 'readme changelog has 0.4.0' );
+		check_same( '0.5.0', $stable, 'readme Stable tag matches the Version' );
+		check( false !== strpos( $readme, '= 0.5.0 =' ), 'readme changelog has 0.5.0' );
 	}
 );
 
@@ -967,7 +1051,7 @@ run(
 		check_same( 'presence_counter_sanitize_post_secret', $GLOBALS['t']['settings'][ $opt ]['args']['sanitize_callback'] ?? null, 'sanitize_callback' );
 		check_same( false, $GLOBALS['t']['settings'][ $opt ]['args']['show_in_rest'] ?? null, 'not in the REST API' );
 		check_same(
-			array( 'presence_counter_server_url', $opt, 'presence_counter_archives', 'presence_counter_publish_key' ),
+			array( 'presence_counter_server_url', $opt, 'presence_counter_single', 'presence_counter_archives', 'presence_counter_publish_key' ),
 			array_keys( $GLOBALS['t']['settings'] ),
 			'registered after the server URL, and the URL before the publish key'
 		);
@@ -2147,6 +2231,8 @@ run(
 						'presence_counter_server_url'  => T_SERVER,
 						'presence_counter_publish_key' => T_KEY,
 						'presence_counter_post_secret' => T_SECRET,
+						'presence_counter_archives'    => 'off',
+						'presence_counter_single'      => 'before',
 						'blogname'                     => 'Site',
 					),
 				),
@@ -2186,6 +2272,125 @@ run(
 			'options deleted on every site'
 		);
 		check_same( 2, $GLOBALS['t']['blog_id'], 'current site restored' );
+	}
+);
+
+run(
+	'automatic counter on single posts',
+	function () {
+		$single = array(
+			'options'      => array( 1 => array( 'presence_counter_server_url' => T_SERVER ) ),
+			'singular'     => true,
+			'queried_id'   => 7,
+			'the_id'       => 7,
+			'post_status'  => array( 7 => 'publish', 8 => 'publish' ),
+			'post_content' => array( 7 => '<p>Text</p>' ),
+		);
+		t_reset( $single );
+		$got = apply_filters( 'the_content', '<p>Text</p>' );
+		check_same(
+			'<p>Text</p><p class="presence-counter"><span class="presence-counter-words" data-presence-words="viewers sentence"><span class="presence-viewers" data-presence-viewers="7">1</span> person is viewing this post</span></p>',
+			$got,
+			'after the content by default, 1 (the visitor) until the count arrives'
+		);
+		check( isset( $GLOBALS['t']['enqueued'][ T_HANDLE ] ), 'the widget is enqueued' );
+		check_same( array( 'wp-i18n' ), $GLOBALS['t']['registered']['presence-counter-words']['deps'] ?? null, 'words.js, on wp-i18n' );
+		check_same( 'presence-counter', $GLOBALS['t']['script_translations']['presence-counter-words'][0] ?? null, 'words.js has the plugin\'s translations' );
+
+		t_reset( array_replace_recursive( $single, array( 'options' => array( 1 => array( 'presence_counter_single' => 'before' ) ) ) ) );
+		check( 0 === strpos( apply_filters( 'the_content', '<p>Text</p>' ), '<p class="presence-counter">' ), 'before the content when set so' );
+
+		foreach (
+			array(
+				'off'                              => array( 'options' => array( 1 => array( 'presence_counter_single' => 'off' ) ) ),
+				'no server'                        => array( 'options' => array( 1 => array( 'presence_counter_server_url' => '' ) ) ),
+				'another post than the viewed one' => array( 'the_id' => 8 ),
+				'a page'                           => array( 'post_type' => array( 7 => 'page' ) ),
+				'a feed'                           => array( 'feed' => true ),
+				'an excerpt being made'            => array( 'doing' => array( 'get_the_excerpt' ) ),
+				'not the main query'               => array( 'main_query' => false ),
+				'the block in the post'            => array( 'post_content' => array( 7 => '<!-- wp:presence-counter/counter {"wording":"short"} /-->' ) ),
+				'the shortcode in the post'        => array( 'post_content' => array( 7 => '[presence_viewers]' ) ),
+			) as $what => $over
+		) {
+			t_reset( array_replace_recursive( $single, $over ) );
+			check_same( '<p>Text</p>', apply_filters( 'the_content', '<p>Text</p>' ), 'nothing added: ' . $what );
+		}
+
+		// A translation's words are text, whatever they hold; the number stays a counter.
+		t_reset( array_replace( $single, array( 'plurals' => array( '%s person is viewing this post' => array( '<b>%s</b> lecteur & 100%', '%s lecteurs' ) ) ) ) );
+		check_same(
+			'<p>Text</p><p class="presence-counter"><span class="presence-counter-words" data-presence-words="viewers sentence">&lt;b&gt;<span class="presence-viewers" data-presence-viewers="7">1</span>&lt;/b&gt; lecteur &amp; 100%</span></p>',
+			apply_filters( 'the_content', '<p>Text</p>' ),
+			'translated words escaped around the counter'
+		);
+	}
+);
+
+run(
+	'lists of posts in classic themes',
+	function () {
+		$list = array(
+			'options'     => array( 1 => array( 'presence_counter_server_url' => T_SERVER ) ),
+			'block_theme' => false,
+			'in_the_loop' => true,
+			'the_id'      => 9,
+		);
+		$counter = '<p class="presence-counter-list"><span class="presence-counter-words" data-presence-words="viewers short"><span class="presence-viewers" data-presence-viewers="9">0</span> viewing now</span></p>';
+		t_reset( $list );
+		check_same( '<p>Excerpt</p>' . $counter, apply_filters( 'the_excerpt', '<p>Excerpt</p>' ), 'after the excerpt' );
+		check_same( '<p>All</p>' . $counter, apply_filters( 'the_content', '<p>All</p>' ), 'after the content of lists that show whole posts' );
+		foreach (
+			array(
+				'a block theme (its counter is after the title)' => array( 'block_theme' => true ),
+				'outside the loop'                               => array( 'in_the_loop' => false ),
+				'lists switched off'                             => array( 'options' => array( 1 => array( 'presence_counter_archives' => 'off' ) ) ),
+				'no server'                                      => array( 'options' => array( 1 => array( 'presence_counter_server_url' => '' ) ) ),
+				'wp-admin'                                       => array( 'admin' => true ),
+			) as $what => $over
+		) {
+			t_reset( array_replace_recursive( $list, $over ) );
+			check_same( '<p>Excerpt</p>', apply_filters( 'the_excerpt', '<p>Excerpt</p>' ), 'nothing after the excerpt: ' . $what );
+			check_same( '<p>All</p>', apply_filters( 'the_content', '<p>All</p>' ), 'nothing after the content: ' . $what );
+		}
+	}
+);
+
+run(
+	'block',
+	function () use ( $plugin_dir ) {
+		t_reset( array( 'options' => array( 1 => array( 'presence_counter_server_url' => T_SERVER, 'presence_counter_post_secret' => T_SECRET ) ) ) );
+		do_action( 'init' );
+		check_same( array( 'render_callback' => 'presence_counter_render_block' ), $GLOBALS['t']['blocks'][ $plugin_dir . '/block' ] ?? null, 'registered from block/, rendered on the server' );
+		$meta = json_decode( (string) file_get_contents( $plugin_dir . '/block/block.json' ), true );
+		check_same( 'presence-counter/counter', $meta['name'] ?? null, 'block.json names the block' );
+		check_same( array( 'postId', 'postType' ), $meta['usesContext'] ?? null, 'the block reads its Query Loop row\'s post' );
+		check_same( '0.5.0', $meta['version'] ?? null, 'block.json has the plugin\'s version' );
+
+		// A Query Loop row: that row's post, with its token.
+		apply_filters( 'render_block_data', array( 'blockName' => 'core/post-template' ) );
+		$row = presence_counter_render_block( array( 'kind' => 'views', 'wording' => 'short' ), '', new WP_Block( array( 'postId' => 12 ) ) );
+		check( false !== strpos( $row, 'data-presence-views="12" data-presence-token="' . presence_counter_token( '12' ) . '">0</span> views' ), 'a row shows its own post\'s views', $row );
+		check( 0 === strpos( $row, '<p class="wp-block-presence-counter-counter presence-counter">' ), 'in the block\'s wrapper', $row );
+		$number = presence_counter_render_block( array( 'wording' => 'number' ), '', new WP_Block( array( 'postId' => 12 ) ) );
+		check( false === strpos( $number, 'presence-counter-words' ) && false !== strpos( $number, 'data-presence-viewers="12"' ), 'the number alone', $number );
+		$odd = presence_counter_render_block( array( 'kind' => '"><script>', 'wording' => 'x' ), '', new WP_Block( array( 'postId' => 12 ) ) );
+		check( false !== strpos( $odd, 'data-presence-words="viewers sentence"' ), 'unknown attributes are the defaults', $odd );
+
+		// Outside a Query Loop: the single post viewed, or nothing.
+		apply_filters( 'render_block_core/post-template', '' );
+		$GLOBALS['t']['singular']   = true;
+		$GLOBALS['t']['queried_id'] = 5;
+		$single = presence_counter_render_block( array(), '', new WP_Block( array( 'postId' => 5 ) ) );
+		check( false !== strpos( $single, 'data-presence-viewers="5" data-presence-token="' . presence_counter_token( '5' ) . '">1</span> person is viewing this post' ), 'the viewed post, 1 being the visitor', $single );
+		$GLOBALS['t']['singular'] = false;
+		check_same( '', presence_counter_render_block( array(), '', new WP_Block( array( 'postId' => 5 ) ) ), 'nothing in a widget area of an archive' );
+		$GLOBALS['t']['in_the_loop'] = true;
+		$GLOBALS['t']['the_id']      = 6;
+		check( false !== strpos( presence_counter_render_block( array(), '', null ), 'data-presence-viewers="6"' ), 'the loop\'s post in a classic list' );
+
+		update_option( 'presence_counter_server_url', '' );
+		check_same( '', presence_counter_render_block( array(), '', new WP_Block( array( 'postId' => 12 ) ) ), 'nothing while no server is set' );
 	}
 );
 
