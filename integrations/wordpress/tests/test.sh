@@ -1,6 +1,6 @@
 #!/bin/sh
-# Checks the syntax of every PHP file of the WordPress plugin and its tests, then runs
-# the tests. Needs php-cli only.
+# Checks the syntax of every PHP file of the WordPress plugin and its tests, that its
+# .pot file holds its strings, then runs the tests. Needs php-cli and gettext.
 set -eu
 cd "$(dirname "$0")/../../.."
 
@@ -19,5 +19,7 @@ if [ "$status" -ne 0 ]; then
 	exit 1
 fi
 echo "php -l: $count files, no syntax errors"
+
+sh integrations/wordpress/pot.sh --check
 
 exec php integrations/wordpress/tests/run.php
