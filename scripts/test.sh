@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check CI runs: installs what the tests need where it is missing
 # (redis-server and redis-cli, Chromium, php-cli with curl, redis and mysql,
-# WordPress, its default theme and MariaDB), then gofmt, go vet, the
+# WordPress, two of its default themes, MariaDB and gettext), then gofmt, go vet, the
 # race-enabled Go tests (Sentinel and Cluster topologies and the real
 # WordPress among them, started on loopback by the tests), the chaos run's
 # short form, a short run of each fuzz target, the WordPress plugin's PHP
@@ -26,7 +26,11 @@ php -m 2>/dev/null | grep -qx redis || need_apt+=(php-redis)
 php -m 2>/dev/null | grep -qx mysqli || need_apt+=(php-mysql)
 [ -f /usr/share/wordpress/wp-settings.php ] || need_apt+=(wordpress)
 [ -d /usr/share/wordpress/wp-content/themes/twentytwentythree ] || need_apt+=(wordpress-theme-twentytwentythree)
+# A classic theme, for lists of excerpts and widget areas.
+[ -d /usr/share/wordpress/wp-content/themes/twentytwentyone ] || need_apt+=(wordpress-theme-twentytwentyone)
 [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
+# The plugin's .pot file is checked against its strings.
+command -v xgettext >/dev/null 2>&1 || need_apt+=(gettext)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need_apt[*]} with apt-get"

@@ -164,7 +164,29 @@ func TestWordPress(t *testing.T) {
 	presenceURL := startPresence(t, s.url, publishKey)
 	t.Logf("WordPress at %s, Presence at %s, ready in %s", s.url, presenceURL, time.Since(began).Round(time.Millisecond))
 	s.installPlugin(t)
-	post := s.fixture(t, "post", "A post with a counter", `<!-- wp:shortcode -->[presence_viewers] reading now<!-- /wp:shortcode -->`)
+	// No shortcode and no block: the counter comes by itself.
+	post := s.fixture(t, "post", "A post with a counter", `<!-- wp:paragraph --><p>The text of the post.</p><!-- /wp:paragraph -->`)
+	// A post with a block of its own, views in the short wording: no second
+	// counter is added to it.
+	blockPost := s.fixture(t, "post", "A post with the block", `<!-- wp:paragraph --><p>This one shows its views.</p><!-- /wp:paragraph -->
+<!-- wp:presence-counter/counter {"kind":"views","wording":"short"} /-->`)
+	// A page that lists the posts in a Query Loop with the block in each row.
+	loopPage := s.fixture(t, "page", "Posts being read", `<!-- wp:query {"queryId":1,"query":{"perPage":10,"pages":0,"offset":0,"postType":"post","order":"desc","orderBy":"date","inherit":false}} -->
+<div class="wp-block-query"><!-- wp:post-template -->
+<!-- wp:post-title /-->
+<!-- wp:presence-counter/counter {"wording":"short"} /-->
+<!-- /wp:post-template --></div>
+<!-- /wp:query -->`)
+	// The search results' template with the block beside each title, as a
+	// site owner would add it in the site editor.
+	s.fixture(t, "template", "search", `<!-- wp:template-part {"slug":"header","tagName":"header"} /-->
+<!-- wp:query {"queryId":2,"query":{"inherit":true}} -->
+<div class="wp-block-query"><!-- wp:post-template -->
+<!-- wp:post-title {"isLink":true} /-->
+<!-- wp:presence-counter/counter {"wording":"number"} /-->
+<!-- /wp:post-template --></div>
+<!-- /wp:query -->`)
+	s.fixture(t, "no-welcome-guide")
 
 	browser := browsertest.New(t, chromedp.WindowSize(1200, 1400))
 	admin, closeAdmin := newTab(t, browser)
@@ -185,6 +207,18 @@ func TestWordPress(t *testing.T) {
 			// The row leads to the settings.
 			chromedp.WaitVisible(css(plugin+` .settings a[href$="options-general.php?page=presence-counter"]`)),
 		)
+	})
+
+	postURL := s.url + "/?p=" + post
+	t.Run("nothing without a server", func(t *testing.T) {
+		// Active but not configured: no counter, no widget, no words
+		// without a number.
+		run(t, admin, 30*time.Second, chromedp.Navigate(postURL), chromedp.WaitVisible(css(".wp-block-post-content")))
+		got := get(t, admin, 10*time.Second, chromedp.Evaluate[string](
+			`[document.querySelectorAll(".presence-counter, .presence-counter-list, [data-presence-viewers], [data-presence-views]").length, document.querySelectorAll('script[src*="widget.js"], script[src*="words.js"]').length, /viewing/.test(document.body.innerText)].join(" ")`))
+		if got != "0 0 false" {
+			t.Errorf("counters, scripts, the word viewing on a post with no server set: %s, want 0 0 false", got)
+		}
 	})
 
 	settings := s.url + "/wp-admin/options-general.php?page=presence-counter"
@@ -232,21 +266,45 @@ func TestWordPress(t *testing.T) {
 		}
 	})
 
-	postURL := s.url + "/?p=" + post
-	counter := `.presence-viewers`
+	counter := `.presence-counter .presence-viewers`
+	sentence := `p.presence-counter`
 	// The first tab stays open for the comment's event.
 	first, closeFirst := newTab(t, browser)
 	defer closeFirst()
 	t.Run("counter across two tabs", func(t *testing.T) {
 		run(t, first, 30*time.Second, chromedp.Navigate(postURL))
 		text(t, first, counter, "1 on the first tab", is("1"))
+		text(t, first, sentence, "the singular", is("1 person is viewing this post"))
 		second, closeSecond := newTab(t, browser)
 		run(t, second, 30*time.Second, chromedp.Navigate(postURL))
 		text(t, second, counter, "2 on the second tab", is("2"))
 		text(t, first, counter, "2 on the first tab", is("2"))
+		text(t, first, sentence, "the plural, once the number changed", is("2 people are viewing this post"))
+		// In the content column, like the post's own paragraphs.
+		box := get(t, first, 10*time.Second, chromedp.Evaluate[string](
+			`(function(){var c=document.querySelector("p.presence-counter"),p=document.querySelector(".wp-block-post-content > p");if(!c||!p)return"missing";var a=c.getBoundingClientRect(),b=p.getBoundingClientRect();return Math.round(a.left)+","+Math.round(a.width)+" "+Math.round(b.left)+","+Math.round(b.width)})()`))
+		if l := strings.Fields(box); len(l) != 2 || l[0] != l[1] {
+			t.Errorf("the counter's left,width and the paragraph's: %s, want the same", box)
+		}
+		if n := get(t, first, 10*time.Second, chromedp.Evaluate[int](`document.querySelectorAll("p.presence-counter").length`)); n != 1 {
+			t.Errorf("%d counters on the post, want 1", n)
+		}
 		screenshot(t, first, "wordpress-post.png")
 		closeSecond()
 		text(t, first, counter, "1 once the second tab closed", is("1"))
+		text(t, first, sentence, "the singular again", is("1 person is viewing this post"))
+	})
+
+	t.Run("a post with its own block", func(t *testing.T) {
+		tab, closeTab := newTab(t, browser)
+		defer closeTab()
+		run(t, tab, 30*time.Second, chromedp.Navigate(s.url+"/?p="+blockPost))
+		text(t, tab, `.wp-block-presence-counter-counter [data-presence-views="`+blockPost+`"]`, "views, once counted", func(v string) bool { return v != "0" && v != "" })
+		got := get(t, tab, 10*time.Second, chromedp.Evaluate[string](
+			`document.querySelectorAll("p.presence-counter").length + " " + document.querySelector(".wp-block-presence-counter-counter").innerText`))
+		if !strings.HasPrefix(got, "1 ") || !strings.HasSuffix(got, "view") && !strings.HasSuffix(got, "views") {
+			t.Errorf("counters on the post and the block's text: %q, want 1 counter (the block's) in the short wording", got)
+		}
 	})
 
 	t.Run("home page of the block theme", func(t *testing.T) {
@@ -268,12 +326,55 @@ func TestWordPress(t *testing.T) {
 		text(t, home, listed, "1 once it closed", is("1"))
 	})
 
+	t.Run("the block in a Query Loop", func(t *testing.T) {
+		tab, closeTab := newTab(t, browser)
+		defer closeTab()
+		run(t, tab, 30*time.Second, chromedp.Navigate(s.url+"/?page_id="+loopPage))
+		// Each row counts its own post: the first tab views post, nobody
+		// views blockPost.
+		row := `.wp-block-post-template .wp-block-presence-counter-counter:has([data-presence-viewers="%s"])`
+		text(t, tab, fmt.Sprintf(row, post), "1 viewing now in the row of the viewed post", is("1 viewing now"))
+		text(t, tab, fmt.Sprintf(row, blockPost), "0 viewing now in the row of the other", is("0 viewing now"))
+		second, closeSecond := newTab(t, browser)
+		run(t, second, 30*time.Second, chromedp.Navigate(postURL))
+		text(t, tab, fmt.Sprintf(row, post), "2 viewing now once a second tab views it", is("2 viewing now"))
+		closeSecond()
+		text(t, tab, fmt.Sprintf(row, post), "1 viewing now once it closed", is("1 viewing now"))
+
+		// A list of posts, where no post is the viewed one and the loop is
+		// the template's, not the page's.
+		run(t, tab, 30*time.Second, chromedp.Navigate(s.url+"/?s=post"))
+		cell := `.wp-block-post-template .wp-block-presence-counter-counter [data-presence-viewers="%s"]`
+		text(t, tab, fmt.Sprintf(cell, post), "1 in the row of the viewed post", is("1"))
+		text(t, tab, fmt.Sprintf(cell, blockPost), "0 in the row of the other", is("0"))
+	})
+
 	t.Run("viewing now on the Posts screen", func(t *testing.T) {
 		run(t, admin, 30*time.Second, chromedp.Navigate(s.url+"/wp-admin/edit.php"))
 		cell := `td.column-presence_counter [data-presence-viewers="` + post + `"]`
 		text(t, admin, cell, "1 for the post the first tab views", is("1"))
 		text(t, first, counter, "still 1 on the post: the editor's tab watches only", is("1"))
 		screenshot(t, admin, "wordpress-posts-column.png")
+	})
+
+	t.Run("the block in the editor", func(t *testing.T) {
+		run(t, admin, 60*time.Second,
+			chromedp.Navigate(s.url+"/wp-admin/post.php?action=edit&post="+blockPost),
+			chromedp.WaitVisible(css(`.wp-block-presence-counter-counter`)),
+			chromedp.Click(css(`.wp-block-presence-counter-counter`)),
+		)
+		text(t, admin, `.wp-block-presence-counter-counter`, "the block's preview in its wording", is("1 view"))
+		// Its settings, in the sidebar of the selected block.
+		// innerText is as shown: the labels are in capitals.
+		text(t, admin, `.block-editor-block-inspector`, "the block's settings", func(s string) bool {
+			s = strings.ToLower(s)
+			return strings.Contains(s, "people viewing the post now") && strings.Contains(s, "wording")
+		})
+		screenshot(t, admin, "wordpress-block-editor.png")
+		// The editor found nothing wrong with the block's saved markup.
+		if n := get(t, admin, 10*time.Second, chromedp.Evaluate[int](`document.querySelectorAll(".block-editor-warning").length`)); n != 0 {
+			t.Errorf("%d block warnings in the editor; %s", n, where(admin))
+		}
 	})
 
 	t.Run("approved comment reaches an open tab", func(t *testing.T) {
@@ -296,6 +397,28 @@ func TestWordPress(t *testing.T) {
 		if !strings.Contains(got, "First!") {
 			t.Errorf("the comment event lacks the comment's text: %s", got)
 		}
+	})
+
+	t.Run("a classic theme: excerpts and a widget area", func(t *testing.T) {
+		// twentytwentyone lists excerpts on the home page, and has a widget
+		// area in its footer, where the block counts the single post viewed.
+		s.fixture(t, "theme", "twentytwentyone")
+		s.fixture(t, "widget-block", `<!-- wp:presence-counter/counter {"wording":"short"} /-->`)
+		home, closeHome := newTab(t, browser)
+		defer closeHome()
+		run(t, home, 30*time.Second, chromedp.Navigate(s.url+"/"))
+		listed := `.entry-content .presence-counter-list:has([data-presence-viewers="` + post + `"])`
+		text(t, home, listed, "1 viewing now after the excerpt of the viewed post", is("1 viewing now"))
+		if n := get(t, home, 10*time.Second, chromedp.Evaluate[int](`document.querySelectorAll(".widget-area [data-presence-viewers], .widget-area [data-presence-views]").length`)); n != 0 {
+			t.Errorf("%d counters in the widget area of the home page, want none: no one post is meant there", n)
+		}
+		screenshot(t, home, "wordpress-classic-home.png")
+		tab, closeTab := newTab(t, browser)
+		defer closeTab()
+		run(t, tab, 30*time.Second, chromedp.Navigate(postURL))
+		text(t, tab, `.widget-area [data-presence-viewers="`+post+`"]`, "2 in the widget area: the first tab and this one", is("2"))
+		text(t, tab, `.entry-content p.presence-counter`, "the automatic counter in the classic theme too", is("2 people are viewing this post"))
+		text(t, home, listed, "2 viewing now on the home page", is("2 viewing now"))
 	})
 
 	t.Run("deactivate and delete", func(t *testing.T) {
