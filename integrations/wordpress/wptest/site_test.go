@@ -259,11 +259,12 @@ func (s *site) pluginNotices() []string {
 }
 
 // startPresence runs an app server in the test, on the embedded store,
-// that lets origin connect and accepts publishKey.
-func startPresence(t *testing.T, origin, publishKey string) string {
+// that lets origin connect, accepts publishKey and counts only posts
+// signed with postSecret.
+func startPresence(t *testing.T, origin, publishKey, postSecret string) string {
 	t.Helper()
 	_, url := apptest.Serve(t, appserver.Options{
-		Config: config.Config{Coalesce: 50 * time.Millisecond, GCPoll: 100 * time.Millisecond},
+		Config: config.Config{Coalesce: 50 * time.Millisecond, GCPoll: 100 * time.Millisecond, PostSecrets: []string{postSecret}},
 		API:    httpapi.Config{AllowedOrigins: []string{origin}, PublishKeys: []string{publishKey}},
 	})
 	return url

@@ -16,7 +16,12 @@ import (
 	"github.com/presence/presence/internal/browsertest"
 )
 
-const publishKey = "wordpress-test-publish-key-0123456789"
+const (
+	publishKey = "wordpress-test-publish-key-0123456789"
+	// The server counts only signed posts: every counter the plugin prints
+	// must carry its post's token, or its count never arrives.
+	postSecret = "wordpress-test-post-secret-0123456789abcdef"
+)
 
 // newTab opens a tab that accepts every JavaScript dialog (WordPress asks
 // with confirm() before some actions) and logs what it said.
@@ -150,10 +155,13 @@ func screenshot(t *testing.T, tab context.Context, name string) {
 }
 
 // TestWordPress uses the plugin as a site owner would, in a real WordPress:
-// install and activate it, configure it (refused inputs too), see a post's
-// counter live across two tabs, an approved comment reach an open tab as an
-// event, then deactivate and delete it, which removes its options. The
-// plugin writes no notice or warning to WordPress's debug log throughout.
+// install and activate it, configure it (refused inputs too, and a post
+// secret the server requires), see a post's automatic counter live across
+// two tabs, the block in posts, Query Loops, the editor and a widget area,
+// counters in lists of posts of a block and a classic theme, an approved
+// comment reach an open tab as an event, then deactivate and delete it,
+// which removes its options. The plugin writes no notice or warning to
+// WordPress's debug log throughout.
 func TestWordPress(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a real WordPress takes a minute")
@@ -161,7 +169,7 @@ func TestWordPress(t *testing.T) {
 	began := time.Now()
 	sock := startMariaDB(t)
 	s := startWordPress(t, sock)
-	presenceURL := startPresence(t, s.url, publishKey)
+	presenceURL := startPresence(t, s.url, publishKey, postSecret)
 	t.Logf("WordPress at %s, Presence at %s, ready in %s", s.url, presenceURL, time.Since(began).Round(time.Millisecond))
 	s.installPlugin(t)
 	// No shortcode and no block: the counter comes by itself.
@@ -257,12 +265,13 @@ func TestWordPress(t *testing.T) {
 		run(t, admin, 30*time.Second,
 			chromedp.Navigate(settings),
 			chromedp.SetValue(css("#presence_counter_publish_key"), publishKey),
+			chromedp.SetValue(css("#presence_counter_post_secret"), postSecret),
 			chromedp.Click(css("#submit")),
 			chromedp.WaitVisible(css("#setting-error-settings_updated, .notice-success, .updated")),
 		)
 		opts := s.options(t)
-		if opts["presence_counter_server_url"] != presenceURL || opts["presence_counter_publish_key"] != publishKey {
-			t.Fatalf("saved options %v, want the server %s and the key", opts, presenceURL)
+		if opts["presence_counter_server_url"] != presenceURL || opts["presence_counter_publish_key"] != publishKey || opts["presence_counter_post_secret"] != postSecret {
+			t.Fatalf("saved options %v, want the server %s, the key and the secret", opts, presenceURL)
 		}
 	})
 
