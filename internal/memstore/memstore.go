@@ -178,6 +178,22 @@ func (s *Store) Refresh(_ context.Context, sessions []presence.Session) ([]prese
 	return missing, nil
 }
 
+// Hold implements presence.Store.
+func (s *Store) Hold(_ context.Context, sessions []presence.Session, d time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	until := time.Now().Add(d)
+	for _, in := range sessions {
+		ss := s.sessions[in.ID]
+		if ss == nil || ss.post != in.Post || !ss.deadline.After(time.Now()) || !ss.deadline.Before(until) {
+			continue
+		}
+		ss.deadline = until
+		heap.Fix(&s.deadlines, ss.index)
+	}
+	return nil
+}
+
 // Counts implements presence.Store.
 func (s *Store) Counts(_ context.Context, posts []presence.PostID) ([]presence.Count, error) {
 	s.mu.Lock()

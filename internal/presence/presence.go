@@ -138,6 +138,11 @@ type Store interface {
 	// returns those that were not live any more, or not on the post the caller
 	// believes: the caller registers them again with View.
 	Refresh(ctx context.Context, sessions []Session) (missing []SessionID, err error)
+	// Hold keeps live sessions for at least d from now, for their tabs to
+	// resume them on another connection: it pushes a deadline that is
+	// nearer out to d, and never brings one nearer. A session that is not
+	// live, or not on the post named, is left alone.
+	Hold(ctx context.Context, sessions []Session, d time.Duration) error
 	// Counts returns the counts of the posts, in order. Each count is read
 	// atomically with its Seq; a partitioned store reads the posts of one
 	// partition at one instant and the partitions one after another.

@@ -81,6 +81,11 @@ func (k Keys) Session(p presence.PostID, s presence.SessionID) string {
 	return k.sessionAt(k.Partition(p)) + string(s)
 }
 
+// ResumeKey is the string app servers sign resume tokens with, made by the
+// first that needs it, so that every app server of a deployment accepts the
+// tokens of the others without a setting.
+func (k Keys) ResumeKey() string { return k.prefix + "resume-key" }
+
 // Channel is a post's pub/sub channel: its count messages and events.
 func (k Keys) Channel(p presence.PostID) string { return k.channelAt(k.Partition(p)) + string(p) }
 

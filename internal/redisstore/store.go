@@ -9,6 +9,7 @@ package redisstore
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -221,10 +222,7 @@ func (s *Store) View(ctx context.Context, vs presence.Session, from presence.Pos
 		}
 		from = ""
 	}
-	count := "0"
-	if countView {
-		count = "1"
-	}
+	count := boolArg(countView)
 	for range maxElsewhere {
 		on := []presence.Session{vs}
 		if from != "" && from != vs.Post {
@@ -300,12 +298,48 @@ const batchSize = 500
 
 // Refresh implements presence.Store.
 func (s *Store) Refresh(ctx context.Context, sessions []presence.Session) ([]presence.SessionID, error) {
+	return s.refresh(ctx, sessions, s.ttl, false)
+}
+
+// Hold implements presence.Store with the refresh script, which keeps a
+// deadline further out than d when it holds.
+func (s *Store) Hold(ctx context.Context, sessions []presence.Session, d time.Duration) error {
+	_, err := s.refresh(ctx, sessions, d, true)
+	return err
+}
+
+// ResumeKey returns the key every app server on this Redis signs resume
+// tokens with, making it (32 random bytes, hex) if none is stored. It never
+// expires: tokens stay good across deploys. Should Redis lose it, the app
+// servers started after that make a new one, and tokens signed with the old
+// one get fresh sessions there.
+func (s *Store) ResumeKey(ctx context.Context) ([]byte, error) {
+	key := s.keys.ResumeKey()
+	if err := s.rdb.SetNX(ctx, key, hex.EncodeToString(presence.RandomKey()), 0).Err(); err != nil {
+		return nil, s.fail("resume key", err)
+	}
+	v, err := s.rdb.Get(ctx, key).Bytes()
+	if err != nil {
+		return nil, s.fail("resume key", err)
+	}
+	return v, nil
+}
+
+// boolArg is a flag as the scripts take it.
+func boolArg(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+func (s *Store) refresh(ctx context.Context, sessions []presence.Session, ttl time.Duration, hold bool) ([]presence.SessionID, error) {
 	var missing []presence.SessionID
 	err := s.byPartition(ctx, sessions, func(n int, part []presence.Session) error {
 		var errs []error
 		for batch := range slices.Chunk(part, batchSize) {
-			args := s.keys.names(n, 1+2*len(batch))
-			args = append(args, s.ttl.Milliseconds())
+			args := s.keys.names(n, 2+2*len(batch))
+			args = append(args, ttl.Milliseconds(), boolArg(hold))
 			for _, ss := range batch {
 				args = append(args, string(ss.ID), string(ss.Post))
 			}

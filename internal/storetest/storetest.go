@@ -137,6 +137,35 @@ var cases = []struct {
 			t.Errorf("Refresh(wrong post) = %v, %v; want [s1]", missing, err)
 		}
 	}},
+	{"hold keeps sessions longer, never shorter, and revives none", func(t *testing.T, f Factory) {
+		h := f(t, time.Second, 0)
+		st := track(h.Store)
+		ctx := context.Background()
+		st.view(t, "s1", "13", true)
+		// A session the store does not have, and one on another post than
+		// named, are left alone.
+		if err := h.Store.Hold(ctx, []presence.Session{{ID: "s1", Post: "13"}, {ID: "gone", Post: "13"}, {ID: "s1", Post: "99"}}, time.Minute); err != nil {
+			t.Fatalf("Hold: %v", err)
+		}
+		due, next, err := h.Source.Due(ctx, 100)
+		if err != nil || len(due) != 0 || next < 30*time.Second {
+			t.Fatalf("Due after a hold of a minute on a 1s TTL = %v, next in %v, %v; want none due for more than 30s", due, next, err)
+		}
+		// A shorter hold does not bring the deadline nearer.
+		if err := h.Store.Hold(ctx, []presence.Session{{ID: "s1", Post: "13"}}, 100*time.Millisecond); err != nil {
+			t.Fatalf("Hold: %v", err)
+		}
+		if _, next, err := h.Source.Due(ctx, 100); err != nil || next < 30*time.Second {
+			t.Errorf("Due after a shorter hold: next in %v, %v; want more than 30s still", next, err)
+		}
+		missing, err := h.Store.Refresh(ctx, []presence.Session{{ID: "gone", Post: "13"}})
+		if err != nil || fmt.Sprint(missing) != "[gone]" {
+			t.Errorf("Refresh(gone) after a hold = %v, %v; want [gone]: a hold makes no session", missing, err)
+		}
+		c := counts(t, h.Store, "13", "99")
+		wantCount(t, c[0], 1, 1)
+		wantCount(t, c[1], 0, 0)
+	}},
 	{"expired session is pruned and re-registers without a second view", func(t *testing.T, f Factory) {
 		h := f(t, time.Second, 0)
 		st := track(h.Store)
