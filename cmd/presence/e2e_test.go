@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -269,15 +270,15 @@ func (p *proc) exited(t *testing.T, limit time.Duration) int {
 }
 
 // startApp starts an app server on prefix and returns it with its address.
-func startApp(t *testing.T, name, prefix string) (*proc, string) {
+func startApp(t *testing.T, name, prefix string, env ...string) (*proc, string) {
 	t.Helper()
-	p := startProc(t, name, presenceBin,
+	p := startProc(t, name, presenceBin, append([]string{
 		"PRESENCE_ADDR=127.0.0.1:0",
-		"PRESENCE_REDIS_URL="+redisSrv.URL(),
-		"PRESENCE_KEY_PREFIX="+prefix,
+		"PRESENCE_REDIS_URL=" + redisSrv.URL(),
+		"PRESENCE_KEY_PREFIX=" + prefix,
 		"PRESENCE_SESSION_TTL=2s",
 		"PRESENCE_COALESCE=100ms",
-	)
+	}, env...)...)
 	return p, p.addr(t)
 }
 
@@ -286,6 +287,7 @@ type frame struct {
 	Type    string `json:"type"`
 	Session string `json:"session"`
 	TTL     int64  `json:"ttl"`
+	Resume  string `json:"resume"`
 	Post    string `json:"post"`
 	Viewers int64  `json:"viewers"`
 	Views   int64  `json:"views"`
@@ -296,25 +298,37 @@ type frame struct {
 
 // client is one browser tab.
 type client struct {
-	name string
-	conn *websocket.Conn
+	name  string
+	conn  *websocket.Conn
+	hello frame
 }
 
 // dial connects a client and checks that hello comes first.
 func dial(t *testing.T, name, addr string) *client {
 	t.Helper()
+	return dialResume(t, name, addr, "")
+}
+
+// dialResume opens a tab that presents a resume token ("" for none).
+func dialResume(t *testing.T, name, addr, resume string) *client {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	conn, _, err := websocket.Dial(ctx, "ws://"+addr+"/v1/ws", nil)
+	u := "ws://" + addr + "/v1/ws"
+	if resume != "" {
+		u += "?resume=" + url.QueryEscape(resume)
+	}
+	conn, _, err := websocket.Dial(ctx, u, nil)
 	if err != nil {
 		t.Fatalf("%s: dial %s: %v", name, addr, err)
 	}
 	t.Cleanup(func() { conn.CloseNow() })
 	c := &client{name: name, conn: conn}
 	hello := c.read(t, 5*time.Second)
-	if hello.Type != "hello" || hello.Session == "" || hello.TTL <= 0 {
-		t.Fatalf("%s: first frame %+v, want hello with a session and a ttl", name, hello)
+	if hello.Type != "hello" || hello.Session == "" || hello.TTL <= 0 || hello.Resume == "" {
+		t.Fatalf("%s: first frame %+v, want hello with a session, a ttl and a resume token", name, hello)
 	}
+	c.hello = hello
 	return c
 }
 
@@ -487,13 +501,13 @@ func TestE2E_CrashedServerIsPruned(t *testing.T) {
 	}
 }
 
-// TestE2E_SigtermRemovesSessions: a graceful stop closes browsers with 1001
-// and removes their sessions at once; no gc runs, so only the shutdown can
-// bring the count down.
-func TestE2E_SigtermRemovesSessions(t *testing.T) {
+// TestE2E_SigtermWithoutGraceRemovesSessions: with PRESENCE_HANDOFF_GRACE=0
+// a graceful stop closes browsers with 1012 and removes their sessions at
+// once; no gc runs, so only the shutdown can bring the count down.
+func TestE2E_SigtermWithoutGraceRemovesSessions(t *testing.T) {
 	t.Parallel()
 	prefix := redistest.Prefix()
-	app1, addr1 := startApp(t, "app1", prefix)
+	app1, addr1 := startApp(t, "app1", prefix, "PRESENCE_HANDOFF_GRACE=0")
 	_, addr2 := startApp(t, "app2", prefix)
 
 	v := dial(t, "V", addr1)
@@ -503,18 +517,7 @@ func TestE2E_SigtermRemovesSessions(t *testing.T) {
 	w.send(t, map[string]any{"type": "watch", "posts": []string{"term"}})
 	w.waitViewers(t, 5*time.Second, "term", 1)
 
-	if err := app1.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatalf("SIGTERM app1: %v", err)
-	}
-	stopped := time.Now()
-	// The viewer reads until the server closes the connection.
-	var err error
-	for err == nil {
-		_, err = v.tryRead(10 * time.Second)
-	}
-	if st := websocket.CloseStatus(err); st != websocket.StatusGoingAway {
-		t.Errorf("V's connection ended with %v (status %v), want close status 1001 going away", err, st)
-	}
+	stopped := sigterm(t, app1, v)
 	if code := app1.exited(t, 10*time.Second); code != 0 {
 		t.Errorf("app1 exit code %d after SIGTERM, want 0", code)
 	}
@@ -523,6 +526,108 @@ func TestE2E_SigtermRemovesSessions(t *testing.T) {
 	// leave at shutdown nor the connection's own leave ran), this never comes.
 	w.waitViewers(t, 5*time.Second, "term", 0)
 	app1.waitLog(t, time.Second, `{"msg":"stopped"}`, func(l map[string]any) bool { return l["msg"] == "stopped" })
+}
+
+// sigterm stops app and reads v until the server closes it, which must be
+// with 1012 service restart.
+func sigterm(t *testing.T, app *proc, v *client) time.Time {
+	t.Helper()
+	if err := app.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM %s: %v", app.name, err)
+	}
+	stopped := time.Now()
+	var err error
+	for err == nil {
+		_, err = v.tryRead(10 * time.Second)
+	}
+	if st := websocket.CloseStatus(err); st != websocket.StatusServiceRestart {
+		t.Errorf("%s's connection ended with %v (status %v), want close status 1012 service restart", v.name, err, st)
+	}
+	return stopped
+}
+
+// TestE2E_SigtermHandsSessionsOff: by default a graceful stop keeps the
+// sessions, and a tab that reconnects to the other app server with its
+// resume token continues its session: the watcher never sees the count
+// drop, and the view is not counted again. The TTL is 2s and the grace the
+// default 30s, so the session outlives its TTL on the grace alone.
+func TestE2E_SigtermHandsSessionsOff(t *testing.T) {
+	t.Parallel()
+	prefix := redistest.Prefix()
+	app1, addr1 := startApp(t, "app1", prefix)
+	_, addr2 := startApp(t, "app2", prefix)
+	// gc prunes what is past its deadline: a session held for the grace
+	// must not be.
+	startProc(t, "gc", gcBin, "PRESENCE_GC_ADDR=127.0.0.1:0", "PRESENCE_REDIS_URL="+redisSrv.URL(), "PRESENCE_KEY_PREFIX="+prefix, "PRESENCE_SESSION_TTL=2s", "PRESENCE_GC_POLL=100ms")
+
+	v := dial(t, "V", addr1)
+	v.send(t, map[string]any{"type": "view", "post": "handoff"})
+	v.waitViewers(t, 5*time.Second, "handoff", 1)
+	w := dial(t, "W", addr2)
+	w.send(t, map[string]any{"type": "watch", "posts": []string{"handoff"}})
+	w.waitViewers(t, 5*time.Second, "handoff", 1)
+
+	sigterm(t, app1, v)
+	// Past the TTL: without the grace, gc would have pruned the session.
+	time.Sleep(3 * time.Second) // the time a TTL takes; nothing to await
+	again := dialResume(t, "V again", addr2, v.hello.Resume)
+	if again.hello.Session != v.hello.Session {
+		t.Fatalf("resumed as session %s, want %s", again.hello.Session, v.hello.Session)
+	}
+	again.send(t, map[string]any{"type": "view", "post": "handoff"})
+	got := again.waitFor(t, 5*time.Second, "the count of handoff", func(f frame) bool { return f.Type == "count" && f.Post == "handoff" })
+	if got.Viewers != 1 || got.Views != 1 {
+		t.Errorf("after the resume: %d viewers, %d views; want 1 and 1 (no second view)", got.Viewers, got.Views)
+	}
+	noDip(t, w, addr2, "handoff")
+}
+
+// noDip makes one more tab view post and checks that w, watching it, saw
+// no count below 1 before the count of 2 that tab brings.
+func noDip(t *testing.T, w *client, addr, post string) {
+	t.Helper()
+	x := dial(t, "X", addr)
+	x.send(t, map[string]any{"type": "view", "post": post})
+	w.waitFor(t, 5*time.Second, "2 viewers, with no count below 1 before it", func(f frame) bool {
+		if f.Type == "count" && f.Post == post && f.Viewers < 1 {
+			t.Fatalf("%s saw %s at %d viewers: the session left before it was resumed", w.name, post, f.Viewers)
+		}
+		return f.Type == "count" && f.Post == post && f.Viewers == 2
+	})
+}
+
+// TestE2E_ResumeAfterLostConnection: a tab whose TCP connection is cut (no
+// close frame) reconnects to the other app server with its resume token and
+// continues its session: no leave, no second view.
+func TestE2E_ResumeAfterLostConnection(t *testing.T) {
+	t.Parallel()
+	prefix := redistest.Prefix()
+	_, addr1 := startApp(t, "app1", prefix)
+	_, addr2 := startApp(t, "app2", prefix)
+	v := dial(t, "V", addr1)
+	v.send(t, map[string]any{"type": "view", "post": "cut"})
+	v.waitViewers(t, 5*time.Second, "cut", 1)
+	w := dial(t, "W", addr2)
+	w.send(t, map[string]any{"type": "watch", "posts": []string{"cut"}})
+	w.waitViewers(t, 5*time.Second, "cut", 1)
+
+	v.conn.CloseNow() // the socket closes without a close frame, as a lost network does
+	again := dialResume(t, "V again", addr2, v.hello.Resume)
+	if again.hello.Session != v.hello.Session {
+		t.Fatalf("resumed as session %s, want %s", again.hello.Session, v.hello.Session)
+	}
+	again.send(t, map[string]any{"type": "view", "post": "cut"})
+	got := again.waitFor(t, 5*time.Second, "the count of cut", func(f frame) bool { return f.Type == "count" && f.Post == "cut" })
+	if got.Viewers != 1 || got.Views != 1 {
+		t.Errorf("after the resume: %d viewers, %d views; want 1 and 1", got.Viewers, got.Views)
+	}
+	noDip(t, w, addr2, "cut")
+
+	// A token that is not one gets a fresh session, and no error.
+	odd := dialResume(t, "odd", addr1, v.hello.Session+".not-a-signature")
+	if odd.hello.Session == v.hello.Session {
+		t.Error("a forged token resumed the session")
+	}
 }
 
 func TestE2E_BadRedisURL(t *testing.T) {

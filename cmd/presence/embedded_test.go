@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/presence/presence/internal/presence"
 )
 
@@ -31,7 +33,7 @@ func TestE2E_EmbeddedMode(t *testing.T) {
 	b.send(t, map[string]any{"type": "view", "post": "13"})
 	b.waitViewers(t, 5*time.Second, "13", 2)
 	a.waitViewers(t, 5*time.Second, "13", 2)
-	b.conn.CloseNow()
+	b.conn.Close(websocket.StatusGoingAway, "") // a tab that closes, not one that is lost
 	a.waitViewers(t, 5*time.Second, "13", 1)
 
 	var ready map[string]any

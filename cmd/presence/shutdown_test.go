@@ -104,7 +104,7 @@ func openTabs(t *testing.T, n int, where func(i int) (addr, post string)) []*tab
 // TestE2E_ShutdownDrains stops an app server that holds 5,000 sessions, a
 // tab that reads nothing while its buffers are full, a half-sent HTTP
 // request and an idle keep-alive connection. None of them may hold the
-// drain: the half-sent request is cut at once, every tab is closed with 1001, still showing
+// drain: the half-sent request is cut at once, every tab is closed with 1012, still showing
 // its post's count from before (its own server's removal is no news to a
 // tab that is about to register again), Redis holds no session of the
 // server afterwards, and the process exits within the 9s budget.
@@ -117,6 +117,7 @@ func TestE2E_ShutdownDrains(t *testing.T) {
 		"PRESENCE_REDIS_URL="+redisSrv.URL(),
 		"PRESENCE_KEY_PREFIX="+prefix,
 		"PRESENCE_SESSION_TTL=60s", // no expiry during the test: only the drain removes sessions
+		"PRESENCE_HANDOFF_GRACE=0", // removed at once, not kept for their tabs to resume
 		"PRESENCE_COALESCE=100ms",
 		"PRESENCE_MAX_CONNS=0",
 		"PRESENCE_MAX_CONNS_PER_IP=0",
@@ -202,15 +203,15 @@ func TestE2E_ShutdownDrains(t *testing.T) {
 		if tb.closed.After(latest) {
 			latest = tb.closed
 		}
-		if tb.last < 1 || tb.status != websocket.StatusGoingAway {
+		if tb.last < 1 || tb.status != websocket.StatusServiceRestart {
 			if wrong++; wrong <= 3 {
-				t.Errorf("tab of %s: last count %d, closed with %v; want its count from before the drain, then 1001", tb.post, tb.last, tb.status)
+				t.Errorf("tab of %s: last count %d, closed with %v; want its count from before the drain, then 1012", tb.post, tb.last, tb.status)
 			}
 		}
 		tb.mu.Unlock()
 	}
 	if wrong > 0 {
-		t.Errorf("%d of %d tabs were not closed with 1001 showing their count from before", wrong, tabs)
+		t.Errorf("%d of %d tabs were not closed with 1012 showing their count from before", wrong, tabs)
 	}
 	select {
 	case at := <-halfClosed:

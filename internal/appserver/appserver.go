@@ -138,12 +138,57 @@ func New(ctx context.Context, o Options) (*App, error) {
 		hc.Coalesce = -1
 	}
 	hc.Registerer = reg
+	hc.HandoffGrace = cfg.HandoffGrace
 	a.Hub = hub.New(a.Store, a.feed, hc, log)
 	a.Health = health.New(map[string]health.Check{check: a.Store.Ping}, reg)
 	api := o.API
 	api.Registerer = reg
+	api.Resumer = a.resumer(ctx, log)
 	a.API = httpapi.New(a.Hub, a.Store, pub, a.Health, api, log)
 	return a, nil
+}
+
+// resumer makes the signer of resume tokens. In embedded mode its key is
+// this process's own: the sessions live here only. With Redis the key is
+// the one every app server reads from Redis, so a tab resumes on any of
+// them; until Redis has answered, no tokens are issued, and a runner keeps
+// asking.
+func (a *App) resumer(ctx context.Context, log *zap.Logger) *presence.Resumer {
+	if a.Redis == nil {
+		return presence.NewResumer(presence.RandomKey())
+	}
+	r := presence.NewResumer(nil)
+	load := func(ctx context.Context) error {
+		key, err := a.Redis.ResumeKey(ctx)
+		if err == nil {
+			r.SetKey(key)
+		}
+		return err
+	}
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if load(lctx) == nil {
+		return r
+	}
+	a.runners = append(a.runners, func(ctx context.Context) error {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
+			lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			err := load(lctx)
+			cancel()
+			if err == nil {
+				log.Info("resume key loaded from Redis: tabs can resume their sessions again")
+				return nil
+			}
+		}
+	})
+	return r
 }
 
 // Run runs the relay of the store's feed, the hub's refresh and store

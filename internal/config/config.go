@@ -47,6 +47,10 @@ type Config struct {
 	// Coalesce is the per-post window of count frames (default 250ms); 0
 	// sends every change at once.
 	Coalesce time.Duration
+	// HandoffGrace is how long an app server that shuts down keeps its
+	// tabs' sessions at least, for them to resume on another app server
+	// (default 30s); 0 removes them at once.
+	HandoffGrace time.Duration
 	// GCPoll is the longest time between two polls of the deadlines index
 	// (default 1s): dead sessions are pruned within about one GCPoll.
 	GCPoll time.Duration
@@ -99,6 +103,7 @@ var settings = []setting{
 	{"key-prefix", "PRESENCE_KEY_PREFIX", "", "prefix for every Redis key and channel, e.g. to share one Redis between applications"},
 	{"session-ttl", "PRESENCE_SESSION_TTL", "90s", "session lifetime without a refresh; refreshed every TTL/3 (1s to 1h)"},
 	{"coalesce", "PRESENCE_COALESCE", "250ms", "per-post window for count updates: at most one frame per window per client (0 to 10s)"},
+	{"handoff-grace", "PRESENCE_HANDOFF_GRACE", "30s", "how long a stopping app server keeps its tabs' sessions at least, for them to resume on another app server without a dip (0 to 10m; 0 removes them at once)"},
 	{"gc-poll", "PRESENCE_GC_POLL", "1s", "longest time between two polls of the deadlines index (10ms to 1m)"},
 	{"sweep-interval", "PRESENCE_SWEEP_INTERVAL", "5m", "time between gc's full repair sweeps of the viewers hash; 0 disables"},
 	{"allowed-origins", "PRESENCE_ALLOWED_ORIGINS", "", "comma-separated WebSocket/CORS origin patterns (host or scheme://host, path.Match globs); empty: same host only; * allows any"},
@@ -176,6 +181,7 @@ func Load(name string, args []string, getenv func(string) string, out io.Writer)
 	}
 	dur("session-ttl", "PRESENCE_SESSION_TTL", &c.SessionTTL)
 	dur("coalesce", "PRESENCE_COALESCE", &c.Coalesce)
+	dur("handoff-grace", "PRESENCE_HANDOFF_GRACE", &c.HandoffGrace)
 	dur("gc-poll", "PRESENCE_GC_POLL", &c.GCPoll)
 	dur("sweep-interval", "PRESENCE_SWEEP_INTERVAL", &c.SweepInterval)
 	dur("views-ttl", "PRESENCE_VIEWS_TTL", &c.ViewsTTL)
@@ -347,6 +353,9 @@ func (c Config) Validate() error {
 	if c.Coalesce < 0 || c.Coalesce > 10*time.Second {
 		bad("PRESENCE_COALESCE: must be between 0 and 10s, got %s", c.Coalesce)
 	}
+	if c.HandoffGrace < 0 || c.HandoffGrace > 10*time.Minute {
+		bad("PRESENCE_HANDOFF_GRACE: must be between 0 and 10m, got %s", c.HandoffGrace)
+	}
 	if c.GCPoll < 10*time.Millisecond || c.GCPoll > time.Minute {
 		bad("PRESENCE_GC_POLL: must be between 10ms and 1m, got %s", c.GCPoll)
 	}
@@ -444,6 +453,7 @@ func (c Config) Fields() map[string]any {
 		"key_prefix":       c.KeyPrefix,
 		"session_ttl":      c.SessionTTL.String(),
 		"coalesce":         c.Coalesce.String(),
+		"handoff_grace":    c.HandoffGrace.String(),
 		"gc_poll":          c.GCPoll.String(),
 		"sweep_interval":   c.SweepInterval.String(),
 		"allowed_origins":  c.AllowedOrigins,

@@ -238,7 +238,7 @@ func TestPublish_SlowConsumerIsClosed(t *testing.T) {
 // TestPublish_StalledWriteIsClosed is a client that stops reading while
 // its queue still has room: once the socket's buffers are full a write
 // blocks, and the write timeout, not the queue, ends the connection; its
-// session leaves.
+// session stays for the tab to resume.
 func TestPublish_StalledWriteIsClosed(t *testing.T) {
 	o := withKeys(appOpts{queue: 100000})
 	o.api.WriteTimeout = 300 * time.Millisecond
@@ -253,7 +253,7 @@ func TestPublish_StalledWriteIsClosed(t *testing.T) {
 	if err := stalled.Write(ctx, websocket.MessageText, []byte(`{"type":"view","post":"stall"}`)); err != nil {
 		t.Fatal(err)
 	}
-	fast := viewer(t, a, "stall", 2)
+	viewer(t, a, "stall", 2)
 
 	payload := strings.Repeat("x", 15<<10)
 	sent := 0
@@ -267,7 +267,6 @@ func TestPublish_StalledWriteIsClosed(t *testing.T) {
 	if n := metricValue(t, a, "presence_slow_clients_total"); n != 0 {
 		t.Errorf("presence_slow_clients_total=%v: the queue, not the write timeout, closed it", n)
 	}
-	fast.waitCount("stall", 1)
 	// What reached its buffers is readable; then the socket ends without
 	// a close frame.
 	for {

@@ -54,6 +54,9 @@ type Config struct {
 	// PublishKeys are the bearer keys POST /v1/posts/{post}/events accepts;
 	// several allow rotation. Default: none, and publishing is off.
 	PublishKeys []string
+	// Resumer issues the resume token of each hello and checks the one a
+	// reconnecting tab presents (GET /v1/ws?resume=...); nil issues none.
+	Resumer *presence.Resumer
 	// Signer checks the post tokens of view, watch and the REST counts.
 	// Default: nil, which accepts any well-formed post id.
 	Signer *presence.Signer

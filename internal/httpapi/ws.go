@@ -28,6 +28,12 @@ const CloseSlow = websocket.StatusPolicyViolation
 // frames". It shares its code with CloseSlow; the reason tells them apart.
 const CloseTooManyFrames = websocket.StatusPolicyViolation
 
+// CloseRestart is the close code of every connection when the app server
+// shuts down: 1012, service restart. The sessions stay in the store for
+// the handoff grace, and the widget reconnects at once, to another app
+// server or this one restarted, and resumes them.
+const CloseRestart = websocket.StatusServiceRestart
+
 // leaveTimeout bounds the store call that removes a closed connection's
 // session; if it fails the session expires after one TTL instead.
 const leaveTimeout = 5 * time.Second
@@ -91,18 +97,21 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	conn.SetReadLimit(s.cfg.ReadLimit)
 	// Shutdown began during the upgrade: the socket is open by now, so the
-	// refusal is the 1001 close that connected tabs get too.
+	// refusal is the 1012 close that connected tabs get too.
 	wc := &wsConn{s: s, conn: conn, raw: hw.hijacked}
 	if !s.track(wc) {
 		release()
-		conn.Close(websocket.StatusGoingAway, "server shutting down")
+		conn.Close(CloseRestart, "server shutting down")
 		return
 	}
-	c, err := s.hub.Join(wc.startWriter)
+	// A token that is not good gets a fresh session, not an error: it may
+	// be from before a key change, no fault of the tab's.
+	resume, _ := s.cfg.Resumer.Check(r.URL.Query().Get("resume"))
+	c, err := s.hub.Join(wc.startWriter, resume)
 	if err != nil {
 		release()
 		s.untrack(wc)
-		conn.Close(websocket.StatusGoingAway, "server shutting down")
+		conn.Close(CloseRestart, "server shutting down")
 		return
 	}
 	wc.c = c
@@ -114,7 +123,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// goroutine, the caller of Join, the client's first writer: hello goes
 	// out here, ahead of anything queued since the join (a status frame),
 	// without a goroutine of its own.
-	if err := wc.write(presence.Hello(c.ID, s.store.TTL())); err != nil {
+	if err := wc.write(presence.Hello(c.ID, s.store.TTL(), s.cfg.Resumer.Token(c.ID))); err != nil {
 		conn.CloseNow() // the reader sees it at once, and the session leaves
 	} else {
 		wc.flush()
@@ -158,16 +167,25 @@ func (wc *wsConn) run() {
 		s.log.Debug("connection ended", wc.session, zap.Error(err))
 	}
 
-	// The session must leave even though the server's context may be
-	// cancelled by now (shutdown), so the leave gets a context of its own.
-	lctx, lcancel := context.WithTimeout(context.Background(), leaveTimeout)
-	if err := c.Leave(lctx); err != nil {
-		// Every connection that closes during an outage ends here.
-		if ok, skipped := s.leaveWarn.Allow(time.Now()); ok {
-			s.log.Warn("cannot remove session; it expires after one TTL", wc.session, zap.Error(err), zap.Int("similar_since_last", skipped))
+	if st := websocket.CloseStatus(err); st == websocket.StatusNormalClosure || st == websocket.StatusGoingAway {
+		// The tab closed the connection (browsers say 1001 as a page goes):
+		// the session leaves. The leave gets a context of its own, as the
+		// server's may be cancelled by now (shutdown).
+		lctx, lcancel := context.WithTimeout(context.Background(), leaveTimeout)
+		if err := c.Leave(lctx); err != nil {
+			// Every connection that closes during an outage ends here.
+			if ok, skipped := s.leaveWarn.Allow(time.Now()); ok {
+				s.log.Warn("cannot remove session; it expires after one TTL", wc.session, zap.Error(err), zap.Int("similar_since_last", skipped))
+			}
 		}
+		lcancel()
+	} else {
+		// Lost, or closed by this server (a full queue, too many frames,
+		// shutdown): the tab reconnects with its resume token, so the
+		// session stays until its deadline rather than dip the count and
+		// count a second view.
+		c.Detach()
 	}
-	lcancel()
 	// Leave closed the client, so no writer starts after this; closing
 	// the socket ends the writer that may run, and a ping in flight. A
 	// close handshake that a writer began is over: the reader saw its end.
@@ -412,7 +430,7 @@ func (wc *wsConn) flush() {
 					break
 				}
 			}
-			conn.Close(websocket.StatusGoingAway, "server shutting down")
+			conn.Close(CloseRestart, "server shutting down")
 			return
 		case <-c.Done():
 			// Only a full queue is said to the client, with 1008 and a

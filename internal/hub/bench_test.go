@@ -38,7 +38,7 @@ func BenchmarkHub_FanOut1000(b *testing.B) {
 	ctx := context.Background()
 	watchers := make([]*hub.Client, 1000)
 	for i := range watchers {
-		c, err := h.Join(nil)
+		c, err := h.Join(nil, "")
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -47,7 +47,7 @@ func BenchmarkHub_FanOut1000(b *testing.B) {
 		}
 		watchers[i] = c
 	}
-	viewer, err := h.Join(nil)
+	viewer, err := h.Join(nil, "")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func BenchmarkHub_Join(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		c, err := h.Join(nil)
+		c, err := h.Join(nil, "")
 		if err != nil {
 			b.Fatal(err)
 		}

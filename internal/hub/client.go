@@ -240,17 +240,35 @@ func (c *Client) Unwatch(posts []presence.PostID) {
 }
 
 // Leave ends the session: it leaves every room and is removed from the
-// store. The transport calls it once the connection is gone; ctx should not
-// be the connection's, which is cancelled by then.
+// store. The transport calls it once the tab closed the connection; ctx
+// should not be the connection's, which is cancelled by then.
 func (c *Client) Leave(ctx context.Context) error {
+	return c.end(ctx, false)
+}
+
+// Detach ends the client but keeps its session in the store until its
+// deadline, for the tab to resume it on another connection: the transport
+// calls it when the connection was lost rather than closed by the tab, which
+// reconnects and presents its resume token. A session nobody resumes
+// expires and is pruned like any other.
+func (c *Client) Detach() {
+	_ = c.end(context.Background(), true)
+}
+
+func (c *Client) end(ctx context.Context, keep bool) error {
 	c.opMu.Lock()
 	h := c.hub
 	var inStore []presence.Session
-	if !c.left {
+	if !c.left && !keep {
 		inStore = c.placed(c.view)
 	}
 	if !c.left && c.view != "" {
-		h.m.leaves.Inc() // Shutdown counted the others already
+		// Shutdown counted the others already.
+		if keep {
+			h.m.kept.Inc()
+		} else {
+			h.m.leaves.Inc()
+		}
 	}
 	c.left = true
 	h.mu.Lock()

@@ -37,7 +37,7 @@ func TestHub_CoalescesPerPost(t *testing.T) {
 			case ready <- struct{}{}:
 			default:
 			}
-		})
+		}, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,7 +81,7 @@ func TestHub_CoalescesPerPost(t *testing.T) {
 
 		// 40 viewers join, one every 10 ms: 400 ms of changes.
 		for range 40 {
-			c, err := h.Join(nil)
+			c, err := h.Join(nil, "")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -29,6 +29,10 @@ type Config struct {
 	// StoreCheck is how often Run pings the store, so that clients are told
 	// when counts stop being live and when they are live again. Default: 1s.
 	StoreCheck time.Duration
+	// HandoffGrace is how long Shutdown keeps the sessions of its clients
+	// at least, for their tabs to resume them on another app server; zero
+	// removes them at once. Default: zero.
+	HandoffGrace time.Duration
 	// Registerer receives the hub's metrics. Default: none.
 	Registerer prometheus.Registerer
 }
@@ -69,6 +73,8 @@ type metrics struct {
 	views   prometheus.Counter
 	leaves  prometheus.Counter
 	rereg   prometheus.Counter
+	kept    prometheus.Counter
+	resumed prometheus.Counter
 	dropped prometheus.Counter
 	slow    prometheus.Counter
 	errors  prometheus.Counter
@@ -110,6 +116,12 @@ func New(store presence.Store, bus presence.Subscriber, cfg Config, log *zap.Log
 			rereg: prometheus.NewCounter(prometheus.CounterOpts{
 				Name: "presence_reregistrations_total", Help: "Live sessions registered again after their key vanished.",
 			}),
+			kept: prometheus.NewCounter(prometheus.CounterOpts{
+				Name: "presence_sessions_kept_total", Help: "Viewing sessions left in the store for their tabs to resume: connection lost, or handed off at shutdown.",
+			}),
+			resumed: prometheus.NewCounter(prometheus.CounterOpts{
+				Name: "presence_sessions_resumed_total", Help: "Connections that continued a session with its resume token.",
+			}),
 			dropped: prometheus.NewCounter(prometheus.CounterOpts{
 				Name: "presence_frames_dropped_total", Help: "Frames not sent: replaced by a newer count, or queued for a client that was closed.",
 			}),
@@ -122,22 +134,23 @@ func New(store presence.Store, bus presence.Subscriber, cfg Config, log *zap.Log
 		},
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(h.m.open, h.m.views, h.m.leaves, h.m.rereg, h.m.dropped, h.m.slow, h.m.errors)
+		cfg.Registerer.MustRegister(h.m.open, h.m.views, h.m.leaves, h.m.rereg, h.m.kept, h.m.resumed, h.m.dropped, h.m.slow, h.m.errors)
 	}
 	return h
 }
 
-// Join registers a new client with a fresh session id. wake is called,
+// Join registers a new client: with the session resume, when the tab
+// presented that session's resume token and no client here has it, or with
+// a fresh session id. wake is called,
 // with the client's queue lock held, whenever the client needs a writer:
 // frames wait, Wake was called, or the client was closed. It must only
 // start one (a goroutine that calls Next until it reports false) and
 // return. The caller is the client's first writer: it may write what comes
 // before everything (a hello), then calls Next like any writer, and wake
 // is not called until a Next reported false.
-func (h *Hub) Join(wake func()) (*Client, error) {
+func (h *Hub) Join(wake func(), resume presence.SessionID) (*Client, error) {
 	c := &Client{
 		hub:  h,
-		ID:   presence.NewSessionID(),
 		done: make(chan struct{}),
 		wake: wake,
 		busy: true,
@@ -146,6 +159,14 @@ func (h *Hub) Join(wake func()) (*Client, error) {
 	defer h.mu.Unlock()
 	if h.closed {
 		return nil, ErrClosed
+	}
+	// A session still connected here (its old connection not yet seen to
+	// be dead) is not taken over: two clients would share one id.
+	if resume != "" && h.sessions[resume] == nil {
+		c.ID = resume
+		h.m.resumed.Inc()
+	} else {
+		c.ID = presence.NewSessionID()
 	}
 	h.sessions[c.ID] = c
 	h.m.open.Inc()
@@ -371,9 +392,11 @@ func (h *Hub) Refresh(ctx context.Context) {
 	}
 }
 
-// Shutdown refuses new clients and views and removes every session from the
-// store in batches. The transport closes the connections afterwards; their
-// Leave calls then find nothing left to do.
+// Shutdown refuses new clients and views, and hands every session off: it
+// keeps them in the store for at least Config.HandoffGrace, for the tabs to
+// resume them on another app server, or with no grace removes them, in
+// batches. The transport closes the connections afterwards; their Leave
+// calls then find nothing left to do.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	h.mu.Lock()
 	h.closed = true
@@ -385,13 +408,24 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		if !c.left {
 			c.left = true
 			if c.view != "" {
-				h.m.leaves.Inc()
+				if h.cfg.HandoffGrace > 0 {
+					h.m.kept.Inc()
+				} else {
+					h.m.leaves.Inc()
+				}
 			}
 			sessions = append(sessions, c.placed(c.view)...)
 		}
 		c.opMu.Unlock()
 	}
 	if len(sessions) == 0 {
+		return nil
+	}
+	if h.cfg.HandoffGrace > 0 {
+		if err := h.store.Hold(ctx, sessions, h.cfg.HandoffGrace); err != nil {
+			h.m.errors.Inc()
+			return errors.Join(errors.New("keep sessions for their tabs to resume at shutdown; they live out their TTL instead"), err)
+		}
 		return nil
 	}
 	if err := h.store.Leave(ctx, sessions...); err != nil {

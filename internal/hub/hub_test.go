@@ -32,11 +32,11 @@ func newHub(t *testing.T, cfg hub.Config) *hub.Hub {
 
 func TestClient_SlowConsumerIsClosed(t *testing.T) {
 	h := newHub(t, hub.Config{QueueSize: 8})
-	slow, err := h.Join(nil)
+	slow, err := h.Join(nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	fine, err := h.Join(nil)
+	fine, err := h.Join(nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestClient_SlowConsumerIsClosed(t *testing.T) {
 func TestClient_FramesKeepOrder(t *testing.T) {
 	h := newHub(t, hub.Config{})
 	woken := 0
-	c, err := h.Join(func() { woken++ }) // called under the client's lock
+	c, err := h.Join(func() { woken++ }, "") // called under the client's lock
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestHub_ShutdownCountsEachLeaveOnce(t *testing.T) {
 	ctx := context.Background()
 	var clients []*hub.Client
 	for i := range 3 {
-		c, err := h.Join(nil)
+		c, err := h.Join(nil, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -130,7 +130,7 @@ func TestHub_ShutdownCountsEachLeaveOnce(t *testing.T) {
 	if c, _ := store.Counts(ctx, []presence.PostID{"p"}); c[0].Viewers != 0 {
 		t.Errorf("viewers after shutdown=%d, want 0", c[0].Viewers)
 	}
-	if _, err := h.Join(nil); err == nil {
+	if _, err := h.Join(nil, ""); err == nil {
 		t.Error("Join after Shutdown succeeded")
 	}
 }
@@ -177,11 +177,11 @@ func TestHub_RereadReachesClientWithoutCount(t *testing.T) {
 	store := &failCounts{Store: memstore.New(memstore.Config{})}
 	h := hub.New(store, nopBus{}, hub.Config{Coalesce: -1}, zaptest.NewLogger(t))
 	ctx := context.Background()
-	viewer, _ := h.Join(nil)
+	viewer, _ := h.Join(nil, "")
 	if err := viewer.View(ctx, "p"); err != nil {
 		t.Fatal(err)
 	}
-	had, _ := h.Join(nil)
+	had, _ := h.Join(nil, "")
 	if err := had.Watch(ctx, []presence.PostID{"p"}); err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestHub_RereadReachesClientWithoutCount(t *testing.T) {
 		t.Fatalf("the first watcher got %d frames, want its count", n)
 	}
 	store.fail.Store(true)
-	missed, _ := h.Join(nil)
+	missed, _ := h.Join(nil, "")
 	if err := missed.Watch(ctx, []presence.PostID{"p"}); err == nil {
 		t.Fatal("the second watch worked; the test needs it to fail")
 	}
@@ -240,7 +240,7 @@ func TestClient_StaleSessionIsLeftWhereItMayBe(t *testing.T) {
 	ctx := context.Background()
 	store := &lostReply{Store: memstore.New(memstore.Config{}), failView: "b"}
 	h := hub.New(store, store.Store, hub.Config{}, zaptest.NewLogger(t))
-	c, err := h.Join(nil)
+	c, err := h.Join(nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +302,7 @@ func TestClient_ReregisterLeavesTheStalePost(t *testing.T) {
 	for i := 0; store.keys.Partition(a) == store.keys.Partition(b); i++ {
 		b = presence.PostID(fmt.Sprint("b", i))
 	}
-	cl, err := h.Join(nil)
+	cl, err := h.Join(nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +336,7 @@ func take(c *hub.Client) [][]byte {
 func TestClient_WakesOneWriterAtATime(t *testing.T) {
 	h := newHub(t, hub.Config{QueueSize: 4})
 	woken := 0
-	c, err := h.Join(func() { woken++ }) // called under the client's lock
+	c, err := h.Join(func() { woken++ }, "") // called under the client's lock
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,5 +388,92 @@ func TestClient_WakesOneWriterAtATime(t *testing.T) {
 	c.Wake()
 	if woken != 3 {
 		t.Fatalf("Wake of a closed client woke a writer")
+	}
+}
+
+// A tab whose connection was lost resumes its session on a new one: the
+// count never drops and the view is not counted twice.
+func TestHub_ResumeKeepsTheSession(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	store := memstore.New(memstore.Config{})
+	h := hub.New(store, store, hub.Config{Registerer: reg}, zaptest.NewLogger(t))
+	ctx := context.Background()
+	first, err := h.Join(nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.View(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	// A second client still connected with that id keeps it: a resume of
+	// it gets a fresh session.
+	if twin, _ := h.Join(nil, first.ID); twin.ID == first.ID {
+		t.Fatal("a session still connected was handed to a second client")
+	} else if err := twin.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first.Detach()
+	want := func(what string, viewers, views int64) {
+		t.Helper()
+		c, err := store.Counts(ctx, []presence.PostID{"p"})
+		if err != nil || c[0].Viewers != viewers || c[0].Views != views {
+			t.Fatalf("%s: %+v, %v; want %d viewers and %d views", what, c, err, viewers, views)
+		}
+	}
+	want("after the connection was lost", 1, 1)
+	again, err := h.Join(nil, first.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.ID != first.ID {
+		t.Fatalf("resumed as %s, want %s", again.ID, first.ID)
+	}
+	if err := again.View(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	want("after the resume", 1, 1)
+	if got := gathered(t, reg, "presence_sessions_resumed_total"); got != 1 {
+		t.Errorf("presence_sessions_resumed_total=%v, want 1", got)
+	}
+	if got := gathered(t, reg, "presence_sessions_kept_total"); got != 1 {
+		t.Errorf("presence_sessions_kept_total=%v, want 1", got)
+	}
+	if err := again.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want("after the tab closed", 0, 1)
+}
+
+// With a handoff grace, shutdown keeps the sessions for at least that long
+// instead of removing them.
+func TestHub_ShutdownHandsSessionsOff(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	store := memstore.New(memstore.Config{TTL: time.Second})
+	h := hub.New(store, store, hub.Config{Registerer: reg, HandoffGrace: time.Minute}, zaptest.NewLogger(t))
+	ctx := context.Background()
+	for range 2 {
+		c, err := h.Join(nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.View(ctx, "p"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := store.Counts(ctx, []presence.PostID{"p"}); c[0].Viewers != 2 {
+		t.Errorf("viewers after a handoff=%d, want 2", c[0].Viewers)
+	}
+	// Held a minute, past their 1s TTL.
+	if due, next, err := store.Due(ctx, 10); err != nil || len(due) != 0 || next < 30*time.Second {
+		t.Errorf("Due after the handoff = %v, next in %v, %v; want none for more than 30s", due, next, err)
+	}
+	if got := gathered(t, reg, "presence_sessions_kept_total"); got != 2 {
+		t.Errorf("presence_sessions_kept_total=%v, want 2", got)
+	}
+	if got := gathered(t, reg, "presence_leaves_total"); got != 0 {
+		t.Errorf("presence_leaves_total=%v, want 0", got)
 	}
 }

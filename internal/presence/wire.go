@@ -17,16 +17,21 @@ import (
 
 // HelloFrame is sent first on every connection:
 //
-//	{"type":"hello","session":"t3IfUFm_UObWYn5Af9mcgg","ttl":90}
+//	{"type":"hello","session":"t3IfUFm_UObWYn5Af9mcgg","ttl":90,"resume":"t3IfUFm_UObWYn5Af9mcgg.Zq0..."}
 type HelloFrame struct {
 	Type    string    `json:"type"` // "hello"
 	Session SessionID `json:"session"`
 	TTL     int64     `json:"ttl"` // whole seconds
+	// Resume is the session's resume token (Resumer), which a reconnecting
+	// tab presents to continue the session; absent while the server has no
+	// key.
+	Resume string `json:"resume,omitempty"`
 }
 
-// Hello returns the hello frame of a session with the store's TTL.
-func Hello(sid SessionID, ttl time.Duration) []byte {
-	return marshal(HelloFrame{Type: "hello", Session: sid, TTL: int64(ttl / time.Second)})
+// Hello returns the hello frame of a session with the store's TTL and its
+// resume token ("" for none).
+func Hello(sid SessionID, ttl time.Duration, resume string) []byte {
+	return marshal(HelloFrame{Type: "hello", Session: sid, TTL: int64(ttl / time.Second), Resume: resume})
 }
 
 // CountFrame is a post's count as browsers get it:

@@ -14,7 +14,8 @@ func TestFrames(t *testing.T) {
 	}
 	c := Count{Post: "13", Viewers: 5, Views: 120, Seq: 4711}
 	for _, tc := range []struct{ got, want string }{
-		{string(Hello("t3IfUFm_UObWYn5Af9mcgg", 90*time.Second)), `{"type":"hello","session":"t3IfUFm_UObWYn5Af9mcgg","ttl":90}`},
+		{string(Hello("t3IfUFm_UObWYn5Af9mcgg", 90*time.Second, "")), `{"type":"hello","session":"t3IfUFm_UObWYn5Af9mcgg","ttl":90}`},
+		{string(Hello("t3IfUFm_UObWYn5Af9mcgg", 90*time.Second, "t3IfUFm_UObWYn5Af9mcgg.sig")), `{"type":"hello","session":"t3IfUFm_UObWYn5Af9mcgg","ttl":90,"resume":"t3IfUFm_UObWYn5Af9mcgg.sig"}`},
 		{string(c.Frame()), `{"type":"count","post":"13","viewers":5,"views":120}`},
 		{string(c.Message()), `{"type":"count","post":"13","viewers":5,"views":120,"seq":4711}`},
 		// Compacted, not HTML-escaped: the size limit holds for these bytes.

@@ -18,7 +18,7 @@
   var counts = map();   // post -> {viewers, views}: kept while reconnecting
   var tokens = map();   // post -> token signed by the site, if it signs posts
   var handlers = map(); // type -> [fn]
-  var viewing = null, signed = false;
+  var viewing = null, signed = false, resume = "";
   var ws = null, tries = 0, timer = null, stable = null, status = "connecting";
 
   // The server's charset: an id it would refuse must not spoil a whole watch.
@@ -96,11 +96,14 @@
 
   function connect() {
     timer = null;
-    try { ws = new WebSocket(url); } catch (e) { return retry(); }
+    // The resume token continues this tab's session: a reconnect is no new
+    // viewer and no new view. A reload starts over, as it is a new view.
+    try { ws = new WebSocket(url + (resume ? "?resume=" + encodeURIComponent(resume) : "")); } catch (e) { return retry(); }
     ws.onmessage = function (e) {
       var m;
       try { m = JSON.parse(e.data); } catch (err) { return; }
       if (m.type === "hello") {
+        resume = m.resume || "";
         // The backoff starts over only once a connection has stayed up: a
         // server that closes each one at once must not be hit every 0.5 s.
         stable = setTimeout(function () { tries = 0; }, 10000);
@@ -120,9 +123,12 @@
         emit("error", m);
       }
     };
-    ws.onclose = function () {
+    ws.onclose = function (e) {
       ws = null;
       clearTimeout(stable);
+      // 1012: the server restarts and keeps the session for a while;
+      // another server takes it at once.
+      if (e.code === 1012) tries = 0;
       setStatus("disconnected");
       retry();
     };
