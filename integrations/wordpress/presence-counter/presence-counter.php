@@ -874,18 +874,30 @@ function presence_counter_script_loader_tag( $tag, $handle ) {
 add_filter( 'script_loader_tag', 'presence_counter_script_loader_tag', 10, 2 );
 
 /**
+ * A kind of count as the widget names it: 'viewers' (tabs open on the post), 'views'
+ * (its total views) or 'reading' (the viewers whose tab is in view); anything else is
+ * 'viewers'.
+ *
+ * @param mixed $kind Kind asked for.
+ * @return string
+ */
+function presence_counter_kind( $kind ) {
+	return in_array( $kind, array( 'views', 'reading' ), true ) ? $kind : 'viewers';
+}
+
+/**
  * Markup of one counter. The widget replaces the number with the live count.
  *
  * With a post secret the counter carries its post's token in data-presence-token, so
  * the server accepts the posts an archive or widget shows as well as the viewed one.
  *
  * @param string $key     A key from presence_counter_post_key().
- * @param string $kind    'viewers' or 'views'.
+ * @param string $kind    'viewers', 'views' or 'reading'.
  * @param int    $initial The number shown until the live count arrives.
  * @return string
  */
 function presence_counter_counter_markup( $key, $kind, $initial = 0 ) {
-	$kind  = ( 'views' === $kind ) ? 'views' : 'viewers';
+	$kind  = presence_counter_kind( $kind );
 	$token = presence_counter_token( $key );
 	return sprintf(
 		'<span class="%1$s" data-presence-%2$s="%3$s"%4$s>%5$d</span>',
@@ -903,7 +915,7 @@ function presence_counter_counter_markup( $key, $kind, $initial = 0 ) {
  * words.js holds the same strings, so that the words change with the number in the
  * page ("1 person is", "2 people are"), in the visitor's language.
  *
- * @param string $kind    'viewers' or 'views'.
+ * @param string $kind    'viewers', 'views' or 'reading'.
  * @param string $wording 'sentence', 'short' or 'number'.
  * @param int    $n       The number the words are for.
  * @return string
@@ -911,6 +923,13 @@ function presence_counter_counter_markup( $key, $kind, $initial = 0 ) {
 function presence_counter_wording( $kind, $wording, $n ) {
 	if ( 'number' === $wording ) {
 		return '%s';
+	}
+	if ( 'reading' === $kind ) {
+		return 'short' === $wording
+			/* translators: %s: the live number of people with the post in view */
+			? _n( '%s reading now', '%s reading now', $n, 'presence-counter' )
+			/* translators: %s: the live number of people with the post in view */
+			: _n( '%s person is reading this post', '%s people are reading this post', $n, 'presence-counter' );
 	}
 	if ( 'views' === $kind ) {
 		return 'short' === $wording
@@ -931,7 +950,7 @@ function presence_counter_wording( $kind, $wording, $n ) {
  * that words.js rewords whenever the widget changes the number.
  *
  * @param string $key     A key from presence_counter_post_key().
- * @param string $kind    'viewers' or 'views'.
+ * @param string $kind    'viewers', 'views' or 'reading'.
  * @param string $wording 'sentence', 'short' or 'number'.
  * @param int    $initial The number shown until the live count arrives.
  * @return string
@@ -947,7 +966,7 @@ function presence_counter_words_markup( $key, $kind, $wording, $initial ) {
 	$parts = preg_split( '/%(?:1\$)?s/', presence_counter_wording( $kind, $wording, $initial ), 2 );
 	return sprintf(
 		'<span class="presence-counter-words" data-presence-words="%1$s %2$s">%3$s%4$s%5$s</span>',
-		esc_attr( 'views' === $kind ? 'views' : 'viewers' ),
+		esc_attr( presence_counter_kind( $kind ) ),
 		esc_attr( $wording ),
 		esc_html( $parts[0] ),
 		$counter,
@@ -1197,7 +1216,7 @@ function presence_counter_block_post_id( $block ) {
 /**
  * Renders the "Presence counter" block; '' while no server is set or there is no post.
  *
- * @param array         $attributes kind ('viewers' or 'views') and wording ('sentence', 'short' or 'number').
+ * @param array         $attributes kind ('viewers', 'views' or 'reading') and wording ('sentence', 'short' or 'number').
  * @param string        $content    Unused: the block has no inner content.
  * @param WP_Block|null $block      The block instance; its context names the post.
  * @return string
@@ -1208,10 +1227,10 @@ function presence_counter_render_block( $attributes, $content = '', $block = nul
 	if ( '' === $key || ! presence_counter_enqueue_widget() ) {
 		return '';
 	}
-	$kind    = ( isset( $attributes['kind'] ) && 'views' === $attributes['kind'] ) ? 'views' : 'viewers';
+	$kind    = presence_counter_kind( isset( $attributes['kind'] ) ? $attributes['kind'] : '' );
 	$wording = ( isset( $attributes['wording'] ) && in_array( $attributes['wording'], array( 'short', 'number' ), true ) ) ? $attributes['wording'] : 'sentence';
-	// 1 for the viewed post's viewers, the visitor being one; 0 until the count arrives otherwise.
-	$initial = ( 'viewers' === $kind && presence_counter_viewed_key() === $key ) ? 1 : 0;
+	// 1 for the viewed post's viewers and readers, the visitor being one; 0 until the count arrives otherwise.
+	$initial = ( 'views' !== $kind && presence_counter_viewed_key() === $key ) ? 1 : 0;
 	return sprintf(
 		'<p %s>%s</p>',
 		get_block_wrapper_attributes( array( 'class' => 'presence-counter' ) ),

@@ -16,6 +16,11 @@
 		if ( 'number' === words ) {
 			return '%s';
 		}
+		if ( 'reading' === kind ) {
+			return 'short' === words
+				? /* translators: %s: the live number of people with the post in view */ _n( '%s reading now', '%s reading now', n, 'presence-counter' )
+				: /* translators: %s: the live number of people with the post in view */ _n( '%s person is reading this post', '%s people are reading this post', n, 'presence-counter' );
+		}
 		if ( 'views' === kind ) {
 			return 'short' === words
 				? /* translators: %s: the number of times a post has been viewed */ _n( '%s view', '%s views', n, 'presence-counter' )
@@ -51,7 +56,7 @@
 
 	function watch( box ) {
 		var spec = ( box.getAttribute( 'data-presence-words' ) || '' ).split( ' ' );
-		var kind = 'views' === spec[ 0 ] ? 'views' : 'viewers';
+		var kind = 'views' === spec[ 0 ] || 'reading' === spec[ 0 ] ? spec[ 0 ] : 'viewers';
 		var counter = box.querySelector( '[data-presence-' + kind + ']' );
 		if ( ! counter ) {
 			return;

@@ -2374,6 +2374,8 @@ run(
 		check( 0 === strpos( $row, '<p class="wp-block-presence-counter-counter presence-counter">' ), 'in the block\'s wrapper', $row );
 		$number = presence_counter_render_block( array( 'wording' => 'number' ), '', new WP_Block( array( 'postId' => 12 ) ) );
 		check( false === strpos( $number, 'presence-counter-words' ) && false !== strpos( $number, 'data-presence-viewers="12"' ), 'the number alone', $number );
+		$readers = presence_counter_render_block( array( 'kind' => 'reading', 'wording' => 'short' ), '', new WP_Block( array( 'postId' => 12 ) ) );
+		check( false !== strpos( $readers, 'data-presence-words="reading short"' ) && false !== strpos( $readers, 'class="presence-reading" data-presence-reading="12"' ) && false !== strpos( $readers, '</span> reading now' ), 'the readers of a row\'s post', $readers );
 		$odd = presence_counter_render_block( array( 'kind' => '"><script>', 'wording' => 'x' ), '', new WP_Block( array( 'postId' => 12 ) ) );
 		check( false !== strpos( $odd, 'data-presence-words="viewers sentence"' ), 'unknown attributes are the defaults', $odd );
 
