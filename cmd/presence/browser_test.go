@@ -112,11 +112,22 @@ func TestBrowser_DemoPage(t *testing.T) {
 		waitContains(t, tab, "#events", `hello-world comment {"author":"Ana","text":"Nice post!"}`, 2*time.Second)
 	}
 
-	// Closing a tab drops the count in the other within 2 s.
-	close2()
-	waitText(t, tab1, counter, "1", 2*time.Second)
+	// A tab in the background is open but not reading: reading drops, the
+	// viewers (open tabs) and views do not, and it comes back when the tab
+	// is shown again.
+	reading := `#counter [data-presence-reading="hello-world"]`
+	waitText(t, tab1, reading, "2", 5*time.Second)
+	setHidden(t, tab2, true)
+	waitText(t, tab1, reading, "1", 5*time.Second)
+	waitText(t, tab1, counter, "2", time.Second)
+	waitText(t, tab1, `#counter [data-presence-views="hello-world"]`, "2", time.Second)
+	setHidden(t, tab2, false)
+	waitText(t, tab1, reading, "2", 5*time.Second)
+	setHidden(t, tab2, true)
+	waitText(t, tab1, reading, "1", 5*time.Second)
 
-	// Screenshot of the demo page, for README (quality 100 makes a PNG).
+	// Screenshot of the demo page, for README (quality 100 makes a PNG):
+	// 1 reading now, 2 open.
 	png, err := chromedp.Run(tab1, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatal(err)
@@ -135,6 +146,11 @@ func TestBrowser_DemoPage(t *testing.T) {
 	}
 	t.Logf("screenshot: %s (%d bytes)", shot, len(png))
 
+	// Closing a tab drops the count in the other within 2 s.
+	close2()
+	waitText(t, tab1, counter, "1", 2*time.Second)
+	waitText(t, tab1, reading, "1", 2*time.Second)
+
 	// Stop the server: the widget keeps the last value while it is away,
 	// and recovers by itself once a server listens on the address again.
 	p.stop()
@@ -151,6 +167,23 @@ func TestBrowser_DemoPage(t *testing.T) {
 	// register again, tab1 on hello-world and tab3 on 13.
 	waitText(t, tab1, counter, "1", 5*time.Second)
 	waitText(t, tab1, `#archive [data-presence-viewers="13"]`, "1", 5*time.Second)
+}
+
+// setHidden puts tab in the background, or brings it back, as far as the
+// page can tell: headless Chromium shows every tab, so document.hidden and
+// the visibilitychange event that the Page Visibility API gives are set
+// here as a browser sets them when the tab's window hides it.
+func setHidden(t *testing.T, tab context.Context, hidden bool) {
+	t.Helper()
+	js := fmt.Sprintf(`(function (h) {
+		Object.defineProperty(document, "hidden", {configurable: true, get: function () { return h; }});
+		Object.defineProperty(document, "visibilityState", {configurable: true, get: function () { return h ? "hidden" : "visible"; }});
+		document.dispatchEvent(new Event("visibilitychange"));
+		return true;
+	})(%v)`, hidden)
+	if _, err := chromedp.Run(tab, chromedp.Evaluate[bool](js)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestBrowser_DemoPageRedisOutage: while the app server cannot reach Redis,

@@ -154,8 +154,18 @@ func TestREST_HealthAndReadiness(t *testing.T) {
 			t.Errorf("/metrics lacks %q", line)
 		}
 	}
-	// hello, the count of m and the error frame at least.
-	if sent := metricValue(t, a, "presence_frames_sent_total"); sent < 3 {
-		t.Errorf("presence_frames_sent_total=%v, want >= 3", sent)
+	// hello, the count of m and the error frame at least. The writer counts
+	// a frame once its write returned, which can be after the client read
+	// it.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		sent := metricValue(t, a, "presence_frames_sent_total")
+		if sent >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("presence_frames_sent_total=%v, want >= 3", sent)
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // polls a counter: nothing to await
 	}
 }

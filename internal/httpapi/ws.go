@@ -47,6 +47,7 @@ type inFrame struct {
 	Posts  []string `json:"posts"`
 	Token  *string  `json:"token"`
 	Tokens []string `json:"tokens"`
+	Hidden *bool    `json:"hidden"`
 }
 
 // clientFrame is a client frame whose syntax has been checked: ids are valid
@@ -58,6 +59,7 @@ type clientFrame struct {
 	Posts  []presence.PostID // watch, unwatch
 	Token  string            // view
 	Tokens []string          // watch, as sent: CheckAll pairs them with Posts
+	Hidden bool              // view: the tab is in the background
 }
 
 // serveWS serves GET /v1/ws. It upgrades the connection and hands it to a
@@ -311,6 +313,7 @@ func parseFrame(data []byte) (clientFrame, error) {
 		if in.Token != nil {
 			f.Token = *in.Token
 		}
+		f.Hidden = in.Hidden != nil && *in.Hidden
 	case "unview":
 	case "watch", "unwatch":
 		posts, err := parsePosts(in.Type, in.Posts)
@@ -342,7 +345,7 @@ func (s *Server) handle(ctx context.Context, c *hub.Client, data []byte) error {
 		if err := s.cfg.Signer.Check(f.Post, f.Token, time.Now()); err != nil {
 			return err
 		}
-		return c.View(ctx, f.Post)
+		return c.View(ctx, f.Post, f.Hidden)
 	case "unview":
 		return c.Unview(ctx)
 	case "watch":

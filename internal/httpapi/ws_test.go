@@ -495,3 +495,35 @@ func TestWS_SilentSubscriptionIsReplaced(t *testing.T) {
 	viewer(t, b, "s", 2)
 	w.waitCount("s", 2)
 }
+
+// TestWS_HiddenTabViewsWithoutReading: a tab that says it is hidden counts
+// among the viewers and not among the readers; saying so again changes
+// nothing else, counts no view, and reaches watchers like any change.
+func TestWS_HiddenTabViewsWithoutReading(t *testing.T) {
+	bothStores(t, func(t *testing.T, o appOpts) {
+		a := newApp(t, o)
+		w := watcher(t, a, "r", 0)
+		reading := func(viewers, views, reading int) {
+			t.Helper()
+			w.waitFor(fmt.Sprintf("r with %d viewers, %d views, %d reading", viewers, views, reading), func(m map[string]any) bool {
+				return m["type"] == "count" && m["post"] == "r" && m["viewers"] == float64(viewers) &&
+					m["views"] == float64(views) && m["reading"] == float64(reading)
+			})
+		}
+		v1 := viewer(t, a, "r", 1)
+		reading(1, 1, 1)
+		v2 := dial(t, a, nil)
+		v2.send(`{"type":"view","post":"r","hidden":true}`)
+		reading(2, 2, 1)
+		v2.send(`{"type":"view","post":"r"}`)
+		reading(2, 2, 2)
+		v1.send(`{"type":"view","post":"r","hidden":true}`)
+		reading(2, 2, 1)
+		if st, _, body := get(t, a.URL+"/v1/posts/r", nil); st != 200 || body["reading"] != float64(1) || body["viewers"] != float64(2) {
+			t.Errorf("GET /v1/posts/r = %d %v, want 2 viewers and 1 reading", st, body)
+		}
+		// The hidden tab closes: both numbers drop with it.
+		v1.conn.Close(websocket.StatusGoingAway, "")
+		reading(1, 2, 1)
+	})
+}

@@ -56,7 +56,7 @@ func BenchmarkHub_FanOut1000(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		// Each view or unview changes the count: one fan-out each.
 		if i%2 == 0 {
-			err = viewer.View(ctx, "hot")
+			err = viewer.View(ctx, "hot", false)
 		} else {
 			err = viewer.Unview(ctx)
 		}
@@ -92,7 +92,7 @@ func BenchmarkHub_Join(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := c.View(ctx, presence.PostID(fmt.Sprint("p", i%100))); err != nil {
+		if err := c.View(ctx, presence.PostID(fmt.Sprint("p", i%100)), false); err != nil {
 			b.Fatal(err)
 		}
 		if err := c.Leave(ctx); err != nil {

@@ -34,6 +34,9 @@ type Client struct {
 	// as a tab views one post or a few, and a map costs an idle tab 250 B.
 	seen []presence.PostID
 	left bool // guarded by opMu
+	// hidden says the tab is in the background, guarded by opMu: the
+	// session views its post without reading it.
+	hidden bool
 	// stale is a post the store may still hold the session on, though view
 	// is not it, after a call whose outcome is unknown; guarded by opMu. A
 	// partitioned store finds the session only where it is told to look.
@@ -57,13 +60,16 @@ type Client struct {
 }
 
 // View makes the client a viewer of post, moving it off the post it viewed,
-// and queues the post's count for it.
-func (c *Client) View(ctx context.Context, post presence.PostID) error {
+// and queues the post's count for it. hidden says its tab is in the
+// background: it views the post without reading it. A view of the post
+// it views already only changes that.
+func (c *Client) View(ctx context.Context, post presence.PostID, hidden bool) error {
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
 	if c.left {
 		return ErrClosed
 	}
+	c.hidden = hidden
 	h := c.hub
 	h.mu.Lock()
 	if h.closed {
@@ -155,7 +161,7 @@ func (c *Client) storeView(ctx context.Context, last, post presence.PostID, coun
 			c.stale = ""
 		}
 	}
-	cnt, err := h.store.View(ctx, presence.Session{ID: c.ID, Post: post}, from, countView)
+	cnt, err := h.store.View(ctx, presence.Session{ID: c.ID, Post: post, Hidden: c.hidden}, from, countView)
 	if err != nil {
 		if from != "" && from != post && (c.stale == "" || c.stale == post) {
 			c.stale = from

@@ -85,7 +85,7 @@ func TestHub_CoalescesPerPost(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := c.View(ctx, presence.PostID("hot")); err != nil {
+			if err := c.View(ctx, presence.PostID("hot"), false); err != nil {
 				t.Fatal(err)
 			}
 			time.Sleep(10 * time.Millisecond)

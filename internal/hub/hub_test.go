@@ -109,7 +109,7 @@ func TestHub_ShutdownCountsEachLeaveOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i < 2 { // the third only connects
-			if err := c.View(ctx, "p"); err != nil {
+			if err := c.View(ctx, "p", false); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -178,7 +178,7 @@ func TestHub_RereadReachesClientWithoutCount(t *testing.T) {
 	h := hub.New(store, nopBus{}, hub.Config{Coalesce: -1}, zaptest.NewLogger(t))
 	ctx := context.Background()
 	viewer, _ := h.Join(nil, "")
-	if err := viewer.View(ctx, "p"); err != nil {
+	if err := viewer.View(ctx, "p", false); err != nil {
 		t.Fatal(err)
 	}
 	had, _ := h.Join(nil, "")
@@ -244,13 +244,13 @@ func TestClient_StaleSessionIsLeftWhereItMayBe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.View(ctx, "a"); err != nil {
+	if err := c.View(ctx, "a", false); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.View(ctx, "b"); err == nil {
+	if err := c.View(ctx, "b", false); err == nil {
 		t.Fatal("the view of b reported no error")
 	}
-	if err := c.View(ctx, "c"); err != nil {
+	if err := c.View(ctx, "c", false); err != nil {
 		t.Fatal(err)
 	}
 	if fmt.Sprint(store.left) != fmt.Sprint([]presence.Session{{ID: c.ID, Post: "a"}}) {
@@ -306,10 +306,10 @@ func TestClient_ReregisterLeavesTheStalePost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cl.View(ctx, a); err != nil {
+	if err := cl.View(ctx, a, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := cl.View(ctx, b); err == nil {
+	if err := cl.View(ctx, b, false); err == nil {
 		t.Fatal("the failing move reported no error")
 	}
 	h.Refresh(ctx) // finds the session missing on b and registers it again
@@ -402,7 +402,7 @@ func TestHub_ResumeKeepsTheSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := first.View(ctx, "p"); err != nil {
+	if err := first.View(ctx, "p", false); err != nil {
 		t.Fatal(err)
 	}
 	// A second client still connected with that id keeps it: a resume of
@@ -428,7 +428,7 @@ func TestHub_ResumeKeepsTheSession(t *testing.T) {
 	if again.ID != first.ID {
 		t.Fatalf("resumed as %s, want %s", again.ID, first.ID)
 	}
-	if err := again.View(ctx, "p"); err != nil {
+	if err := again.View(ctx, "p", false); err != nil {
 		t.Fatal(err)
 	}
 	want("after the resume", 1, 1)
@@ -456,7 +456,7 @@ func TestHub_ShutdownHandsSessionsOff(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.View(ctx, "p"); err != nil {
+		if err := c.View(ctx, "p", false); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -41,6 +41,7 @@ type Store struct {
 	seq       int64
 	sessions  map[presence.SessionID]*session
 	viewers   map[presence.PostID]map[presence.SessionID]struct{} // emptied sets are deleted
+	hidden    map[presence.PostID]int64                           // viewers whose tab is hidden; no zeros kept
 	views     map[presence.PostID]*list.Element                   // of *views, in viewsLRU
 	viewsLRU  *list.List                                          // least recently viewed first
 	viewsPeak int                                                 // most entries views held since it was made
@@ -67,6 +68,7 @@ type views struct {
 type session struct {
 	id       presence.SessionID
 	post     presence.PostID
+	hidden   bool // counted in the post's hidden viewers
 	deadline time.Time
 	index    int // in the heap
 }
@@ -89,6 +91,7 @@ func New(cfg Config) *Store {
 		viewsTTL: cfg.ViewsTTL,
 		sessions: make(map[presence.SessionID]*session),
 		viewers:  make(map[presence.PostID]map[presence.SessionID]struct{}),
+		hidden:   make(map[presence.PostID]int64),
 		views:    make(map[presence.PostID]*list.Element),
 		viewsLRU: list.New(),
 		sinks:    make(map[int]func(presence.Message)),
@@ -123,7 +126,8 @@ func (s *Store) View(_ context.Context, vs presence.Session, _ presence.PostID, 
 	} else {
 		if ss.post != post {
 			old := ss.post
-			if s.removeViewer(old, sid) {
+			removed := s.removeViewer(old, sid)
+			if s.setHidden(ss, false) || removed {
 				s.publish(old)
 			}
 			ss.post = post
@@ -132,16 +136,32 @@ func (s *Store) View(_ context.Context, vs presence.Session, _ presence.PostID, 
 		ss.deadline = now.Add(s.ttl)
 		heap.Fix(&s.deadlines, ss.index)
 	}
+	turned := s.setHidden(ss, vs.Hidden)
 	s.expireViews(now)
 	if countView {
 		s.countView(post, now)
 	} else {
 		s.touchViews(post, now)
 	}
-	if added || countView {
+	if added || countView || turned {
 		return s.publish(post), nil
 	}
 	return s.count(post), nil
+}
+
+// setHidden counts the session among its post's hidden viewers, or not,
+// and says whether that changed. Callers hold mu.
+func (s *Store) setHidden(ss *session, hidden bool) bool {
+	if ss.hidden == hidden {
+		return false
+	}
+	ss.hidden = hidden
+	if hidden {
+		s.hidden[ss.post]++
+	} else if s.hidden[ss.post]--; s.hidden[ss.post] <= 0 {
+		delete(s.hidden, ss.post)
+	}
+	return true
 }
 
 // Leave implements presence.Store.
@@ -356,7 +376,8 @@ func (s *Store) drop(sid presence.SessionID) (presence.PostID, bool) {
 	}
 	delete(s.sessions, sid)
 	heap.Remove(&s.deadlines, ss.index)
-	return ss.post, s.removeViewer(ss.post, sid)
+	unhidden := s.setHidden(ss, false)
+	return ss.post, s.removeViewer(ss.post, sid) || unhidden
 }
 
 func (s *Store) addViewer(post presence.PostID, sid presence.SessionID) bool {
@@ -391,7 +412,8 @@ func (s *Store) count(post presence.PostID) presence.Count {
 	if e := s.views[post]; e != nil {
 		n = e.Value.(*views).n
 	}
-	return presence.Count{Post: post, Viewers: int64(len(s.viewers[post])), Views: n, Seq: s.seq}
+	viewers := int64(len(s.viewers[post]))
+	return presence.Count{Post: post, Viewers: viewers, Views: n, Reading: max(0, viewers-s.hidden[post]), Seq: s.seq}
 }
 
 // countView adds a view to the post's total and pushes its expiry out.

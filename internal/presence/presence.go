@@ -62,6 +62,9 @@ func NewSessionID() SessionID {
 type Session struct {
 	ID   SessionID
 	Post PostID
+	// Hidden says the tab is in the background: it views the post but is
+	// not reading it. Only View looks at it.
+	Hidden bool
 }
 
 // Count is the live state of a post.
@@ -72,6 +75,9 @@ type Count struct {
 	// Views is the total number of views the post has had, counted once per
 	// session and post.
 	Views int64
+	// Reading is how many of the viewers are not hidden: their tab is the
+	// one visible in its window.
+	Reading int64
 	// Seq orders the counts of one store: every change of any post takes a
 	// number larger than any before it (the Redis store skips ahead to its
 	// clock, so that a Redis that lost data never goes back), so of two counts
@@ -124,7 +130,8 @@ type Message struct {
 // the live sessions viewing it.
 type Store interface {
 	// View makes s.ID a viewer of s.Post, moving it off any other post, and
-	// returns the post's new count. from is the post the caller last placed
+	// returns the post's new count; s.Hidden says whether it is reading. A
+	// view of the post the session already views only sets that. from is the post the caller last placed
 	// the session on ("" for none): a store kept in partitions finds the
 	// session there only by it. countView adds one to the post's views; the
 	// caller decides it, because only the caller knows whether this session

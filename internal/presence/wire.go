@@ -36,24 +36,31 @@ func Hello(sid SessionID, ttl time.Duration, resume string) []byte {
 
 // CountFrame is a post's count as browsers get it:
 //
-//	{"type":"count","post":"13","viewers":5,"views":120}
+//	{"type":"count","post":"13","viewers":5,"views":120,"reading":3}
 type CountFrame struct {
 	Type    string `json:"type"` // "count"
 	Post    PostID `json:"post"`
 	Viewers int64  `json:"viewers"`
 	Views   int64  `json:"views"`
+	// Reading is the viewers whose tab is visible; the rest are open in
+	// the background.
+	Reading int64 `json:"reading"`
+}
+
+func (c Count) frame() CountFrame {
+	return CountFrame{Type: "count", Post: c.Post, Viewers: c.Viewers, Views: c.Views, Reading: c.Reading}
 }
 
 // Frame returns the count's frame for browsers.
 func (c Count) Frame() []byte {
-	return marshal(CountFrame{Type: "count", Post: c.Post, Viewers: c.Viewers, Views: c.Views})
+	return marshal(c.frame())
 }
 
 // CountMessage is a count as the store publishes it on the post's channel:
 // the browsers' frame plus seq, so PHP code and app servers share one
 // format.
 //
-//	{"type":"count","post":"13","viewers":5,"views":120,"seq":4711}
+//	{"type":"count","post":"13","viewers":5,"views":120,"reading":3,"seq":4711}
 type CountMessage struct {
 	CountFrame
 	Seq int64 `json:"seq"`
@@ -62,7 +69,7 @@ type CountMessage struct {
 // Message returns the count's message for a post's channel. The Redis
 // scripts publish the same bytes.
 func (c Count) Message() []byte {
-	return marshal(CountMessage{CountFrame{Type: "count", Post: c.Post, Viewers: c.Viewers, Views: c.Views}, c.Seq})
+	return marshal(CountMessage{c.frame(), c.Seq})
 }
 
 // EventFrame is an event, to browsers and, as it is, on the post's channel:
@@ -135,6 +142,7 @@ type channelMessage struct {
 	Post    string          `json:"post"`
 	Viewers *int64          `json:"viewers"`
 	Views   *int64          `json:"views"`
+	Reading *int64          `json:"reading"`
 	Seq     int64           `json:"seq"`
 	Name    string          `json:"name"`
 	Data    json.RawMessage `json:"data"`
@@ -160,7 +168,13 @@ func ParseMessage(post PostID, payload []byte) (Message, error) {
 		if w.Viewers == nil || w.Views == nil || *w.Viewers < 0 || *w.Views < 0 {
 			return Message{}, errors.New("count needs non-negative viewers and views")
 		}
-		return Message{Count: &Count{Post: post, Viewers: *w.Viewers, Views: *w.Views, Seq: w.Seq}}, nil
+		// A count without reading (an app server or PHP code from before
+		// it) counts every viewer as reading.
+		reading := *w.Viewers
+		if w.Reading != nil && *w.Reading >= 0 && *w.Reading <= *w.Viewers {
+			reading = *w.Reading
+		}
+		return Message{Count: &Count{Post: post, Viewers: *w.Viewers, Views: *w.Views, Reading: reading, Seq: w.Seq}}, nil
 	case "event":
 		ev, err := NewEvent(post, w.Name, w.Data)
 		if err != nil {

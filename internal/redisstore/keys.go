@@ -96,6 +96,7 @@ const (
 	kindViews   = "views"
 	kindSession = "session"
 	kindChannel = "presence:post"
+	kindHidden  = "hidden" // a post's set of viewers whose tab is in the background
 )
 
 func (k Keys) viewersAt(n int) string     { return k.prefix + kindViewers + k.tag(n) }
@@ -105,6 +106,11 @@ func (k Keys) postViewersAt(n int) string { return k.idPrefix(kindViewers, n) }
 func (k Keys) viewsAt(n int) string       { return k.idPrefix(kindViews, n) }
 func (k Keys) sessionAt(n int) string     { return k.idPrefix(kindSession, n) }
 func (k Keys) channelAt(n int) string     { return k.idPrefix(kindChannel, n) }
+func (k Keys) hiddenAt(n int) string      { return k.idPrefix(kindHidden, n) }
+
+// Hidden is a post's set of the viewing sessions whose tab is hidden: the
+// post's reading count is its viewers less these.
+func (k Keys) Hidden(p presence.PostID) string { return k.hiddenAt(k.Partition(p)) + string(p) }
 
 // idPrefix starts every name of a kind in partition n.
 func (k Keys) idPrefix(kind string, n int) string { return k.prefix + kind + k.tag(n) + ":" }
@@ -133,7 +139,8 @@ func (k Keys) partKeys(n int) []string {
 
 // touched are the KEYS of a script on partition n that touches the
 // sessions on their posts: the partition's keys, then each session's key
-// and its post's set, and, withViews, its views counter (see common.lua).
+// and its post's sets of viewers and of hidden viewers, and, withViews,
+// its views counter (see common.lua).
 func (k Keys) touched(n int, sessions []presence.Session, withViews bool) []string {
 	keys := make([]string, 0, 3+3*len(sessions))
 	keys = append(keys, k.viewersAt(n), k.deadlinesAt(n), k.seqAt(n))
@@ -148,7 +155,7 @@ func (k Keys) touched(n int, sessions []presence.Session, withViews bool) []stri
 			if posts != nil {
 				posts[s.Post] = true
 			}
-			keys = append(keys, k.PostViewers(s.Post))
+			keys = append(keys, k.PostViewers(s.Post), k.Hidden(s.Post))
 			if withViews {
 				keys = append(keys, k.Views(s.Post))
 			}
@@ -159,10 +166,10 @@ func (k Keys) touched(n int, sessions []presence.Session, withViews bool) []stri
 
 // names are the prefixes that a post or session id completes into a key or
 // channel name in partition n, and the command that publishes there, in the
-// order the scripts take them (ARGV[1..5], see common.lua's names()), in a
+// order the scripts take them (ARGV[1..6], see common.lua's names()), in a
 // slice with room for more arguments after them.
 func (k Keys) names(n, more int) []any {
-	return append(make([]any, 0, 5+more), k.postViewersAt(n), k.viewsAt(n), k.channelAt(n), k.sessionAt(n), k.publishCommand())
+	return append(make([]any, 0, 6+more), k.postViewersAt(n), k.viewsAt(n), k.channelAt(n), k.sessionAt(n), k.publishCommand(), k.hiddenAt(n))
 }
 
 // publishCommand is PUBLISH on one node, where PHP code and older app

@@ -115,6 +115,52 @@ var cases = []struct {
 			t.Errorf("Counts Seq=%d, want >= %d", c.Seq, b.Seq)
 		}
 	}},
+	{"a hidden tab views but does not read", func(t *testing.T, f Factory) {
+		h := f(t, longTTL, 0)
+		ctx := context.Background()
+		feed := h.Feed(t, "13", "14")
+		view := func(sid presence.SessionID, post, from presence.PostID, hidden, countView bool) presence.Count {
+			t.Helper()
+			c, err := h.Store.View(ctx, presence.Session{ID: sid, Post: post, Hidden: hidden}, from, countView)
+			if err != nil {
+				t.Fatalf("View(%s, %s, hidden %v): %v", sid, post, hidden, err)
+			}
+			return c
+		}
+		wantReading(t, view("a", "13", "", false, true), 1, 1, 1)
+		wantReading(t, view("b", "13", "", true, true), 2, 2, 1)
+		// Visible again: the post's count changes, no view is counted, and
+		// the change is published like any other.
+		wantReading(t, view("b", "13", "13", false, false), 2, 2, 2)
+		for {
+			m := next(t, feed)
+			if m.Count != nil && m.Count.Post == "13" && m.Count.Reading == 2 {
+				break
+			}
+		}
+		// Hidden, then moved to another post hidden: each post's reading
+		// follows.
+		wantReading(t, view("b", "13", "13", true, false), 2, 2, 1)
+		wantReading(t, view("b", "14", "13", true, true), 1, 1, 0)
+		wantReading(t, counts(t, h.Store, "13")[0], 1, 2, 1)
+		if err := h.Store.Leave(ctx, presence.Session{ID: "b", Post: "14"}); err != nil {
+			t.Fatal(err)
+		}
+		c := counts(t, h.Store, "13", "14")
+		wantReading(t, c[0], 1, 2, 1)
+		wantReading(t, c[1], 0, 1, 0)
+		// A hidden tab that goes away without a leave is pruned from the
+		// hidden viewers too.
+		wantReading(t, view("c", "14", "", true, true), 1, 2, 0)
+		lags, err := h.Source.Prune(ctx, []presence.Session{{ID: "c", Post: "14"}})
+		if err != nil || len(lags) != 0 {
+			t.Fatalf("Prune(live) = %v, %v; want nothing pruned", lags, err)
+		}
+		if err := h.Store.Leave(ctx, presence.Session{ID: "c", Post: "14"}); err != nil {
+			t.Fatal(err)
+		}
+		wantReading(t, view("d", "14", "", false, true), 1, 3, 1)
+	}},
 	{"refresh keeps live sessions and reports lost ones", func(t *testing.T, f Factory) {
 		h := f(t, longTTL, 0)
 		st := track(h.Store)
@@ -407,10 +453,16 @@ func counts(t *testing.T, s presence.Store, posts ...presence.PostID) []presence
 	return cs
 }
 
+// wantCount checks a count where no tab is hidden: every viewer reads.
 func wantCount(t *testing.T, c presence.Count, viewers, views int64) {
 	t.Helper()
-	if c.Viewers != viewers || c.Views != views {
-		t.Errorf("post %s: viewers=%d views=%d, want viewers=%d views=%d", c.Post, c.Viewers, c.Views, viewers, views)
+	wantReading(t, c, viewers, views, viewers)
+}
+
+func wantReading(t *testing.T, c presence.Count, viewers, views, reading int64) {
+	t.Helper()
+	if c.Viewers != viewers || c.Views != views || c.Reading != reading {
+		t.Errorf("post %s: viewers=%d views=%d reading=%d, want viewers=%d views=%d reading=%d", c.Post, c.Viewers, c.Views, c.Reading, viewers, views, reading)
 	}
 }
 

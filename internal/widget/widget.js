@@ -1,6 +1,6 @@
 /*! Presence widget: live "N people are viewing this" counters. No dependencies.
  * <script src="https://presence.example.com/widget.js" data-post="13" data-token="..." async></script>
- * <span data-presence-viewers="13" data-presence-token="..."></span> <span data-presence-views="13"></span>
+ * <span data-presence-reading="13"></span> reading now · <span data-presence-viewers="13" data-presence-token="..."></span> open · <span data-presence-views="13"></span> views
  * API: Presence.on('count'|'event'|'status'|'error', fn), Presence.off(...), Presence.get(post),
  *      Presence.view(post, token), Presence.unview(), Presence.watch([posts], {post: token}), Presence.scan()
  */
@@ -52,11 +52,14 @@
     if (ws && ws.readyState === 1) ws.send(JSON.stringify(o));
   }
 
+  // A tab in the background still views its post, but is not reading it.
   function sendView() {
     var f = { type: "view", post: viewing };
     if (tokens[viewing]) f.token = tokens[viewing];
+    if (d.hidden) f.hidden = true;
     send(f);
   }
+  d.addEventListener("visibilitychange", function () { if (viewing) sendView(); });
 
   // Watch lists go in chunks of 100, the most one frame may hold; the server
   // also refuses more than 100 watched posts in all. Tokens pair with posts.
@@ -75,16 +78,16 @@
   function render(post) {
     var c = counts[post];
     if (!c) return;
-    ["viewers", "views"].forEach(function (k) {
+    ["viewers", "views", "reading"].forEach(function (k) {
       var els = d.querySelectorAll("[data-presence-" + k + '="' + post + '"]');
       for (var i = 0; i < els.length; i++) els[i].textContent = String(c[k]);
     });
   }
 
   function scan() {
-    var els = d.querySelectorAll("[data-presence-viewers],[data-presence-views]"), add = [];
+    var els = d.querySelectorAll("[data-presence-viewers],[data-presence-views],[data-presence-reading]"), add = [];
     for (var i = 0; i < els.length; i++) {
-      var p = els[i].getAttribute("data-presence-viewers") || els[i].getAttribute("data-presence-views");
+      var p = els[i].getAttribute("data-presence-viewers") || els[i].getAttribute("data-presence-views") || els[i].getAttribute("data-presence-reading");
       if (!valid(p || "")) continue;
       var tok = els[i].getAttribute("data-presence-token");
       if (p === viewing) setToken(p, tok);
@@ -111,7 +114,8 @@
         if (viewing) sendView();
         sendWatch(Object.keys(watched));
       } else if (m.type === "count") {
-        counts[m.post] = { viewers: m.viewers, views: m.views };
+        // A server from before reading counts every viewer as reading.
+        counts[m.post] = { viewers: m.viewers, views: m.views, reading: m.reading == null ? m.viewers : m.reading };
         render(m.post);
         emit("count", m);
       } else if (m.type === "status") {

@@ -3,9 +3,9 @@
 -- No key or channel name is spelled in Lua: Go builds them (keys.go). The
 -- keys of one partition come first in KEYS: its viewers hash, deadlines
 -- index and seq counter. The names of per-post and per-session keys come as
--- four prefixes that a post or session id completes, then the command that
+-- five prefixes that a post or session id completes, then the command that
 -- publishes (PUBLISH on one node, SPUBLISH in a cluster); scripts take those
--- at ARGV[1..5] and call names() first.
+-- at ARGV[1..6] and call names() first.
 --
 -- Every key a script touches is also listed in KEYS (after the first three)
 -- by Go, from the posts it believes the sessions are on. In a cluster that
@@ -19,11 +19,11 @@
 local N = {}
 
 local function names()
-  N.viewers, N.views, N.channel, N.session, N.publish = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+  N.viewers, N.views, N.channel, N.session, N.publish, N.hidden = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 end
 
 -- first_arg is where a script finds its own arguments.
-local first_arg = 6
+local first_arg = 7
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -74,13 +74,16 @@ end
 -- what it read before writing (see look). The payload is
 -- presence.CountMessage (wire.go), built here because the numbers exist only
 -- inside Redis; a Go test checks its bytes against that type.
-local function publish(post, viewers, views)
+-- hidden is how many of the viewers are in the background; reading is the
+-- rest.
+local function publish(post, viewers, views, hidden)
   local n = next_seq()
+  local reading = math.max(0, viewers - hidden)
   -- %d, because Lua would print a number this large as 1.79e+15.
   redis.call(N.publish, N.channel .. post,
     '{"type":"count","post":"' .. post .. '","viewers":' .. viewers ..
-    ',"views":' .. views .. ',"seq":' .. string.format('%d', n) .. '}')
-  return {viewers, tonumber(views), n}
+    ',"views":' .. views .. ',"reading":' .. reading .. ',"seq":' .. string.format('%d', n) .. '}')
+  return {viewers, tonumber(views), n, reading}
 end
 
 -- Scripts that remove sessions read everything first and write after.
@@ -91,11 +94,21 @@ end
 -- comes before anything is written; writing after, no key is touched once
 -- a write may have deleted it.
 
+-- A post's hidden set holds its hidden viewers and, beside them, "" (no
+-- session id), so that it exists exactly while the post's set of viewers
+-- does: scripts list both in KEYS, and in a migrating slot Redis refuses a
+-- script that lists a key it does not have (TRYAGAIN). The post's hidden
+-- viewers are one fewer than the set's members.
+local function hidden_count(post)
+  return math.max(0, redis.call('SCARD', N.hidden .. post) - 1)
+end
+
 -- post_numbers reads a post's count and views once per script, into posts.
 local function post_numbers(post, posts)
   if not posts[post] then
     posts[post] = {card = redis.call('SCARD', N.viewers .. post),
-      views = redis.call('GET', N.views .. post) or '0'}
+      views = redis.call('GET', N.views .. post) or '0',
+      hidden = hidden_count(post)}
   end
 end
 
@@ -113,6 +126,7 @@ local function look(sid, expected, posts, elsewhere)
   local s = {sid = sid, post = post, deadline = redis.call('ZSCORE', KEYS[2], sid)}
   if post then
     s.member = redis.call('SISMEMBER', N.viewers .. post, sid) == 1
+    s.hidden = redis.call('SISMEMBER', N.hidden .. post, sid) == 1
     post_numbers(post, posts)
   end
   return s
@@ -129,6 +143,16 @@ local function remove(s, posts, changed)
     posts[s.post].card = posts[s.post].card - 1
     changed[s.post] = true
   end
+  if s.hidden then
+    posts[s.post].hidden = posts[s.post].hidden - 1
+    changed[s.post] = true
+  end
+  if s.post and posts[s.post].card == 0 then
+    -- Gone with the last viewer (see hidden_count); the set was read.
+    redis.call('DEL', N.hidden .. s.post)
+  elseif s.hidden then
+    redis.call('SREM', N.hidden .. s.post, s.sid)
+  end
   if s.deadline then
     redis.call('ZREM', KEYS[2], s.sid)
   end
@@ -138,6 +162,6 @@ end
 -- 500 viewers of one post publishes once, not 500 times.
 local function publish_changed(posts, changed)
   for post in pairs(changed) do
-    publish(post, posts[post].card, posts[post].views)
+    publish(post, posts[post].card, posts[post].views, posts[post].hidden)
   end
 end

@@ -3,15 +3,17 @@
 -- KEYS[2] - deadlines sorted set (unused)
 -- KEYS[3] - seq counter
 -- KEYS[4..n] - the keys read (see common.lua)
--- ARGV[1..5] - key and channel names (see names() in common.lua)
--- ARGV[6..n] - post ids
--- Returns {seq, viewers1, views1, viewers2, views2, ...}: reading seq in the
--- same script lets the caller order these counts against published ones.
--- It writes only to move seq forward to the clock (see seq).
+-- ARGV[1..6] - key and channel names (see names() in common.lua)
+-- ARGV[7..n] - post ids
+-- Returns {seq, viewers1, views1, reading1, viewers2, ...}: reading seq in
+-- the same script lets the caller order these counts against published
+-- ones. It writes only to move seq forward to the clock (see seq).
 names()
 local out = {seq()}
 for i = first_arg, #ARGV do
-  out[#out + 1] = redis.call('SCARD', N.viewers .. ARGV[i])
+  local viewers = redis.call('SCARD', N.viewers .. ARGV[i])
+  out[#out + 1] = viewers
   out[#out + 1] = tonumber(redis.call('GET', N.views .. ARGV[i]) or '0')
+  out[#out + 1] = math.max(0, viewers - hidden_count(ARGV[i]))
 end
 return out

@@ -4,21 +4,24 @@
 -- KEYS[2] - deadlines sorted set (session id -> deadline in ms)
 -- KEYS[3] - seq counter
 -- KEYS[4..n] - the keys touched (see common.lua)
--- ARGV[1..5] - key and channel names (see names() in common.lua)
--- ARGV[6] - session id
--- ARGV[7] - post id
--- ARGV[8] - session TTL in milliseconds
--- ARGV[9] - "1" to count a view of the post, "0" not to
--- ARGV[10] - lifetime of the post's views counter after this view, in ms; 0
+-- ARGV[1..6] - key and channel names (see names() in common.lua)
+-- ARGV[7] - session id
+-- ARGV[8] - post id
+-- ARGV[9] - session TTL in milliseconds
+-- ARGV[10] - "1" to count a view of the post, "0" not to
+-- ARGV[11] - lifetime of the post's views counter after this view, in ms; 0
 --            keeps it forever (and takes away a lifetime set before)
--- ARGV[11] - the post Go believes the session views in this partition, or ""
--- Returns {viewers, views, seq} of the post, or {-1, old} untouched when the
--- session views another post old than Go believes: Go runs it again with it.
+-- ARGV[12] - the post Go believes the session views in this partition, or ""
+-- ARGV[13] - "1" if the tab is hidden (in the post's hidden set), "0" if not
+-- Returns {viewers, views, seq, reading} of the post, or {-1, old} untouched
+-- when the session views another post old than Go believes: Go runs it again
+-- with it.
 names()
 local sid, post, ttl = ARGV[first_arg], ARGV[first_arg + 1], tonumber(ARGV[first_arg + 2])
 local count_view = ARGV[first_arg + 3]
 local views_ttl = tonumber(ARGV[first_arg + 4])
 local from = ARGV[first_arg + 5]
+local hide = ARGV[first_arg + 6] == '1'
 local now = now_ms()
 
 local old = redis.call('HGET', KEYS[1], sid)
@@ -29,16 +32,31 @@ end
 -- may be emptied, and so deleted, by the move.
 local posts = {}
 local leaves = old and old ~= post and redis.call('SISMEMBER', N.viewers .. old, sid) == 1
-if leaves then
+local was_hidden_old = old and old ~= post and redis.call('SISMEMBER', N.hidden .. old, sid) == 1
+if leaves or was_hidden_old then
   post_numbers(old, posts)
 end
 local card = redis.call('SCARD', N.viewers .. post)
 local added = redis.call('SISMEMBER', N.viewers .. post, sid) == 0
 local views = tonumber(redis.call('GET', N.views .. post) or '0')
+local hidden = hidden_count(post)
+local was_hidden = redis.call('SISMEMBER', N.hidden .. post, sid) == 1
 
-if leaves then
-  redis.call('SREM', N.viewers .. old, sid)
-  publish(old, posts[old].card - 1, posts[old].views)
+if leaves or was_hidden_old then
+  local o = posts[old]
+  if leaves then
+    redis.call('SREM', N.viewers .. old, sid)
+    o.card = o.card - 1
+  end
+  if was_hidden_old then
+    o.hidden = o.hidden - 1
+  end
+  if o.card == 0 then
+    redis.call('DEL', N.hidden .. old) -- gone with the last viewer (see hidden_count)
+  elseif was_hidden_old then
+    redis.call('SREM', N.hidden .. old, sid)
+  end
+  publish(old, o.card, o.views, o.hidden)
 end
 redis.call('SET', N.session .. sid, post, 'PX', ttl)
 redis.call('HSET', KEYS[1], sid, post)
@@ -46,6 +64,17 @@ redis.call('ZADD', KEYS[2], now + ttl, sid)
 if added then
   redis.call('SADD', N.viewers .. post, sid)
   card = card + 1
+end
+local turned = hide ~= was_hidden
+if turned and hide then
+  redis.call('SADD', N.hidden .. post, '', sid)
+  hidden = hidden + 1
+else
+  redis.call('SADD', N.hidden .. post, '') -- exists while the post's viewers do
+  if turned then
+    redis.call('SREM', N.hidden .. post, sid)
+    hidden = hidden - 1
+  end
 end
 -- A session's first view of a post never finds it on that post already; a
 -- view retried after a lost reply does, and must not count twice.
@@ -60,7 +89,7 @@ if views_ttl > 0 then
 else
   redis.call('PERSIST', N.views .. post)
 end
-if added or counted then
-  return publish(post, card, views)
+if added or counted or turned then
+  return publish(post, card, views, hidden)
 end
-return {card, views, seq()}
+return {card, views, seq(), math.max(0, card - hidden)}
