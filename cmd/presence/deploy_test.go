@@ -25,7 +25,7 @@ import (
 
 var (
 	deployTabs  = flag.Int("deploy-tabs", 2000, "tabs connected through TestE2E_RollingDeploy")
-	deployGrace = flag.String("deploy-grace", "", "PRESENCE_HANDOFF_GRACE of TestE2E_RollingDeploy's app servers; empty: the default. 0 shows the deploy without a handoff, and fails")
+	deployGrace = flag.String("deploy-grace", "60s", "PRESENCE_HANDOFF_GRACE of TestE2E_RollingDeploy's app servers. 0 shows the deploy without a handoff, and fails")
 )
 
 // balancer is the one address the tabs connect to: it hands each new
@@ -223,9 +223,10 @@ func TestE2E_RollingDeploy(t *testing.T) {
 		"PRESENCE_MAX_CONNS=0",
 		"PRESENCE_MAX_CONNS_PER_IP=0",
 	}
-	if *deployGrace != "" {
-		env = append(env, "PRESENCE_HANDOFF_GRACE="+*deployGrace)
-	}
+	// 60s rather than the default 30s: under a full suite on two cores,
+	// 2,000 tabs reconnecting to one starved server have taken longer than
+	// 30s, and a held session must outlive its tab's reconnect.
+	env = append(env, "PRESENCE_HANDOFF_GRACE="+*deployGrace)
 	start := func(name string) (*proc, string) {
 		p := startProc(t, name, presenceBin, env...)
 		return p, p.addr(t)

@@ -140,8 +140,11 @@ func New(store presence.Store, bus presence.Subscriber, cfg Config, log *zap.Log
 }
 
 // Join registers a new client: with the session resume, when the tab
-// presented that session's resume token and no client here has it, or with
-// a fresh session id. wake is called,
+// presented that session's resume token, or with a fresh session id. A
+// client here that still has the session (its connection not yet seen to
+// be dead: a half-open socket, a dial the tab gave up on) is retired
+// without touching the store; the token proves the tab is the same. wake
+// is called,
 // with the client's queue lock held, whenever the client needs a writer:
 // frames wait, Wake was called, or the client was closed. It must only
 // start one (a goroutine that calls Next until it reports false) and
@@ -156,15 +159,17 @@ func (h *Hub) Join(wake func(), resume presence.SessionID) (*Client, error) {
 		busy: true,
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if h.closed {
+		h.mu.Unlock()
 		return nil, ErrClosed
 	}
-	// A session still connected here (its old connection not yet seen to
-	// be dead) is not taken over: two clients would share one id.
-	if resume != "" && h.sessions[resume] == nil {
+	var retired *Client
+	if resume != "" {
 		c.ID = resume
 		h.m.resumed.Inc()
+		if retired = h.sessions[resume]; retired != nil {
+			h.m.open.Dec() // its entry is the new client's now
+		}
 	} else {
 		c.ID = presence.NewSessionID()
 	}
@@ -172,6 +177,12 @@ func (h *Hub) Join(wake func(), resume presence.SessionID) (*Client, error) {
 	h.m.open.Inc()
 	if h.storeDown {
 		c.Send(presence.Status(false))
+	}
+	h.mu.Unlock()
+	if retired != nil {
+		// Left, and out of its rooms; the map entry is the new client's,
+		// which end leaves alone. Its connection ends as a lost one does.
+		retired.Detach()
 	}
 	return c, nil
 }
