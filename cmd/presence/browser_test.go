@@ -112,6 +112,29 @@ func TestBrowser_DemoPage(t *testing.T) {
 		waitContains(t, tab, "#events", `hello-world comment {"author":"Ana","text":"Nice post!"}`, 2*time.Second)
 	}
 
+	// Two tabs of one browser are one person; a tab in another profile
+	// (its own localStorage, so its own visitor id) is a second.
+	people := `#counter [data-presence-people="hello-world"]`
+	waitText(t, tab1, people, "1", 5*time.Second)
+	other, cancelOther := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
+	defer cancelOther()
+	if err := chromedp.Do(other, chromedp.Navigate(page)); err != nil {
+		t.Fatal(err)
+	}
+	waitText(t, tab1, people, "2", 5*time.Second)
+	waitText(t, tab1, counter, "3", 5*time.Second)
+	cancelOther()
+	waitText(t, tab1, people, "1", 5*time.Second)
+	waitText(t, tab1, counter, "2", 5*time.Second)
+	id1 := evalJS[string](t, tab1, `localStorage.getItem("presence-visitor")`)
+	id2 := evalJS[string](t, tab2, `localStorage.getItem("presence-visitor")`)
+	if id1 == "" || id1 != id2 {
+		t.Errorf("visitor ids of two tabs of one browser: %q and %q, want one", id1, id2)
+	}
+	if cookies := evalJS[string](t, tab1, `document.cookie`); cookies != "" {
+		t.Errorf("the page has cookies %q, want none", cookies)
+	}
+
 	// A tab in the background is open but not reading: reading drops, the
 	// viewers (open tabs) and views do not, and it comes back when the tab
 	// is shown again.
@@ -120,7 +143,7 @@ func TestBrowser_DemoPage(t *testing.T) {
 	setHidden(t, tab2, true)
 	waitText(t, tab1, reading, "1", 5*time.Second)
 	waitText(t, tab1, counter, "2", time.Second)
-	waitText(t, tab1, `#counter [data-presence-views="hello-world"]`, "2", time.Second)
+	waitText(t, tab1, `#counter [data-presence-views="hello-world"]`, "3", time.Second) // the other profile's tab counted one
 	setHidden(t, tab2, false)
 	waitText(t, tab1, reading, "2", 5*time.Second)
 	setHidden(t, tab2, true)

@@ -23,6 +23,7 @@ type postBody struct {
 	Viewers int64           `json:"viewers"`
 	Views   int64           `json:"views"`
 	Reading int64           `json:"reading"`
+	People  int64           `json:"people"`
 }
 
 // getPost serves GET /v1/posts/{post}: viewers and views of one post.
@@ -43,7 +44,7 @@ func (s *Server) getPost(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	health.WriteJSON(w, http.StatusOK, postBody{Post: post, Viewers: counts[0].Viewers, Views: counts[0].Views, Reading: counts[0].Reading})
+	health.WriteJSON(w, http.StatusOK, postBody{Post: post, Viewers: counts[0].Viewers, Views: counts[0].Views, Reading: counts[0].Reading, People: counts[0].People})
 }
 
 // getViewers serves GET /v1/viewers?post=1&post=2: the viewers of up to

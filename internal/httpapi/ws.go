@@ -42,24 +42,26 @@ const leaveTimeout = 5 * time.Second
 // ignored. Post is a pointer so that a missing post (bad_request) differs
 // from an empty one (invalid_post).
 type inFrame struct {
-	Type   string   `json:"type"`
-	Post   *string  `json:"post"`
-	Posts  []string `json:"posts"`
-	Token  *string  `json:"token"`
-	Tokens []string `json:"tokens"`
-	Hidden *bool    `json:"hidden"`
+	Type    string   `json:"type"`
+	Post    *string  `json:"post"`
+	Posts   []string `json:"posts"`
+	Token   *string  `json:"token"`
+	Tokens  []string `json:"tokens"`
+	Hidden  *bool    `json:"hidden"`
+	Visitor *string  `json:"visitor"`
 }
 
 // clientFrame is a client frame whose syntax has been checked: ids are valid
 // and every list is within its limit. Tokens are checked against the secret
 // separately, because that needs the server's clock.
 type clientFrame struct {
-	Type   string
-	Post   presence.PostID   // view
-	Posts  []presence.PostID // watch, unwatch
-	Token  string            // view
-	Tokens []string          // watch, as sent: CheckAll pairs them with Posts
-	Hidden bool              // view: the tab is in the background
+	Type    string
+	Post    presence.PostID    // view
+	Posts   []presence.PostID  // watch, unwatch
+	Token   string             // view
+	Tokens  []string           // watch, as sent: CheckAll pairs them with Posts
+	Hidden  bool               // view: the tab is in the background
+	Visitor presence.VisitorID // view: the browser's id, "" if none was sent
 }
 
 // serveWS serves GET /v1/ws. It upgrades the connection and hands it to a
@@ -314,6 +316,13 @@ func parseFrame(data []byte) (clientFrame, error) {
 			f.Token = *in.Token
 		}
 		f.Hidden = in.Hidden != nil && *in.Hidden
+		if in.Visitor != nil {
+			v, err := presence.ParseVisitorID(*in.Visitor)
+			if err != nil {
+				return clientFrame{}, err
+			}
+			f.Visitor = v
+		}
 	case "unview":
 	case "watch", "unwatch":
 		posts, err := parsePosts(in.Type, in.Posts)
@@ -344,6 +353,9 @@ func (s *Server) handle(ctx context.Context, c *hub.Client, data []byte) error {
 	case "view":
 		if err := s.cfg.Signer.Check(f.Post, f.Token, time.Now()); err != nil {
 			return err
+		}
+		if f.Visitor != "" {
+			c.SetVisitor(f.Visitor)
 		}
 		return c.View(ctx, f.Post, f.Hidden)
 	case "unview":

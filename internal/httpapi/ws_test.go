@@ -527,3 +527,43 @@ func TestWS_HiddenTabViewsWithoutReading(t *testing.T) {
 		reading(1, 2, 1)
 	})
 }
+
+// TestWS_TabsOfOneVisitorAreOnePerson: viewers count tabs, people count
+// the visitor ids the tabs send; a bad visitor id is refused whole.
+func TestWS_TabsOfOneVisitorAreOnePerson(t *testing.T) {
+	bothStores(t, func(t *testing.T, o appOpts) {
+		a := newApp(t, o)
+		w := watcher(t, a, "p", 0)
+		want := func(viewers, people int) {
+			t.Helper()
+			w.waitFor(fmt.Sprintf("p with %d viewers and %d people", viewers, people), func(m map[string]any) bool {
+				return m["type"] == "count" && m["post"] == "p" && m["viewers"] == float64(viewers) && m["people"] == float64(people)
+			})
+		}
+		a1 := dial(t, a, nil)
+		a1.send(`{"type":"view","post":"p","visitor":"visitor-a-0123"}`)
+		want(1, 1)
+		a2 := dial(t, a, nil)
+		a2.send(`{"type":"view","post":"p","visitor":"visitor-a-0123"}`)
+		want(2, 1)
+		b := dial(t, a, nil)
+		b.send(`{"type":"view","post":"p","visitor":"visitor-b-0123"}`)
+		want(3, 2)
+		x := dial(t, a, nil)
+		x.send(`{"type":"view","post":"p"}`) // no id: a person of its own
+		want(4, 3)
+		if st, _, body := get(t, a.URL+"/v1/posts/p", nil); st != 200 || body["people"] != float64(3) || body["viewers"] != float64(4) {
+			t.Errorf("GET /v1/posts/p = %d %v, want 4 viewers and 3 people", st, body)
+		}
+		a1.conn.Close(websocket.StatusGoingAway, "")
+		want(3, 3)
+		a2.conn.Close(websocket.StatusGoingAway, "")
+		want(2, 2)
+		for _, bad := range []string{`"short"`, `"has space in it"`, `12345678`} {
+			x.send(`{"type":"view","post":"p","visitor":` + bad + `}`)
+			if m := x.waitFor("an error", func(m map[string]any) bool { return m["type"] == "error" }); m["code"] != "bad_request" {
+				t.Errorf("view with visitor %s: %v, want a bad_request error", bad, m)
+			}
+		}
+	})
+}

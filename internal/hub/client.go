@@ -37,6 +37,9 @@ type Client struct {
 	// hidden says the tab is in the background, guarded by opMu: the
 	// session views its post without reading it.
 	hidden bool
+	// visitor names the tab's browser, guarded by opMu: tabs of one
+	// visitor on a post count as one person.
+	visitor presence.VisitorID
 	// stale is a post the store may still hold the session on, though view
 	// is not it, after a call whose outcome is unknown; guarded by opMu. A
 	// partitioned store finds the session only where it is told to look.
@@ -112,6 +115,14 @@ func (c *Client) View(ctx context.Context, post presence.PostID, hidden bool) er
 	return nil
 }
 
+// SetVisitor names the browser the client's tab is in, for the views that
+// follow: its tabs on a post count as one person there.
+func (c *Client) SetVisitor(v presence.VisitorID) {
+	c.opMu.Lock()
+	c.visitor = v
+	c.opMu.Unlock()
+}
+
 // Unview stops the client viewing its post; it stays connected and keeps its
 // watches.
 func (c *Client) Unview(ctx context.Context) error {
@@ -161,7 +172,7 @@ func (c *Client) storeView(ctx context.Context, last, post presence.PostID, coun
 			c.stale = ""
 		}
 	}
-	cnt, err := h.store.View(ctx, presence.Session{ID: c.ID, Post: post, Hidden: c.hidden}, from, countView)
+	cnt, err := h.store.View(ctx, presence.Session{ID: c.ID, Post: post, Hidden: c.hidden, Visitor: c.visitor}, from, countView)
 	if err != nil {
 		if from != "" && from != post && (c.stale == "" || c.stale == post) {
 			c.stale = from

@@ -111,7 +111,7 @@ func (c *Client) enqueueCount(cnt presence.Count, frame []byte) {
 		return
 	}
 	e.cnt = cnt
-	if last.Seq != 0 && cnt.Viewers == last.Viewers && cnt.Views == last.Views && cnt.Reading == last.Reading {
+	if last.Seq != 0 && cnt.Viewers == last.Viewers && cnt.Views == last.Views && cnt.Reading == last.Reading && cnt.People == last.People {
 		// Newer but the same: a read that found nothing new (reads take a
 		// newer seq, which follows Redis's clock).
 		return

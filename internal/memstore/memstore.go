@@ -42,6 +42,7 @@ type Store struct {
 	sessions  map[presence.SessionID]*session
 	viewers   map[presence.PostID]map[presence.SessionID]struct{} // emptied sets are deleted
 	hidden    map[presence.PostID]int64                           // viewers whose tab is hidden; no zeros kept
+	people    map[presence.PostID]map[string]int                  // visitor -> its sessions on the post; no zeros kept
 	views     map[presence.PostID]*list.Element                   // of *views, in viewsLRU
 	viewsLRU  *list.List                                          // least recently viewed first
 	viewsPeak int                                                 // most entries views held since it was made
@@ -68,7 +69,8 @@ type views struct {
 type session struct {
 	id       presence.SessionID
 	post     presence.PostID
-	hidden   bool // counted in the post's hidden viewers
+	hidden   bool   // counted in the post's hidden viewers
+	visitor  string // counted in the post's people under this name; "" while in none
 	deadline time.Time
 	index    int // in the heap
 }
@@ -92,6 +94,7 @@ func New(cfg Config) *Store {
 		sessions: make(map[presence.SessionID]*session),
 		viewers:  make(map[presence.PostID]map[presence.SessionID]struct{}),
 		hidden:   make(map[presence.PostID]int64),
+		people:   make(map[presence.PostID]map[string]int),
 		views:    make(map[presence.PostID]*list.Element),
 		viewsLRU: list.New(),
 		sinks:    make(map[int]func(presence.Message)),
@@ -127,7 +130,8 @@ func (s *Store) View(_ context.Context, vs presence.Session, _ presence.PostID, 
 		if ss.post != post {
 			old := ss.post
 			removed := s.removeViewer(old, sid)
-			if s.setHidden(ss, false) || removed {
+			unhidden := s.setHidden(ss, false)
+			if s.setVisitor(ss, "") || unhidden || removed {
 				s.publish(old)
 			}
 			ss.post = post
@@ -137,6 +141,12 @@ func (s *Store) View(_ context.Context, vs presence.Session, _ presence.PostID, 
 		heap.Fix(&s.deadlines, ss.index)
 	}
 	turned := s.setHidden(ss, vs.Hidden)
+	// A session without a visitor id is a person of its own.
+	visitor := string(vs.Visitor)
+	if visitor == "" {
+		visitor = "s:" + string(sid)
+	}
+	turned = s.setVisitor(ss, visitor) || turned
 	s.expireViews(now)
 	if countView {
 		s.countView(post, now)
@@ -147,6 +157,33 @@ func (s *Store) View(_ context.Context, vs presence.Session, _ presence.PostID, 
 		return s.publish(post), nil
 	}
 	return s.count(post), nil
+}
+
+// setVisitor counts the session in its post's people as visitor, or in
+// none for "", and says whether that changed. Callers hold mu.
+func (s *Store) setVisitor(ss *session, visitor string) bool {
+	if ss.visitor == visitor {
+		return false
+	}
+	if ss.visitor != "" {
+		m := s.people[ss.post]
+		if m[ss.visitor]--; m[ss.visitor] <= 0 {
+			delete(m, ss.visitor)
+		}
+		if len(m) == 0 {
+			delete(s.people, ss.post)
+		}
+	}
+	ss.visitor = visitor
+	if visitor != "" {
+		m := s.people[ss.post]
+		if m == nil {
+			m = make(map[string]int)
+			s.people[ss.post] = m
+		}
+		m[visitor]++
+	}
+	return true
 }
 
 // setHidden counts the session among its post's hidden viewers, or not,
@@ -377,7 +414,8 @@ func (s *Store) drop(sid presence.SessionID) (presence.PostID, bool) {
 	delete(s.sessions, sid)
 	heap.Remove(&s.deadlines, ss.index)
 	unhidden := s.setHidden(ss, false)
-	return ss.post, s.removeViewer(ss.post, sid) || unhidden
+	gone := s.setVisitor(ss, "")
+	return ss.post, s.removeViewer(ss.post, sid) || unhidden || gone
 }
 
 func (s *Store) addViewer(post presence.PostID, sid presence.SessionID) bool {
@@ -413,7 +451,7 @@ func (s *Store) count(post presence.PostID) presence.Count {
 		n = e.Value.(*views).n
 	}
 	viewers := int64(len(s.viewers[post]))
-	return presence.Count{Post: post, Viewers: viewers, Views: n, Reading: max(0, viewers-s.hidden[post]), Seq: s.seq}
+	return presence.Count{Post: post, Viewers: viewers, Views: n, Reading: max(0, viewers-s.hidden[post]), People: int64(len(s.people[post])), Seq: s.seq}
 }
 
 // countView adds a view to the post's total and pushes its expiry out.

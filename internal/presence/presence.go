@@ -65,6 +65,29 @@ type Session struct {
 	// Hidden says the tab is in the background: it views the post but is
 	// not reading it. Only View looks at it.
 	Hidden bool
+	// Visitor names the browser the tab is in (ParseVisitorID), so that one
+	// reader with several tabs counts as one person; "" counts the session
+	// as a person of its own. Only View looks at it.
+	Visitor VisitorID
+}
+
+// VisitorID is the random id a browser keeps for itself (widget.js keeps
+// one in localStorage): 8-64 characters of [A-Za-z0-9_-]. It says nothing
+// about the visitor but that two tabs are in one browser.
+type VisitorID string
+
+// ParseVisitorID validates s as a visitor id.
+func ParseVisitorID(s string) (VisitorID, error) {
+	if len(s) < 8 || len(s) > 64 {
+		return "", Errorf(CodeBadRequest, "visitor id must be 8-64 characters of [A-Za-z0-9_-], got %d characters", len(s))
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return "", Errorf(CodeBadRequest, "visitor id has a character outside [A-Za-z0-9_-] at position %d", i)
+		}
+	}
+	return VisitorID(s), nil
 }
 
 // Count is the live state of a post.
@@ -78,6 +101,9 @@ type Count struct {
 	// Reading is how many of the viewers are not hidden: their tab is the
 	// one visible in its window.
 	Reading int64
+	// People is how many different visitors the viewers are: a reader with
+	// three tabs on the post is three viewers and one person.
+	People int64
 	// Seq orders the counts of one store: every change of any post takes a
 	// number larger than any before it (the Redis store skips ahead to its
 	// clock, so that a Redis that lost data never goes back), so of two counts

@@ -36,7 +36,7 @@ func Hello(sid SessionID, ttl time.Duration, resume string) []byte {
 
 // CountFrame is a post's count as browsers get it:
 //
-//	{"type":"count","post":"13","viewers":5,"views":120,"reading":3}
+//	{"type":"count","post":"13","viewers":5,"views":120,"reading":3,"people":4}
 type CountFrame struct {
 	Type    string `json:"type"` // "count"
 	Post    PostID `json:"post"`
@@ -45,10 +45,12 @@ type CountFrame struct {
 	// Reading is the viewers whose tab is visible; the rest are open in
 	// the background.
 	Reading int64 `json:"reading"`
+	// People is how many different visitors the viewers are.
+	People int64 `json:"people"`
 }
 
 func (c Count) frame() CountFrame {
-	return CountFrame{Type: "count", Post: c.Post, Viewers: c.Viewers, Views: c.Views, Reading: c.Reading}
+	return CountFrame{Type: "count", Post: c.Post, Viewers: c.Viewers, Views: c.Views, Reading: c.Reading, People: c.People}
 }
 
 // Frame returns the count's frame for browsers.
@@ -60,7 +62,7 @@ func (c Count) Frame() []byte {
 // the browsers' frame plus seq, so PHP code and app servers share one
 // format.
 //
-//	{"type":"count","post":"13","viewers":5,"views":120,"reading":3,"seq":4711}
+//	{"type":"count","post":"13","viewers":5,"views":120,"reading":3,"people":4,"seq":4711}
 type CountMessage struct {
 	CountFrame
 	Seq int64 `json:"seq"`
@@ -143,6 +145,7 @@ type channelMessage struct {
 	Viewers *int64          `json:"viewers"`
 	Views   *int64          `json:"views"`
 	Reading *int64          `json:"reading"`
+	People  *int64          `json:"people"`
 	Seq     int64           `json:"seq"`
 	Name    string          `json:"name"`
 	Data    json.RawMessage `json:"data"`
@@ -174,7 +177,12 @@ func ParseMessage(post PostID, payload []byte) (Message, error) {
 		if w.Reading != nil && *w.Reading >= 0 && *w.Reading <= *w.Viewers {
 			reading = *w.Reading
 		}
-		return Message{Count: &Count{Post: post, Viewers: *w.Viewers, Views: *w.Views, Reading: reading, Seq: w.Seq}}, nil
+		// The same for people: every viewer a person of their own.
+		people := *w.Viewers
+		if w.People != nil && *w.People <= *w.Viewers && (*w.People >= 1 || *w.People == 0 && *w.Viewers == 0) {
+			people = *w.People
+		}
+		return Message{Count: &Count{Post: post, Viewers: *w.Viewers, Views: *w.Views, Reading: reading, People: people, Seq: w.Seq}}, nil
 	case "event":
 		ev, err := NewEvent(post, w.Name, w.Data)
 		if err != nil {

@@ -97,6 +97,7 @@ const (
 	kindSession = "session"
 	kindChannel = "presence:post"
 	kindHidden  = "hidden" // a post's set of viewers whose tab is in the background
+	kindPeople  = "people" // a post's hash of its viewers' visitors
 )
 
 func (k Keys) viewersAt(n int) string     { return k.prefix + kindViewers + k.tag(n) }
@@ -107,6 +108,11 @@ func (k Keys) viewsAt(n int) string       { return k.idPrefix(kindViews, n) }
 func (k Keys) sessionAt(n int) string     { return k.idPrefix(kindSession, n) }
 func (k Keys) channelAt(n int) string     { return k.idPrefix(kindChannel, n) }
 func (k Keys) hiddenAt(n int) string      { return k.idPrefix(kindHidden, n) }
+func (k Keys) peopleAt(n int) string      { return k.idPrefix(kindPeople, n) }
+
+// People is a post's hash of the visitors among its viewers (see
+// people_of in common.lua): its count of people.
+func (k Keys) People(p presence.PostID) string { return k.peopleAt(k.Partition(p)) + string(p) }
 
 // Hidden is a post's set of the viewing sessions whose tab is hidden: the
 // post's reading count is its viewers less these.
@@ -139,8 +145,8 @@ func (k Keys) partKeys(n int) []string {
 
 // touched are the KEYS of a script on partition n that touches the
 // sessions on their posts: the partition's keys, then each session's key
-// and its post's sets of viewers and of hidden viewers, and, withViews,
-// its views counter (see common.lua).
+// and its post's sets of viewers and of hidden viewers and its people, and,
+// withViews, its views counter (see common.lua).
 func (k Keys) touched(n int, sessions []presence.Session, withViews bool) []string {
 	keys := make([]string, 0, 3+3*len(sessions))
 	keys = append(keys, k.viewersAt(n), k.deadlinesAt(n), k.seqAt(n))
@@ -155,7 +161,7 @@ func (k Keys) touched(n int, sessions []presence.Session, withViews bool) []stri
 			if posts != nil {
 				posts[s.Post] = true
 			}
-			keys = append(keys, k.PostViewers(s.Post), k.Hidden(s.Post))
+			keys = append(keys, k.PostViewers(s.Post), k.Hidden(s.Post), k.People(s.Post))
 			if withViews {
 				keys = append(keys, k.Views(s.Post))
 			}
@@ -166,10 +172,10 @@ func (k Keys) touched(n int, sessions []presence.Session, withViews bool) []stri
 
 // names are the prefixes that a post or session id completes into a key or
 // channel name in partition n, and the command that publishes there, in the
-// order the scripts take them (ARGV[1..6], see common.lua's names()), in a
+// order the scripts take them (ARGV[1..7], see common.lua's names()), in a
 // slice with room for more arguments after them.
 func (k Keys) names(n, more int) []any {
-	return append(make([]any, 0, 6+more), k.postViewersAt(n), k.viewsAt(n), k.channelAt(n), k.sessionAt(n), k.publishCommand(), k.hiddenAt(n))
+	return append(make([]any, 0, 7+more), k.postViewersAt(n), k.viewsAt(n), k.channelAt(n), k.sessionAt(n), k.publishCommand(), k.hiddenAt(n), k.peopleAt(n))
 }
 
 // publishCommand is PUBLISH on one node, where PHP code and older app

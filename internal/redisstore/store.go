@@ -228,7 +228,7 @@ func (s *Store) View(ctx context.Context, vs presence.Session, from presence.Pos
 		if from != "" && from != vs.Post {
 			on = append(on, presence.Session{ID: vs.ID, Post: from})
 		}
-		args := append(s.keys.names(n, 7), string(vs.ID), string(vs.Post), s.ttl.Milliseconds(), count, s.viewsTTL.Milliseconds(), string(from), boolArg(vs.Hidden))
+		args := append(s.keys.names(n, 8), string(vs.ID), string(vs.Post), s.ttl.Milliseconds(), count, s.viewsTTL.Milliseconds(), string(from), boolArg(vs.Hidden), string(vs.Visitor))
 		res, err := viewScript.Run(ctx, s.rdb, s.keys.touched(n, on, true), args...).Slice()
 		if err != nil {
 			return presence.Count{}, s.fail("view", err)
@@ -239,14 +239,15 @@ func (s *Store) View(ctx context.Context, vs presence.Session, from presence.Pos
 			from = presence.PostID(old)
 			continue
 		}
-		if len(res) != 4 {
-			return presence.Count{}, fmt.Errorf("view: script returned %d values, want 4", len(res))
+		if len(res) != 5 {
+			return presence.Count{}, fmt.Errorf("view: script returned %d values, want 5", len(res))
 		}
 		c := presence.Count{Post: vs.Post}
 		c.Viewers, _ = res[0].(int64)
 		c.Views, _ = res[1].(int64)
 		c.Seq, _ = res[2].(int64)
 		c.Reading, _ = res[3].(int64)
+		c.People, _ = res[4].(int64)
 		return c, nil
 	}
 	return presence.Count{}, fmt.Errorf("view: session %s moved between posts %d times while being registered", vs.ID, maxElsewhere)
@@ -408,17 +409,18 @@ func (s *Store) Counts(ctx context.Context, posts []presence.PostID) ([]presence
 		keys := s.keys.partKeys(n)
 		for _, i := range idx {
 			args = append(args, string(posts[i]))
-			keys = append(keys, s.keys.PostViewers(posts[i]), s.keys.Views(posts[i]), s.keys.Hidden(posts[i]))
+			keys = append(keys, s.keys.PostViewers(posts[i]), s.keys.Views(posts[i]), s.keys.Hidden(posts[i]), s.keys.People(posts[i]))
 		}
 		res, err := countsScript.Run(ctx, s.rdb, keys, args...).Int64Slice()
 		if err != nil {
 			return nil, s.fail("counts", err)
 		}
-		if len(res) != 1+3*len(idx) {
-			return nil, fmt.Errorf("counts: script returned %d values, want %d", len(res), 1+3*len(idx))
+		if len(res) != 1+4*len(idx) {
+			return nil, fmt.Errorf("counts: script returned %d values, want %d", len(res), 1+4*len(idx))
 		}
 		for j, i := range idx {
-			out[i] = presence.Count{Post: posts[i], Viewers: res[1+3*j], Views: res[2+3*j], Reading: res[3+3*j], Seq: res[0]}
+			r := res[1+4*j:]
+			out[i] = presence.Count{Post: posts[i], Viewers: r[0], Views: r[1], Reading: r[2], People: r[3], Seq: res[0]}
 		}
 	}
 	return out, nil

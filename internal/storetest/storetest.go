@@ -161,6 +161,68 @@ var cases = []struct {
 		}
 		wantReading(t, view("d", "14", "", false, true), 1, 3, 1)
 	}},
+	{"tabs of one visitor are one person", func(t *testing.T, f Factory) {
+		h := f(t, time.Second, 0)
+		ctx := context.Background()
+		feed := h.Feed(t, "13")
+		view := func(sid presence.SessionID, post, from presence.PostID, visitor presence.VisitorID) presence.Count {
+			t.Helper()
+			c, err := h.Store.View(ctx, presence.Session{ID: sid, Post: post, Visitor: visitor}, from, from == "")
+			if err != nil {
+				t.Fatalf("View(%s, %s, visitor %s): %v", sid, post, visitor, err)
+			}
+			return c
+		}
+		wantAll(t, view("a1", "13", "", "visitor-a"), 1, 1, 1, 1)
+		wantAll(t, view("a2", "13", "", "visitor-a"), 2, 2, 2, 1)
+		wantAll(t, view("b1", "13", "", "visitor-b"), 3, 3, 3, 2)
+		wantAll(t, view("x", "13", "", ""), 4, 4, 4, 3) // no visitor id: a person of its own
+		// One of a's tabs closes: a is still there.
+		if err := h.Store.Leave(ctx, presence.Session{ID: "a1", Post: "13"}); err != nil {
+			t.Fatal(err)
+		}
+		wantAll(t, counts(t, h.Store, "13")[0], 3, 4, 3, 3)
+		for {
+			m := next(t, feed)
+			if m.Count != nil && m.Count.Viewers == 3 && m.Count.Views == 4 {
+				if m.Count.People != 3 {
+					t.Errorf("published count %+v, want 3 people", *m.Count)
+				}
+				break
+			}
+		}
+		// a's last tab moves to another post: a leaves 13 and is on 14.
+		wantAll(t, view("a2", "14", "13", "visitor-a"), 1, 0, 1, 1)
+		wantAll(t, counts(t, h.Store, "13")[0], 2, 4, 2, 2)
+		// Both sessions of b on 14 in one batch leave together: both its
+		// counts go, not one.
+		view("b2", "14", "", "visitor-b")
+		view("b3", "14", "", "visitor-b")
+		wantAll(t, counts(t, h.Store, "14")[0], 3, 2, 3, 2)
+		if err := h.Store.Leave(ctx, presence.Session{ID: "b2", Post: "14"}, presence.Session{ID: "b3", Post: "14"}); err != nil {
+			t.Fatal(err)
+		}
+		wantAll(t, counts(t, h.Store, "14")[0], 1, 2, 1, 1)
+		// Pruned when it expires, like a leave.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			due, _, err := h.Source.Due(ctx, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h.Source.Prune(ctx, due); err != nil {
+				t.Fatal(err)
+			}
+			if c := counts(t, h.Store, "14")[0]; c.Viewers == 0 {
+				wantAll(t, c, 0, 2, 0, 0)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("sessions of a 1s TTL not pruned within 5s")
+			}
+			time.Sleep(50 * time.Millisecond) // a TTL must pass: nothing to await
+		}
+	}},
 	{"refresh keeps live sessions and reports lost ones", func(t *testing.T, f Factory) {
 		h := f(t, longTTL, 0)
 		st := track(h.Store)
@@ -453,16 +515,24 @@ func counts(t *testing.T, s presence.Store, posts ...presence.PostID) []presence
 	return cs
 }
 
-// wantCount checks a count where no tab is hidden: every viewer reads.
+// wantCount checks a count where no tab is hidden and none names its
+// visitor: every viewer reads and is a person of its own.
 func wantCount(t *testing.T, c presence.Count, viewers, views int64) {
 	t.Helper()
-	wantReading(t, c, viewers, views, viewers)
+	wantAll(t, c, viewers, views, viewers, viewers)
 }
 
+// wantReading checks a count whose tabs name no visitor.
 func wantReading(t *testing.T, c presence.Count, viewers, views, reading int64) {
 	t.Helper()
-	if c.Viewers != viewers || c.Views != views || c.Reading != reading {
-		t.Errorf("post %s: viewers=%d views=%d reading=%d, want viewers=%d views=%d reading=%d", c.Post, c.Viewers, c.Views, c.Reading, viewers, views, reading)
+	wantAll(t, c, viewers, views, reading, viewers)
+}
+
+func wantAll(t *testing.T, c presence.Count, viewers, views, reading, people int64) {
+	t.Helper()
+	if c.Viewers != viewers || c.Views != views || c.Reading != reading || c.People != people {
+		t.Errorf("post %s: viewers=%d views=%d reading=%d people=%d, want viewers=%d views=%d reading=%d people=%d",
+			c.Post, c.Viewers, c.Views, c.Reading, c.People, viewers, views, reading, people)
 	}
 }
 

@@ -1,6 +1,7 @@
 /*! Presence widget: live "N people are viewing this" counters. No dependencies.
  * <script src="https://presence.example.com/widget.js" data-post="13" data-token="..." async></script>
- * <span data-presence-reading="13"></span> reading now · <span data-presence-viewers="13" data-presence-token="..."></span> open · <span data-presence-views="13"></span> views
+ * <span data-presence-people="13"></span> people · <span data-presence-reading="13"></span> reading now ·
+ * <span data-presence-viewers="13" data-presence-token="..."></span> open · <span data-presence-views="13"></span> views
  * API: Presence.on('count'|'event'|'status'|'error', fn), Presence.off(...), Presence.get(post),
  *      Presence.view(post, token), Presence.unview(), Presence.watch([posts], {post: token}), Presence.scan()
  */
@@ -35,6 +36,18 @@
     return fresh;
   }
 
+  // A random id this browser keeps for the site, so that its tabs on a
+  // post count as one person: no cookie, and nothing about the reader.
+  var visitor = "";
+  try {
+    visitor = localStorage.getItem("presence-visitor") || "";
+    if (!/^[\w-]{8,64}$/.test(visitor)) {
+      var b = crypto.getRandomValues(new Uint8Array(16));
+      visitor = btoa(String.fromCharCode.apply(null, b)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=/g, "");
+      localStorage.setItem("presence-visitor", visitor);
+    }
+  } catch (e) { visitor = ""; } // storage blocked: each tab a person
+
   if (me && valid(me.getAttribute("data-post") || "")) {
     viewing = me.getAttribute("data-post");
     setToken(viewing, me.getAttribute("data-token"));
@@ -57,6 +70,7 @@
     var f = { type: "view", post: viewing };
     if (tokens[viewing]) f.token = tokens[viewing];
     if (d.hidden) f.hidden = true;
+    if (visitor) f.visitor = visitor;
     send(f);
   }
   d.addEventListener("visibilitychange", function () { if (viewing) sendView(); });
@@ -78,16 +92,18 @@
   function render(post) {
     var c = counts[post];
     if (!c) return;
-    ["viewers", "views", "reading"].forEach(function (k) {
+    ["viewers", "views", "reading", "people"].forEach(function (k) {
       var els = d.querySelectorAll("[data-presence-" + k + '="' + post + '"]');
       for (var i = 0; i < els.length; i++) els[i].textContent = String(c[k]);
     });
   }
 
   function scan() {
-    var els = d.querySelectorAll("[data-presence-viewers],[data-presence-views],[data-presence-reading]"), add = [];
+    var kinds = ["viewers", "views", "reading", "people"];
+    var els = d.querySelectorAll(kinds.map(function (k) { return "[data-presence-" + k + "]"; }).join()), add = [];
     for (var i = 0; i < els.length; i++) {
-      var p = els[i].getAttribute("data-presence-viewers") || els[i].getAttribute("data-presence-views") || els[i].getAttribute("data-presence-reading");
+      var p = "";
+      for (var k = 0; k < 4 && !p; k++) p = els[i].getAttribute("data-presence-" + kinds[k]);
       if (!valid(p || "")) continue;
       var tok = els[i].getAttribute("data-presence-token");
       if (p === viewing) setToken(p, tok);
@@ -114,8 +130,10 @@
         if (viewing) sendView();
         sendWatch(Object.keys(watched));
       } else if (m.type === "count") {
-        // A server from before reading counts every viewer as reading.
-        counts[m.post] = { viewers: m.viewers, views: m.views, reading: m.reading == null ? m.viewers : m.reading };
+        // A server from before reading and people: every viewer reads and
+        // is a person.
+        counts[m.post] = { viewers: m.viewers, views: m.views,
+          reading: m.reading == null ? m.viewers : m.reading, people: m.people == null ? m.viewers : m.people };
         render(m.post);
         emit("count", m);
       } else if (m.type === "status") {

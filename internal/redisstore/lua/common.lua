@@ -3,9 +3,10 @@
 -- No key or channel name is spelled in Lua: Go builds them (keys.go). The
 -- keys of one partition come first in KEYS: its viewers hash, deadlines
 -- index and seq counter. The names of per-post and per-session keys come as
--- five prefixes that a post or session id completes, then the command that
--- publishes (PUBLISH on one node, SPUBLISH in a cluster); scripts take those
--- at ARGV[1..6] and call names() first.
+-- four prefixes that a post or session id completes, the command that
+-- publishes (PUBLISH on one node, SPUBLISH in a cluster), then two more
+-- prefixes (hidden, people); scripts take those at ARGV[1..7] and call
+-- names() first.
 --
 -- Every key a script touches is also listed in KEYS (after the first three)
 -- by Go, from the posts it believes the sessions are on. In a cluster that
@@ -19,11 +20,12 @@
 local N = {}
 
 local function names()
-  N.viewers, N.views, N.channel, N.session, N.publish, N.hidden = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+  N.viewers, N.views, N.channel, N.session, N.publish, N.hidden, N.people =
+    ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 end
 
 -- first_arg is where a script finds its own arguments.
-local first_arg = 7
+local first_arg = 8
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -69,21 +71,39 @@ local function next_seq()
   return n
 end
 
+-- A post's people hash counts the visitors among its viewers: "s:<sid>"
+-- names the visitor of a session on the post, "v:<visitor>" counts that
+-- visitor's sessions there, "#" the visitors and "n" the sessions named.
+-- A viewer named in none (registered before people were counted) is a person
+-- of its own, so people is "#" plus the viewers beyond "n". The hash exists
+-- exactly while the post's viewers set does, as the hidden set does (see
+-- hidden_count).
+local function people_of(viewers, distinct, entries)
+  local people = distinct + math.max(0, viewers - entries)
+  if viewers == 0 then
+    return 0
+  end
+  return math.min(viewers, math.max(1, people))
+end
+
 -- publish gives the post's change the next seq and tells every app server
 -- that listens for the post its new numbers, which the caller computed from
 -- what it read before writing (see look). The payload is
 -- presence.CountMessage (wire.go), built here because the numbers exist only
 -- inside Redis; a Go test checks its bytes against that type.
--- hidden is how many of the viewers are in the background; reading is the
--- rest.
-local function publish(post, viewers, views, hidden)
+-- hidden is how many of the viewers are in the background (reading is the
+-- rest); distinct and entries are the post's people hash's "#" and "n" (see
+-- people_of).
+local function publish(post, viewers, views, hidden, distinct, entries)
   local n = next_seq()
   local reading = math.max(0, viewers - hidden)
+  local people = people_of(viewers, distinct, entries)
   -- %d, because Lua would print a number this large as 1.79e+15.
   redis.call(N.publish, N.channel .. post,
     '{"type":"count","post":"' .. post .. '","viewers":' .. viewers ..
-    ',"views":' .. views .. ',"reading":' .. reading .. ',"seq":' .. string.format('%d', n) .. '}')
-  return {viewers, tonumber(views), n, reading}
+    ',"views":' .. views .. ',"reading":' .. reading .. ',"people":' .. people ..
+    ',"seq":' .. string.format('%d', n) .. '}')
+  return {viewers, tonumber(views), n, reading, people}
 end
 
 -- Scripts that remove sessions read everything first and write after.
@@ -106,9 +126,12 @@ end
 -- post_numbers reads a post's count and views once per script, into posts.
 local function post_numbers(post, posts)
   if not posts[post] then
+    local counts = redis.call('HMGET', N.people .. post, '#', 'n')
     posts[post] = {card = redis.call('SCARD', N.viewers .. post),
       views = redis.call('GET', N.views .. post) or '0',
-      hidden = hidden_count(post)}
+      hidden = hidden_count(post),
+      distinct = tonumber(counts[1] or '0') or 0, entries = tonumber(counts[2] or '0') or 0,
+      rcs = {}}
   end
 end
 
@@ -128,8 +151,35 @@ local function look(sid, expected, posts, elsewhere)
     s.member = redis.call('SISMEMBER', N.viewers .. post, sid) == 1
     s.hidden = redis.call('SISMEMBER', N.hidden .. post, sid) == 1
     post_numbers(post, posts)
+    s.visitor = redis.call('HGET', N.people .. post, 's:' .. sid)
+    local rcs = posts[post].rcs
+    if s.visitor and rcs[s.visitor] == nil then
+      rcs[s.visitor] = tonumber(redis.call('HGET', N.people .. post, 'v:' .. s.visitor) or '0') or 0
+    end
   end
   return s
+end
+
+-- unname takes a session that leaves post out of its people hash: p is the
+-- post's numbers, whose rcs holds the visitor's sessions there as read.
+-- Its writes are left out when the post's sets go altogether (gone).
+local function unname(post, p, sid, visitor, gone)
+  local rc = p.rcs[visitor]
+  p.rcs[visitor] = rc - 1
+  p.entries = p.entries - 1
+  if rc <= 1 then
+    p.distinct = p.distinct - 1
+  end
+  if gone then
+    return
+  end
+  redis.call('HDEL', N.people .. post, 's:' .. sid)
+  if rc <= 1 then
+    redis.call('HDEL', N.people .. post, 'v:' .. visitor)
+  else
+    redis.call('HINCRBY', N.people .. post, 'v:' .. visitor, -1)
+  end
+  redis.call('HSET', N.people .. post, '#', p.distinct, 'n', p.entries)
 end
 
 -- remove writes the removal of a looked-at session from the hash, its
@@ -147,10 +197,18 @@ local function remove(s, posts, changed)
     posts[s.post].hidden = posts[s.post].hidden - 1
     changed[s.post] = true
   end
-  if s.post and posts[s.post].card == 0 then
-    -- Gone with the last viewer (see hidden_count); the set was read.
-    redis.call('DEL', N.hidden .. s.post)
-  elseif s.hidden then
+  local p = s.post and posts[s.post]
+  -- The post's hidden set and people hash go with its last viewer (see
+  -- hidden_count), once: nothing may touch them after that.
+  local gone = s.member and p.card == 0
+  if s.visitor then
+    unname(s.post, p, s.sid, s.visitor, gone or p.deleted)
+    changed[s.post] = true
+  end
+  if gone then
+    redis.call('DEL', N.hidden .. s.post, N.people .. s.post)
+    p.deleted = true
+  elseif s.hidden and not p.deleted then
     redis.call('SREM', N.hidden .. s.post, s.sid)
   end
   if s.deadline then
@@ -162,6 +220,7 @@ end
 -- 500 viewers of one post publishes once, not 500 times.
 local function publish_changed(posts, changed)
   for post in pairs(changed) do
-    publish(post, posts[post].card, posts[post].views, posts[post].hidden)
+    local p = posts[post]
+    publish(post, p.card, p.views, p.hidden, p.distinct, p.entries)
   end
 end

@@ -2,8 +2,8 @@
 -- KEYS[1] - viewers hash
 -- KEYS[2] - deadlines sorted set
 -- KEYS[3] - seq counter (unused; the helpers' layout)
--- ARGV[1..6] - key and channel names (see names() in common.lua)
--- ARGV[7] - at most this many session ids
+-- ARGV[1..7] - key and channel names (see names() in common.lua)
+-- ARGV[8] - at most this many session ids
 -- Returns {ms until the next deadline or -1 if none, sid, post, sid, post,
 -- ...}, each post from the viewers hash: Go names it to prune. A deadline
 -- whose session is not in the hash is an orphan with no count to change: it

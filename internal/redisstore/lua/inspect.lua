@@ -4,8 +4,8 @@
 -- KEYS[3] - seq counter (unused; the helpers' layout)
 -- It reads keys it does not list in KEYS: it writes nothing, and a check
 -- run while a slot migrates may fail or misreport, and is run again.
--- ARGV[1..6] - key and channel names (see names() in common.lua)
--- ARGV[7..n] - pairs of session id, the post whose set it was found in ("" if
+-- ARGV[1..7] - key and channel names (see names() in common.lua)
+-- ARGV[8..n] - pairs of session id, the post whose set it was found in ("" if
 --              none); the scan that found them is not atomic, this is
 -- Returns {now_ms, then per pair: post in the hash or "", session key's post
 -- or "", deadline in ms or -1, 1 if in the found set's, 1 if in its hash

@@ -3,8 +3,8 @@
 -- KEYS[2] - deadlines sorted set
 -- KEYS[3] - seq counter
 -- KEYS[4..n] - the keys touched (see common.lua)
--- ARGV[1..6] - key and channel names (see names() in common.lua)
--- ARGV[7..n] - pairs of session id, the post Go believes it views; unknown
+-- ARGV[1..7] - key and channel names (see names() in common.lua)
+-- ARGV[8..n] - pairs of session id, the post Go believes it views; unknown
 --              sessions are ignored
 -- Returns {left, then sid, post of each session found on another post}: those
 -- are untouched, for Go to leave again naming the post.

@@ -3,8 +3,8 @@
 -- KEYS[2] - deadlines sorted set
 -- KEYS[3] - seq counter
 -- KEYS[4..n] - the keys touched (see common.lua)
--- ARGV[1..6] - key and channel names (see names() in common.lua)
--- ARGV[7..n] - pairs of session id that is due, the post Go believes it
+-- ARGV[1..7] - key and channel names (see names() in common.lua)
+-- ARGV[8..n] - pairs of session id that is due, the post Go believes it
 --              views
 -- Returns {number of pruned sessions, how many ms after its deadline each
 -- was pruned..., then sid, post of each session found on another post}. A

@@ -4,10 +4,10 @@
 -- KEYS[2] - deadlines sorted set
 -- KEYS[3] - seq counter (unused; the helpers' layout)
 -- KEYS[4..n] - the keys touched (see common.lua)
--- ARGV[1..6] - key and channel names (see names() in common.lua)
--- ARGV[7] - session TTL in milliseconds (the hold's length, holding)
--- ARGV[8] - "1" to hold: a deadline further out than the TTL is kept
--- ARGV[9..n] - pairs of session id, post id the app server believes it views
+-- ARGV[1..7] - key and channel names (see names() in common.lua)
+-- ARGV[8] - session TTL in milliseconds (the hold's length, holding)
+-- ARGV[9] - "1" to hold: a deadline further out than the TTL is kept
+-- ARGV[10..n] - pairs of session id, post id the app server believes it views
 -- Returns the session ids whose key is gone or names another post, or that
 -- are missing from the viewers hash or the post's set; the app server
 -- registers those again with view, which also repairs a move whose reply was

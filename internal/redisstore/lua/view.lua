@@ -4,45 +4,60 @@
 -- KEYS[2] - deadlines sorted set (session id -> deadline in ms)
 -- KEYS[3] - seq counter
 -- KEYS[4..n] - the keys touched (see common.lua)
--- ARGV[1..6] - key and channel names (see names() in common.lua)
--- ARGV[7] - session id
--- ARGV[8] - post id
--- ARGV[9] - session TTL in milliseconds
--- ARGV[10] - "1" to count a view of the post, "0" not to
--- ARGV[11] - lifetime of the post's views counter after this view, in ms; 0
+-- ARGV[1..7] - key and channel names (see names() in common.lua)
+-- ARGV[8] - session id
+-- ARGV[9] - post id
+-- ARGV[10] - session TTL in milliseconds
+-- ARGV[11] - "1" to count a view of the post, "0" not to
+-- ARGV[12] - lifetime of the post's views counter after this view, in ms; 0
 --            keeps it forever (and takes away a lifetime set before)
--- ARGV[12] - the post Go believes the session views in this partition, or ""
--- ARGV[13] - "1" if the tab is hidden (in the post's hidden set), "0" if not
--- Returns {viewers, views, seq, reading} of the post, or {-1, old} untouched
--- when the session views another post old than Go believes: Go runs it again
--- with it.
+-- ARGV[13] - the post Go believes the session views in this partition, or ""
+-- ARGV[14] - "1" if the tab is hidden (in the post's hidden set), "0" if not
+-- ARGV[15] - the visitor id of the tab's browser, or "" (a person of its own)
+-- Returns {viewers, views, seq, reading, people} of the post, or {-1, old}
+-- untouched when the session views another post old than Go believes: Go
+-- runs it again with it.
 names()
 local sid, post, ttl = ARGV[first_arg], ARGV[first_arg + 1], tonumber(ARGV[first_arg + 2])
 local count_view = ARGV[first_arg + 3]
 local views_ttl = tonumber(ARGV[first_arg + 4])
 local from = ARGV[first_arg + 5]
 local hide = ARGV[first_arg + 6] == '1'
+local visitor = ARGV[first_arg + 7]
+if visitor == '' then
+  visitor = 's:' .. sid
+end
 local now = now_ms()
 
 local old = redis.call('HGET', KEYS[1], sid)
 if old and old ~= post and old ~= from then
   return {-1, old}
 end
--- Reads first, writes after (see look in common.lua): the old post's set
+-- Reads first, writes after (see look in common.lua): the old post's sets
 -- may be emptied, and so deleted, by the move.
 local posts = {}
-local leaves = old and old ~= post and redis.call('SISMEMBER', N.viewers .. old, sid) == 1
-local was_hidden_old = old and old ~= post and redis.call('SISMEMBER', N.hidden .. old, sid) == 1
-if leaves or was_hidden_old then
+local moving = old and old ~= post
+local leaves = moving and redis.call('SISMEMBER', N.viewers .. old, sid) == 1
+local was_hidden_old = moving and redis.call('SISMEMBER', N.hidden .. old, sid) == 1
+local v_old = moving and redis.call('HGET', N.people .. old, 's:' .. sid)
+if leaves or was_hidden_old or v_old then
   post_numbers(old, posts)
+  if v_old then
+    posts[old].rcs[v_old] = tonumber(redis.call('HGET', N.people .. old, 'v:' .. v_old) or '0') or 0
+  end
 end
 local card = redis.call('SCARD', N.viewers .. post)
 local added = redis.call('SISMEMBER', N.viewers .. post, sid) == 0
 local views = tonumber(redis.call('GET', N.views .. post) or '0')
 local hidden = hidden_count(post)
 local was_hidden = redis.call('SISMEMBER', N.hidden .. post, sid) == 1
+local counts = redis.call('HMGET', N.people .. post, '#', 'n')
+local distinct, entries = tonumber(counts[1] or '0') or 0, tonumber(counts[2] or '0') or 0
+local v_cur = redis.call('HGET', N.people .. post, 's:' .. sid)
+local rc_cur = v_cur and v_cur ~= visitor and tonumber(redis.call('HGET', N.people .. post, 'v:' .. v_cur) or '0') or 0
+local rc_new = tonumber(redis.call('HGET', N.people .. post, 'v:' .. visitor) or '0') or 0
 
-if leaves or was_hidden_old then
+if leaves or was_hidden_old or v_old then
   local o = posts[old]
   if leaves then
     redis.call('SREM', N.viewers .. old, sid)
@@ -51,12 +66,16 @@ if leaves or was_hidden_old then
   if was_hidden_old then
     o.hidden = o.hidden - 1
   end
-  if o.card == 0 then
-    redis.call('DEL', N.hidden .. old) -- gone with the last viewer (see hidden_count)
+  local gone = leaves and o.card == 0
+  if v_old then
+    unname(old, o, sid, v_old, gone)
+  end
+  if gone then
+    redis.call('DEL', N.hidden .. old, N.people .. old) -- gone with the last viewer (see hidden_count)
   elseif was_hidden_old then
     redis.call('SREM', N.hidden .. old, sid)
   end
-  publish(old, o.card, o.views, o.hidden)
+  publish(old, o.card, o.views, o.hidden, o.distinct, o.entries)
 end
 redis.call('SET', N.session .. sid, post, 'PX', ttl)
 redis.call('HSET', KEYS[1], sid, post)
@@ -76,6 +95,25 @@ else
     hidden = hidden - 1
   end
 end
+-- The session's visitor in the post's people (see people_of).
+local renamed = v_cur ~= visitor
+if renamed then
+  if v_cur then
+    if rc_cur <= 1 then
+      redis.call('HDEL', N.people .. post, 'v:' .. v_cur)
+      distinct = distinct - 1
+    else
+      redis.call('HINCRBY', N.people .. post, 'v:' .. v_cur, -1)
+    end
+  else
+    entries = entries + 1
+  end
+  if rc_new == 0 then
+    distinct = distinct + 1
+  end
+  redis.call('HINCRBY', N.people .. post, 'v:' .. visitor, 1)
+  redis.call('HSET', N.people .. post, 's:' .. sid, visitor, '#', distinct, 'n', entries)
+end
 -- A session's first view of a post never finds it on that post already; a
 -- view retried after a lost reply does, and must not count twice.
 local counted = count_view == '1' and old ~= post
@@ -89,7 +127,7 @@ if views_ttl > 0 then
 else
   redis.call('PERSIST', N.views .. post)
 end
-if added or counted or turned then
-  return publish(post, card, views, hidden)
+if added or counted or turned or renamed then
+  return publish(post, card, views, hidden, distinct, entries)
 end
-return {card, views, seq(), math.max(0, card - hidden)}
+return {card, views, seq(), math.max(0, card - hidden), people_of(card, distinct, entries)}
