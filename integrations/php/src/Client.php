@@ -9,7 +9,7 @@ namespace Presence;
  * HTTP publish API, and the tokens of signed posts.
  *
  *     $presence = new Presence\Client('http://127.0.0.1:8080', publishKey: $key, postSecret: $secret);
- *     $count = $presence->count('13');   // ['post' => '13', 'viewers' => 5, 'views' => 120]
+ *     $count = $presence->count('13');   // ['post' => '13', 'viewers' => 5, 'views' => 120, 'reading' => 3, 'people' => 4]
  *
  * Every request has a connect timeout and a total timeout, so a page that asks a slow
  * or unreachable server waits for at most the total timeout.
@@ -70,11 +70,14 @@ final class Client
     }
 
     /**
-     * The live viewers and total views of one post (GET /v1/posts/{post}). A post
-     * nobody has viewed has 0 and 0. With a post secret the post's token is sent.
+     * The live viewers and total views of one post (GET /v1/posts/{post}), with
+     * how many of the viewers are reading (their tab in view) and how many
+     * different people they are. A post nobody has viewed has 0 of each. With a
+     * post secret the post's token is sent. A server from before reading and
+     * people counts every viewer as reading and as a person.
      *
      * @param string $post Post id: 1-64 characters of [A-Za-z0-9_-].
-     * @return array{post: string, viewers: int, views: int}
+     * @return array{post: string, viewers: int, views: int, reading: int, people: int}
      *
      * @throws InvalidInputException for a post id the server would refuse (nothing is sent).
      * @throws ConnectionException   when the server cannot be reached in time.
@@ -89,7 +92,14 @@ final class Client
         if (!is_int($body['viewers'] ?? null) || !is_int($body['views'] ?? null)) {
             throw self::unexpected('GET', $url, 200, 'no viewers and views');
         }
-        return ['post' => $post, 'viewers' => $body['viewers'], 'views' => $body['views']];
+        $viewers = $body['viewers'];
+        return [
+            'post'    => $post,
+            'viewers' => $viewers,
+            'views'   => $body['views'],
+            'reading' => is_int($body['reading'] ?? null) ? $body['reading'] : $viewers,
+            'people'  => is_int($body['people'] ?? null) ? $body['people'] : $viewers,
+        ];
     }
 
     /**

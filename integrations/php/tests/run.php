@@ -361,9 +361,9 @@ test('an answer that is not the API\'s (a proxy\'s error page) is reported with 
  * Against the server.
  */
 
-test('count() of a post nobody viewed is 0 viewers and 0 views', static function (): void {
+test('count() of a post nobody viewed is 0 of everything', static function (): void {
     $p = post('unviewed');
-    same(['post' => $p, 'viewers' => 0, 'views' => 0], client()->count($p), 'count');
+    same(['post' => $p, 'viewers' => 0, 'views' => 0, 'reading' => 0, 'people' => 0], client()->count($p), 'count');
 });
 
 test('a viewer on a real WebSocket is counted by count() and counts()', static function (): void {
@@ -371,7 +371,7 @@ test('a viewer on a real WebSocket is counted by count() and counts()', static f
     [$a, $b, $none] = [post('a'), post('b'), post('none')];
     $tabA = viewer($c, $a);
     $tabB = viewer($c, $b);
-    same(['post' => $a, 'viewers' => 1, 'views' => 1], $c->count($a), 'count of the viewed post');
+    same(['post' => $a, 'viewers' => 1, 'views' => 1, 'reading' => 1, 'people' => 1], $c->count($a), 'count of the viewed post');
     same([$a => 1, $none => 0, $b => 1], $c->counts([$a, $none, $b, $a]), 'counts, a repeat asked once');
     $tabA->close();
     $tabB->close();
