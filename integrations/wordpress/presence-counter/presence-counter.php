@@ -874,15 +874,16 @@ function presence_counter_script_loader_tag( $tag, $handle ) {
 add_filter( 'script_loader_tag', 'presence_counter_script_loader_tag', 10, 2 );
 
 /**
- * A kind of count as the widget names it: 'viewers' (tabs open on the post), 'views'
- * (its total views) or 'reading' (the viewers whose tab is in view); anything else is
- * 'viewers'.
+ * A kind of count as the widget names it: 'people' (different visitors viewing the
+ * post: a reader with three tabs is one), 'viewers' (tabs open on it), 'reading' (the
+ * viewers whose tab is in view) or 'views' (its total views); anything else is
+ * 'people'.
  *
  * @param mixed $kind Kind asked for.
  * @return string
  */
 function presence_counter_kind( $kind ) {
-	return in_array( $kind, array( 'views', 'reading' ), true ) ? $kind : 'viewers';
+	return in_array( $kind, array( 'viewers', 'views', 'reading' ), true ) ? $kind : 'people';
 }
 
 /**
@@ -892,7 +893,7 @@ function presence_counter_kind( $kind ) {
  * the server accepts the posts an archive or widget shows as well as the viewed one.
  *
  * @param string $key     A key from presence_counter_post_key().
- * @param string $kind    'viewers', 'views' or 'reading'.
+ * @param string $kind    'people', 'viewers', 'views' or 'reading'.
  * @param int    $initial The number shown until the live count arrives.
  * @return string
  */
@@ -915,7 +916,7 @@ function presence_counter_counter_markup( $key, $kind, $initial = 0 ) {
  * words.js holds the same strings, so that the words change with the number in the
  * page ("1 person is", "2 people are"), in the visitor's language.
  *
- * @param string $kind    'viewers', 'views' or 'reading'.
+ * @param string $kind    'people', 'viewers', 'views' or 'reading'.
  * @param string $wording 'sentence', 'short' or 'number'.
  * @param int    $n       The number the words are for.
  * @return string
@@ -930,6 +931,13 @@ function presence_counter_wording( $kind, $wording, $n ) {
 			? _n( '%s reading now', '%s reading now', $n, 'presence-counter' )
 			/* translators: %s: the live number of people with the post in view */
 			: _n( '%s person is reading this post', '%s people are reading this post', $n, 'presence-counter' );
+	}
+	if ( 'viewers' === $kind ) {
+		return 'short' === $wording
+			/* translators: %s: the live number of browser tabs open on a post */
+			? _n( '%s open', '%s open', $n, 'presence-counter' )
+			/* translators: %s: the live number of browser tabs open on a post */
+			: _n( '%s tab is open on this post', '%s tabs are open on this post', $n, 'presence-counter' );
 	}
 	if ( 'views' === $kind ) {
 		return 'short' === $wording
@@ -950,7 +958,7 @@ function presence_counter_wording( $kind, $wording, $n ) {
  * that words.js rewords whenever the widget changes the number.
  *
  * @param string $key     A key from presence_counter_post_key().
- * @param string $kind    'viewers', 'views' or 'reading'.
+ * @param string $kind    'people', 'viewers', 'views' or 'reading'.
  * @param string $wording 'sentence', 'short' or 'number'.
  * @param int    $initial The number shown until the live count arrives.
  * @return string
@@ -1027,7 +1035,7 @@ function presence_counter_archive_markup( $post_id ) {
 	if ( '' === $key || ! presence_counter_enqueue_widget() ) {
 		return '';
 	}
-	return '<p class="presence-counter-list">' . presence_counter_words_markup( $key, 'viewers', 'short', 0 ) . '</p>';
+	return '<p class="presence-counter-list">' . presence_counter_words_markup( $key, 'people', 'short', 0 ) . '</p>';
 }
 
 /**
@@ -1106,7 +1114,7 @@ function presence_counter_the_content( $content ) {
 			return $content;
 		}
 		// 1, not 0, until the count arrives: the visitor is one.
-		$counter = '<p class="presence-counter">' . presence_counter_words_markup( $key, 'viewers', 'sentence', 1 ) . '</p>';
+		$counter = '<p class="presence-counter">' . presence_counter_words_markup( $key, 'people', 'sentence', 1 ) . '</p>';
 		return 'before' === $where ? $counter . $content : $content . $counter;
 	}
 	// Block themes have theirs after the title; the_content can run for any post there.
@@ -1216,7 +1224,7 @@ function presence_counter_block_post_id( $block ) {
 /**
  * Renders the "Presence counter" block; '' while no server is set or there is no post.
  *
- * @param array         $attributes kind ('viewers', 'views' or 'reading') and wording ('sentence', 'short' or 'number').
+ * @param array         $attributes kind ('people', 'viewers', 'views' or 'reading') and wording ('sentence', 'short' or 'number').
  * @param string        $content    Unused: the block has no inner content.
  * @param WP_Block|null $block      The block instance; its context names the post.
  * @return string
@@ -1229,7 +1237,7 @@ function presence_counter_render_block( $attributes, $content = '', $block = nul
 	}
 	$kind    = presence_counter_kind( isset( $attributes['kind'] ) ? $attributes['kind'] : '' );
 	$wording = ( isset( $attributes['wording'] ) && in_array( $attributes['wording'], array( 'short', 'number' ), true ) ) ? $attributes['wording'] : 'sentence';
-	// 1 for the viewed post's viewers and readers, the visitor being one; 0 until the count arrives otherwise.
+	// 1 for the viewed post's people, viewers and readers, the visitor being one; 0 until the count arrives otherwise.
 	$initial = ( 'views' !== $kind && presence_counter_viewed_key() === $key ) ? 1 : 0;
 	return sprintf(
 		'<p %s>%s</p>',
@@ -1267,7 +1275,7 @@ function presence_counter_admin_column_value( $column, $post_id ) {
 	if ( 'presence_counter' !== $column ) {
 		return;
 	}
-	$counter = 'publish' === get_post_status( $post_id ) ? presence_counter_render( $post_id, 'viewers' ) : '';
+	$counter = 'publish' === get_post_status( $post_id ) ? presence_counter_render( $post_id, 'people' ) : '';
 	echo '' === $counter ? '&#8212;' : $counter; // phpcs:ignore WordPress.Security.EscapeOutput.OutputNotEscaped -- markup built with esc_attr().
 }
 add_action( 'manage_posts_custom_column', 'presence_counter_admin_column_value', 10, 2 );

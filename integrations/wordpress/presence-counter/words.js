@@ -10,7 +10,8 @@
 	}
 	var _n = w.wp.i18n._n;
 
-	// The same words as presence_counter_wording() in PHP. The block's editor script
+	// The same words as presence_counter_wording() in PHP ('people' is the last
+	// case). The block's editor script
 	// shows its preview with them too.
 	function wording( kind, words, n ) {
 		if ( 'number' === words ) {
@@ -20,6 +21,11 @@
 			return 'short' === words
 				? /* translators: %s: the live number of people with the post in view */ _n( '%s reading now', '%s reading now', n, 'presence-counter' )
 				: /* translators: %s: the live number of people with the post in view */ _n( '%s person is reading this post', '%s people are reading this post', n, 'presence-counter' );
+		}
+		if ( 'viewers' === kind ) {
+			return 'short' === words
+				? /* translators: %s: the live number of browser tabs open on a post */ _n( '%s open', '%s open', n, 'presence-counter' )
+				: /* translators: %s: the live number of browser tabs open on a post */ _n( '%s tab is open on this post', '%s tabs are open on this post', n, 'presence-counter' );
 		}
 		if ( 'views' === kind ) {
 			return 'short' === words
@@ -56,7 +62,7 @@
 
 	function watch( box ) {
 		var spec = ( box.getAttribute( 'data-presence-words' ) || '' ).split( ' ' );
-		var kind = 'views' === spec[ 0 ] || 'reading' === spec[ 0 ] ? spec[ 0 ] : 'viewers';
+		var kind = /^(viewers|views|reading)$/.test( spec[ 0 ] ) ? spec[ 0 ] : 'people';
 		var counter = box.querySelector( '[data-presence-' + kind + ']' );
 		if ( ! counter ) {
 			return;

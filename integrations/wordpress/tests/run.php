@@ -1532,7 +1532,7 @@ run(
 		// The markup helper escapes whatever it is given.
 		$html = presence_counter_counter_markup( 'x"><script>alert(1)</script>', 'views' );
 		check_same( '<span class="presence-views" data-presence-views="x&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;">0</span>', $html, 'markup escapes the key' );
-		check_same( '<span class="presence-viewers" data-presence-viewers="1">0</span>', presence_counter_counter_markup( '1', '"><b>' ), 'unknown kind is viewers' );
+		check_same( '<span class="presence-people" data-presence-people="1">0</span>', presence_counter_counter_markup( '1', '"><b>' ), 'unknown kind is people' );
 
 		// Stored URLs that skipped the sanitize callback (database edits) cannot break the tag.
 		$tampered = array(
@@ -2289,7 +2289,7 @@ run(
 		t_reset( $single );
 		$got = apply_filters( 'the_content', '<p>Text</p>' );
 		check_same(
-			'<p>Text</p><p class="presence-counter"><span class="presence-counter-words" data-presence-words="viewers sentence"><span class="presence-viewers" data-presence-viewers="7">1</span> person is viewing this post</span></p>',
+			'<p>Text</p><p class="presence-counter"><span class="presence-counter-words" data-presence-words="people sentence"><span class="presence-people" data-presence-people="7">1</span> person is viewing this post</span></p>',
 			$got,
 			'after the content by default, 1 (the visitor) until the count arrives'
 		);
@@ -2320,7 +2320,7 @@ run(
 		// A translation's words are text, whatever they hold; the number stays a counter.
 		t_reset( array_replace( $single, array( 'plurals' => array( '%s person is viewing this post' => array( '<b>%s</b> lecteur & 100%', '%s lecteurs' ) ) ) ) );
 		check_same(
-			'<p>Text</p><p class="presence-counter"><span class="presence-counter-words" data-presence-words="viewers sentence">&lt;b&gt;<span class="presence-viewers" data-presence-viewers="7">1</span>&lt;/b&gt; lecteur &amp; 100%</span></p>',
+			'<p>Text</p><p class="presence-counter"><span class="presence-counter-words" data-presence-words="people sentence">&lt;b&gt;<span class="presence-people" data-presence-people="7">1</span>&lt;/b&gt; lecteur &amp; 100%</span></p>',
 			apply_filters( 'the_content', '<p>Text</p>' ),
 			'translated words escaped around the counter'
 		);
@@ -2336,7 +2336,7 @@ run(
 			'in_the_loop' => true,
 			'the_id'      => 9,
 		);
-		$counter = '<p class="presence-counter-list"><span class="presence-counter-words" data-presence-words="viewers short"><span class="presence-viewers" data-presence-viewers="9">0</span> viewing now</span></p>';
+		$counter = '<p class="presence-counter-list"><span class="presence-counter-words" data-presence-words="people short"><span class="presence-people" data-presence-people="9">0</span> viewing now</span></p>';
 		t_reset( $list );
 		check_same( '<p>Excerpt</p>' . $counter, apply_filters( 'the_excerpt', '<p>Excerpt</p>' ), 'after the excerpt' );
 		check_same( '<p>All</p>' . $counter, apply_filters( 'the_content', '<p>All</p>' ), 'after the content of lists that show whole posts' );
@@ -2373,23 +2373,25 @@ run(
 		check( false !== strpos( $row, 'data-presence-views="12" data-presence-token="' . presence_counter_token( '12' ) . '">0</span> views' ), 'a row shows its own post\'s views', $row );
 		check( 0 === strpos( $row, '<p class="wp-block-presence-counter-counter presence-counter">' ), 'in the block\'s wrapper', $row );
 		$number = presence_counter_render_block( array( 'wording' => 'number' ), '', new WP_Block( array( 'postId' => 12 ) ) );
-		check( false === strpos( $number, 'presence-counter-words' ) && false !== strpos( $number, 'data-presence-viewers="12"' ), 'the number alone', $number );
+		check( false === strpos( $number, 'presence-counter-words' ) && false !== strpos( $number, 'data-presence-people="12"' ), 'the number alone', $number );
 		$readers = presence_counter_render_block( array( 'kind' => 'reading', 'wording' => 'short' ), '', new WP_Block( array( 'postId' => 12 ) ) );
 		check( false !== strpos( $readers, 'data-presence-words="reading short"' ) && false !== strpos( $readers, 'class="presence-reading" data-presence-reading="12"' ) && false !== strpos( $readers, '</span> reading now' ), 'the readers of a row\'s post', $readers );
 		$odd = presence_counter_render_block( array( 'kind' => '"><script>', 'wording' => 'x' ), '', new WP_Block( array( 'postId' => 12 ) ) );
-		check( false !== strpos( $odd, 'data-presence-words="viewers sentence"' ), 'unknown attributes are the defaults', $odd );
+		check( false !== strpos( $odd, 'data-presence-words="people sentence"' ), 'unknown attributes are the defaults: people, in a sentence', $odd );
 
 		// Outside a Query Loop: the single post viewed, or nothing.
 		apply_filters( 'render_block_core/post-template', '' );
 		$GLOBALS['t']['singular']   = true;
 		$GLOBALS['t']['queried_id'] = 5;
 		$single = presence_counter_render_block( array(), '', new WP_Block( array( 'postId' => 5 ) ) );
-		check( false !== strpos( $single, 'data-presence-viewers="5" data-presence-token="' . presence_counter_token( '5' ) . '">1</span> person is viewing this post' ), 'the viewed post, 1 being the visitor', $single );
+		check( false !== strpos( $single, 'data-presence-people="5" data-presence-token="' . presence_counter_token( '5' ) . '">1</span> person is viewing this post' ), 'the viewed post, 1 being the visitor', $single );
 		$GLOBALS['t']['singular'] = false;
 		check_same( '', presence_counter_render_block( array(), '', new WP_Block( array( 'postId' => 5 ) ) ), 'nothing in a widget area of an archive' );
 		$GLOBALS['t']['in_the_loop'] = true;
 		$GLOBALS['t']['the_id']      = 6;
-		check( false !== strpos( presence_counter_render_block( array(), '', null ), 'data-presence-viewers="6"' ), 'the loop\'s post in a classic list' );
+		check( false !== strpos( presence_counter_render_block( array(), '', null ), 'data-presence-people="6"' ), 'the loop\'s post in a classic list' );
+		$tabs = presence_counter_render_block( array( 'kind' => 'viewers' ), '', null );
+		check( false !== strpos( $tabs, 'data-presence-viewers="6"' ) && false !== strpos( $tabs, 'tabs are open on this post' ), 'open tabs, in their own words', $tabs );
 
 		update_option( 'presence_counter_server_url', '' );
 		check_same( '', presence_counter_render_block( array(), '', new WP_Block( array( 'postId' => 12 ) ) ), 'nothing while no server is set' );

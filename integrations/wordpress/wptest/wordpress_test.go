@@ -25,9 +25,9 @@ const (
 
 // newTab opens a tab that accepts every JavaScript dialog (WordPress asks
 // with confirm() before some actions) and logs what it said.
-func newTab(t *testing.T, browser context.Context) (context.Context, context.CancelFunc) {
+func newTab(t *testing.T, browser context.Context, opts ...chromedp.ContextOption) (context.Context, context.CancelFunc) {
 	t.Helper()
-	tab, cancel := chromedp.NewContext(browser)
+	tab, cancel := chromedp.NewContext(browser, opts...)
 	dialogs := make(chan string, 16)
 	if err := chromedp.Listen(tab, func(ev any) {
 		if d, ok := ev.(*page.EventJavascriptDialogOpening); ok {
@@ -52,6 +52,14 @@ func newTab(t *testing.T, browser context.Context) (context.Context, context.Can
 		}
 	}()
 	return tab, cancel
+}
+
+// otherReader opens a tab of another browser profile, with its own
+// localStorage and so its own visitor id: another person, where a second
+// tab of the same profile is the same person.
+func otherReader(t *testing.T, browser context.Context) (context.Context, context.CancelFunc) {
+	t.Helper()
+	return newTab(t, browser, chromedp.WithNewBrowserContext())
 }
 
 // run runs browser steps in tab within limit.
@@ -223,7 +231,7 @@ func TestWordPress(t *testing.T) {
 		// without a number.
 		run(t, admin, 30*time.Second, chromedp.Navigate(postURL), chromedp.WaitVisible(css(".wp-block-post-content")))
 		got := get(t, admin, 10*time.Second, chromedp.Evaluate[string](
-			`[document.querySelectorAll(".presence-counter, .presence-counter-list, [data-presence-viewers], [data-presence-views]").length, document.querySelectorAll('script[src*="widget.js"], script[src*="words.js"]').length, /viewing/.test(document.body.innerText)].join(" ")`))
+			`[document.querySelectorAll(".presence-counter, .presence-counter-list, [data-presence-people], [data-presence-viewers], [data-presence-views]").length, document.querySelectorAll('script[src*="widget.js"], script[src*="words.js"]').length, /viewing/.test(document.body.innerText)].join(" ")`))
 		if got != "0 0 false" {
 			t.Errorf("counters, scripts, the word viewing on a post with no server set: %s, want 0 0 false", got)
 		}
@@ -275,7 +283,7 @@ func TestWordPress(t *testing.T) {
 		}
 	})
 
-	counter := `.presence-counter .presence-viewers`
+	counter := `.presence-counter .presence-people`
 	sentence := `p.presence-counter`
 	// The first tab stays open for the comment's event.
 	first, closeFirst := newTab(t, browser)
@@ -284,7 +292,7 @@ func TestWordPress(t *testing.T) {
 		run(t, first, 30*time.Second, chromedp.Navigate(postURL))
 		text(t, first, counter, "1 on the first tab", is("1"))
 		text(t, first, sentence, "the singular", is("1 person is viewing this post"))
-		second, closeSecond := newTab(t, browser)
+		second, closeSecond := otherReader(t, browser)
 		run(t, second, 30*time.Second, chromedp.Navigate(postURL))
 		text(t, second, counter, "2 on the second tab", is("2"))
 		text(t, first, counter, "2 on the first tab", is("2"))
@@ -323,11 +331,11 @@ func TestWordPress(t *testing.T) {
 		home, closeHome := newTab(t, browser)
 		defer closeHome()
 		run(t, home, 30*time.Second, chromedp.Navigate(s.url+"/"))
-		listed := `.presence-counter-list [data-presence-viewers="` + post + `"]`
+		listed := `.presence-counter-list [data-presence-people="` + post + `"]`
 		text(t, home, listed, "1 for the post the first tab views", is("1"))
-		text(t, home, `.presence-counter-list:has([data-presence-viewers="`+post+`"])`, "the wording", is("1 viewing now"))
+		text(t, home, `.presence-counter-list:has([data-presence-people="`+post+`"])`, "the wording", is("1 viewing now"))
 		text(t, first, counter, "still 1 on the post: the home page watches only", is("1"))
-		second, closeSecond := newTab(t, browser)
+		second, closeSecond := otherReader(t, browser)
 		run(t, second, 30*time.Second, chromedp.Navigate(postURL))
 		text(t, home, listed, "2 once a second tab views the post", is("2"))
 		screenshot(t, home, "wordpress-home.png")
@@ -341,10 +349,10 @@ func TestWordPress(t *testing.T) {
 		run(t, tab, 30*time.Second, chromedp.Navigate(s.url+"/?page_id="+loopPage))
 		// Each row counts its own post: the first tab views post, nobody
 		// views blockPost.
-		row := `.wp-block-post-template .wp-block-presence-counter-counter:has([data-presence-viewers="%s"])`
+		row := `.wp-block-post-template .wp-block-presence-counter-counter:has([data-presence-people="%s"])`
 		text(t, tab, fmt.Sprintf(row, post), "1 viewing now in the row of the viewed post", is("1 viewing now"))
 		text(t, tab, fmt.Sprintf(row, blockPost), "0 viewing now in the row of the other", is("0 viewing now"))
-		second, closeSecond := newTab(t, browser)
+		second, closeSecond := otherReader(t, browser)
 		run(t, second, 30*time.Second, chromedp.Navigate(postURL))
 		text(t, tab, fmt.Sprintf(row, post), "2 viewing now once a second tab views it", is("2 viewing now"))
 		closeSecond()
@@ -353,14 +361,14 @@ func TestWordPress(t *testing.T) {
 		// A list of posts, where no post is the viewed one and the loop is
 		// the template's, not the page's.
 		run(t, tab, 30*time.Second, chromedp.Navigate(s.url+"/?s=post"))
-		cell := `.wp-block-post-template .wp-block-presence-counter-counter [data-presence-viewers="%s"]`
+		cell := `.wp-block-post-template .wp-block-presence-counter-counter [data-presence-people="%s"]`
 		text(t, tab, fmt.Sprintf(cell, post), "1 in the row of the viewed post", is("1"))
 		text(t, tab, fmt.Sprintf(cell, blockPost), "0 in the row of the other", is("0"))
 	})
 
 	t.Run("viewing now on the Posts screen", func(t *testing.T) {
 		run(t, admin, 30*time.Second, chromedp.Navigate(s.url+"/wp-admin/edit.php"))
-		cell := `td.column-presence_counter [data-presence-viewers="` + post + `"]`
+		cell := `td.column-presence_counter [data-presence-people="` + post + `"]`
 		text(t, admin, cell, "1 for the post the first tab views", is("1"))
 		text(t, first, counter, "still 1 on the post: the editor's tab watches only", is("1"))
 		screenshot(t, admin, "wordpress-posts-column.png")
@@ -416,16 +424,16 @@ func TestWordPress(t *testing.T) {
 		home, closeHome := newTab(t, browser)
 		defer closeHome()
 		run(t, home, 30*time.Second, chromedp.Navigate(s.url+"/"))
-		listed := `.entry-content .presence-counter-list:has([data-presence-viewers="` + post + `"])`
+		listed := `.entry-content .presence-counter-list:has([data-presence-people="` + post + `"])`
 		text(t, home, listed, "1 viewing now after the excerpt of the viewed post", is("1 viewing now"))
-		if n := get(t, home, 10*time.Second, chromedp.Evaluate[int](`document.querySelectorAll(".widget-area [data-presence-viewers], .widget-area [data-presence-views]").length`)); n != 0 {
+		if n := get(t, home, 10*time.Second, chromedp.Evaluate[int](`document.querySelectorAll(".widget-area [data-presence-people], .widget-area [data-presence-views]").length`)); n != 0 {
 			t.Errorf("%d counters in the widget area of the home page, want none: no one post is meant there", n)
 		}
 		screenshot(t, home, "wordpress-classic-home.png")
-		tab, closeTab := newTab(t, browser)
+		tab, closeTab := otherReader(t, browser)
 		defer closeTab()
 		run(t, tab, 30*time.Second, chromedp.Navigate(postURL))
-		text(t, tab, `.widget-area [data-presence-viewers="`+post+`"]`, "2 in the widget area: the first tab and this one", is("2"))
+		text(t, tab, `.widget-area [data-presence-people="`+post+`"]`, "2 in the widget area: the first tab's reader and this one", is("2"))
 		text(t, tab, `.entry-content p.presence-counter`, "the automatic counter in the classic theme too", is("2 people are viewing this post"))
 		text(t, home, listed, "2 viewing now on the home page", is("2 viewing now"))
 	})

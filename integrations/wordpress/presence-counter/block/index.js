@@ -40,8 +40,9 @@
 						components.PanelBody,
 						{ title: __( 'Counter', 'presence-counter' ) },
 						select( props, 'kind', __( 'Count', 'presence-counter' ), [
-							{ value: 'viewers', label: __( 'People viewing the post now', 'presence-counter' ) },
+							{ value: 'people', label: __( 'People viewing the post now', 'presence-counter' ) },
 							{ value: 'reading', label: __( 'People reading it now (its tab in view)', 'presence-counter' ) },
+							{ value: 'viewers', label: __( 'Tabs open on the post', 'presence-counter' ) },
 							{ value: 'views', label: __( 'Total views of the post', 'presence-counter' ) },
 						] ),
 						select( props, 'wording', __( 'Wording', 'presence-counter' ), [
