@@ -171,9 +171,9 @@ func (wc *wsConn) run() {
 		s.log.Debug("connection ended", wc.session, zap.Error(err))
 	}
 
-	if st := websocket.CloseStatus(err); st == websocket.StatusNormalClosure || st == websocket.StatusGoingAway {
-		// The tab closed the connection (browsers say 1001 as a page goes):
-		// the session leaves. The leave gets a context of its own, as the
+	if st := websocket.CloseStatus(err); st == websocket.StatusNormalClosure || st == websocket.StatusGoingAway || st == websocket.StatusNoStatusRcvd {
+		// The tab closed the connection (browsers say 1001 as a page goes,
+		// a close() without a code is 1005): the session leaves. The leave gets a context of its own, as the
 		// server's may be cancelled by now (shutdown).
 		lctx, lcancel := context.WithTimeout(context.Background(), leaveTimeout)
 		if err := c.Leave(lctx); err != nil {
@@ -449,13 +449,19 @@ func (wc *wsConn) flush() {
 			return
 		case <-c.Done():
 			// Only a full queue is said to the client, with 1008 and a
-			// reason. The other cause, ErrClosed, follows Leave, which runs
-			// after the read loop ended; run closes the socket then.
+			// reason. A session resumed on another connection ends this
+			// one, whose tab is gone or gave it up: no close handshake to
+			// wait for. The other cause, ErrClosed, follows Leave or Detach,
+			// which run after the read loop ended; run closes the socket
+			// then.
 			if errors.Is(c.Err(), hub.ErrSlow) {
 				if ok, skipped := s.slowInfo.Allow(time.Now()); ok {
 					s.log.Info("closing a client that does not keep up", wc.session, zap.Error(c.Err()), zap.Int("similar_since_last", skipped))
 				}
 				conn.Close(CloseSlow, "send queue full")
+			}
+			if errors.Is(c.Err(), hub.ErrReplaced) {
+				conn.CloseNow()
 			}
 			return
 		default:

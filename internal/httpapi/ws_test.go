@@ -7,11 +7,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/presence/presence/internal/httpapi"
@@ -565,5 +567,49 @@ func TestWS_TabsOfOneVisitorAreOnePerson(t *testing.T) {
 				t.Errorf("view with visitor %s: %v, want a bad_request error", bad, m)
 			}
 		}
+	})
+}
+
+// TestWS_ResumeTakesOverAnOpenConnection: a tab that resumes its session
+// while its old connection is still open here (a dial it gave up, a socket
+// not yet seen to be dead) gets the session, the old connection is ended,
+// and the count never moves.
+func TestWS_ResumeTakesOverAnOpenConnection(t *testing.T) {
+	bothStores(t, func(t *testing.T, o appOpts) {
+		a := newApp(t, o)
+		w := watcher(t, a, "t", 0)
+		old := viewer(t, a, "t", 1)
+		w.waitCount("t", 1)
+		tok, _ := old.hello["resume"].(string)
+		if tok == "" {
+			t.Fatalf("hello %v has no resume token", old.hello)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(a.URL, "http")+"/v1/ws?resume="+url.QueryEscape(tok), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.CloseNow()
+		var hello, cnt map[string]any
+		if err := wsjson.Read(ctx, conn, &hello); err != nil || hello["session"] != old.hello["session"] {
+			t.Fatalf("hello of the resume = %v, %v; want session %v", hello, err, old.hello["session"])
+		}
+		if err := wsjson.Write(ctx, conn, map[string]any{"type": "view", "post": "t"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := wsjson.Read(ctx, conn, &cnt); err != nil || cnt["viewers"] != float64(1) || cnt["views"] != float64(1) {
+			t.Fatalf("count after the resume = %v, %v; want 1 viewer and 1 view", cnt, err)
+		}
+		if err := old.closed(); err == nil {
+			t.Error("the old connection ended without an error")
+		}
+		viewer(t, a, "t", 2)
+		w.waitFor("2 viewers, with no count below 1 before it", func(m map[string]any) bool {
+			if m["type"] == "count" && m["post"] == "t" && m["viewers"].(float64) < 1 {
+				t.Fatalf("the watcher saw %v: the session left", m)
+			}
+			return m["type"] == "count" && m["post"] == "t" && m["viewers"] == float64(2)
+		})
 	})
 }

@@ -18,6 +18,10 @@ const maxSeen = 64
 // ErrSlow is the reason a client is closed when its send queue is full.
 var ErrSlow = errors.New("send queue full: the client does not read fast enough")
 
+// ErrReplaced is the reason a client is closed when its tab resumed the
+// session on another connection: the transport ends this one.
+var ErrReplaced = errors.New("the session was resumed on another connection")
+
 // Client is one connected browser tab: a session that views at most one post
 // and watches up to Config.MaxWatch others. The transport calls View, Unview,
 // Watch and Unwatch as frames arrive, writes what Next returns to the socket

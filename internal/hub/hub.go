@@ -169,6 +169,9 @@ func (h *Hub) Join(wake func(), resume presence.SessionID) (*Client, error) {
 		h.m.resumed.Inc()
 		if retired = h.sessions[resume]; retired != nil {
 			h.m.open.Dec() // its entry is the new client's now
+			// The store holds the session on the post it viewed: a
+			// partitioned store finds it there only if told.
+			c.stale = retired.view
 		}
 	} else {
 		c.ID = presence.NewSessionID()
@@ -180,8 +183,10 @@ func (h *Hub) Join(wake func(), resume presence.SessionID) (*Client, error) {
 	}
 	h.mu.Unlock()
 	if retired != nil {
-		// Left, and out of its rooms; the map entry is the new client's,
-		// which end leaves alone. Its connection ends as a lost one does.
+		// Closed with ErrReplaced, for its transport to end the connection;
+		// then left, and out of its rooms, with no store call. The map
+		// entry is the new client's, which end leaves alone.
+		retired.close(ErrReplaced)
 		retired.Detach()
 	}
 	return c, nil

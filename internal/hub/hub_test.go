@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -491,5 +492,50 @@ func TestHub_ShutdownHandsSessionsOff(t *testing.T) {
 	}
 	if got := gathered(t, reg, "presence_leaves_total"); got != 0 {
 		t.Errorf("presence_leaves_total=%v, want 0", got)
+	}
+}
+
+// fromStore records the post each View names as where the session was.
+type fromStore struct {
+	*memstore.Store
+	mu   sync.Mutex
+	from []presence.PostID
+}
+
+func (s *fromStore) View(ctx context.Context, vs presence.Session, from presence.PostID, countView bool) (presence.Count, error) {
+	s.mu.Lock()
+	s.from = append(s.from, from)
+	s.mu.Unlock()
+	return s.Store.View(ctx, vs, from, countView)
+}
+
+// A session taken over from a client here keeps telling the store where it
+// was: a partitioned store finds it on its old post only when told.
+func TestHub_TakeoverNamesTheOldPost(t *testing.T) {
+	ms := memstore.New(memstore.Config{})
+	store := &fromStore{Store: ms}
+	h := hub.New(store, ms, hub.Config{}, zaptest.NewLogger(t))
+	ctx := context.Background()
+	first, err := h.Join(nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.View(ctx, "a", false); err != nil {
+		t.Fatal(err)
+	}
+	second, err := h.Join(nil, first.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := second.View(ctx, "b", false); err != nil {
+		t.Fatal(err)
+	}
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	if got := fmt.Sprint(store.from); got != "[ a]" {
+		t.Errorf("views named the posts the session was on as %s, want [ a]", got)
+	}
+	if c, _ := ms.Counts(ctx, []presence.PostID{"a", "b"}); c[0].Viewers != 0 || c[1].Viewers != 1 {
+		t.Errorf("counts after the move %+v, want a at 0 and b at 1", c)
 	}
 }

@@ -145,9 +145,11 @@ func (k Keys) partKeys(n int) []string {
 
 // touched are the KEYS of a script on partition n that touches the
 // sessions on their posts: the partition's keys, then each session's key
-// and its post's sets of viewers and of hidden viewers and its people, and,
-// withViews, its views counter (see common.lua).
-func (k Keys) touched(n int, sessions []presence.Session, withViews bool) []string {
+// and its post's set, and, withCounts, its views counter, its set of hidden
+// viewers and its people (see common.lua): refresh touches none of those,
+// and a key it listed but lacked would make Redis refuse it while the slot
+// migrates.
+func (k Keys) touched(n int, sessions []presence.Session, withCounts bool) []string {
 	keys := make([]string, 0, 3+3*len(sessions))
 	keys = append(keys, k.viewersAt(n), k.deadlinesAt(n), k.seqAt(n))
 	// A post listed twice is harmless; the set only keeps big batches short.
@@ -161,9 +163,9 @@ func (k Keys) touched(n int, sessions []presence.Session, withViews bool) []stri
 			if posts != nil {
 				posts[s.Post] = true
 			}
-			keys = append(keys, k.PostViewers(s.Post), k.Hidden(s.Post), k.People(s.Post))
-			if withViews {
-				keys = append(keys, k.Views(s.Post))
+			keys = append(keys, k.PostViewers(s.Post))
+			if withCounts {
+				keys = append(keys, k.Views(s.Post), k.Hidden(s.Post), k.People(s.Post))
 			}
 		}
 	}
