@@ -62,6 +62,35 @@ func TestServeMux_EveryAnswerIsJSON(t *testing.T) {
 	}
 }
 
+// TestReadyz_AnswersInTime: a check that hangs past its context (a dial
+// that ignores it) fails /readyz within readyTimeout instead of holding it,
+// and the other checks still report.
+func TestReadyz_AnswersInTime(t *testing.T) {
+	release := make(chan struct{})
+	// Released after 3s all the same, so that a /readyz that waits for it
+	// fails the test rather than hanging it.
+	time.AfterFunc(3*time.Second, func() { close(release) })
+	h := New(map[string]Check{
+		"hung": func(context.Context) error { <-release; return nil },
+		"ok":   func(context.Context) error { return nil },
+		"down": func(context.Context) error { return errors.New("refused") },
+	}, prometheus.NewRegistry())
+	rec := httptest.NewRecorder()
+	start := time.Now()
+	h.Readyz(rec, httptest.NewRequest("GET", "/readyz", nil))
+	took := time.Since(start)
+	var body struct {
+		Failed map[string]string `json:"failed"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Code != 503 || body.Failed["hung"] != "no answer within 500ms" || body.Failed["down"] != "refused" || len(body.Failed) != 2 {
+		t.Errorf("Readyz = %d %s, want 503 with hung and down failed", rec.Code, rec.Body)
+	}
+	t.Logf("answered in %s", took.Round(time.Millisecond))
+}
+
 func TestReady_SaysNothingOfWhy(t *testing.T) {
 	h := New(map[string]Check{"redis": func(context.Context) error { return errors.New("dial tcp 10.0.0.5:6379: refused") }}, prometheus.NewRegistry())
 	rec := httptest.NewRecorder()

@@ -202,7 +202,9 @@ func (s *Store) TTL() time.Duration { return s.ttl }
 // Ping implements presence.Store.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.rdb.Ping(ctx).Err(); err != nil {
-		return s.fail("ping", err)
+		// The address too: when the caller's deadline cuts go-redis's
+		// retries short, the error left is only the deadline's.
+		return fmt.Errorf("redis at %s: %w", Addr(s.rdb), s.fail("ping", err))
 	}
 	return nil
 }
