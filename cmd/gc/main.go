@@ -47,7 +47,7 @@ func main() {
 		stop()
 		os.Exit(code)
 	}
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
+	if err := run(ctx, os.Args[1:], os.Environ(), os.Stderr); err != nil {
 		// -h is not a failure: Load has printed the usage already.
 		if errors.Is(err, flag.ErrHelp) {
 			return
@@ -60,14 +60,17 @@ func main() {
 // run is the whole of gc: it returns when ctx ends (a signal) or a part
 // fails. Arguments, environment and stderr are passed in, so that a test can
 // drive it inside the test's own process.
-func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+func run(ctx context.Context, args []string, environ []string, stderr io.Writer) error {
 	// Configuration and logging.
-	cfg, err := config.Load("gc", args, getenv, stderr)
+	cfg, err := config.Load("gc", args, config.Getenv(environ), stderr)
 	if err != nil {
 		return err
 	}
 	log := logging.New(stderr, cfg.LogLevel)
 	defer log.Sync()
+	for _, w := range config.UnknownVariables(environ) {
+		log.Warn(w)
+	}
 	// Embedded mode runs the same collector inside presence; a gc process
 	// has nothing to prune without Redis.
 	if cfg.Embedded() {

@@ -149,15 +149,10 @@ type proc struct {
 // with startProc instead.
 func runApp(t *testing.T, name string, env ...string) *proc {
 	t.Helper()
-	vars := make(map[string]string)
-	for _, kv := range env {
-		k, v, _ := strings.Cut(kv, "=")
-		vars[k] = v // later entries win over earlier ones
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &proc{name: name, stop: cancel, logs: newLogLines(), done: make(chan struct{})}
 	go func() {
-		p.err = run(ctx, nil, func(k string) string { return vars[k] }, p.logs)
+		p.err = run(ctx, nil, env, p.logs) // later entries win over earlier ones
 		close(p.done)
 	}()
 	t.Cleanup(func() {

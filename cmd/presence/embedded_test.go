@@ -62,3 +62,15 @@ func TestE2E_SignedPosts(t *testing.T) {
 	a.send(t, map[string]any{"type": "view", "post": "13", "token": tok})
 	a.waitViewers(t, 5*time.Second, "13", 1)
 }
+
+// TestUnknownVariablesAreReported: a misspelt setting, which would
+// otherwise leave publishing off without a word, is named at start-up
+// with the setting it most likely meant.
+func TestUnknownVariablesAreReported(t *testing.T) {
+	p := runApp(t, "app", "PRESENCE_ADDR=127.0.0.1:0", "PRESENCE_PUBLISH_KEY=0123456789abcdef-key")
+	p.addr(t)
+	p.waitLog(t, 5*time.Second, "a warning that names PRESENCE_PUBLISH_KEYS", func(l map[string]any) bool {
+		msg, _ := l["msg"].(string)
+		return l["level"] == "warn" && msg == "PRESENCE_PUBLISH_KEY is not a setting and is ignored; did you mean PRESENCE_PUBLISH_KEYS?"
+	})
+}

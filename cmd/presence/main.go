@@ -32,7 +32,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
+	if err := run(ctx, os.Args[1:], os.Environ(), os.Stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return
 		}
@@ -41,14 +41,17 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+func run(ctx context.Context, args []string, environ []string, stderr io.Writer) error {
 	// Configuration and logging.
-	cfg, err := config.Load("presence", args, getenv, stderr)
+	cfg, err := config.Load("presence", args, config.Getenv(environ), stderr)
 	if err != nil {
 		return err
 	}
 	log := logging.New(stderr, cfg.LogLevel)
 	defer log.Sync()
+	for _, w := range config.UnknownVariables(environ) {
+		log.Warn(w)
+	}
 	// The app server: store, feed, hub, health, HTTP API, and metrics.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -117,6 +117,115 @@ var settings = []setting{
 	{"admin-addr", "PRESENCE_ADMIN_ADDR", "", "internal listen address for /metrics, the detailed /readyz and /healthz; empty: /metrics stays on PRESENCE_ADDR"},
 }
 
+// Getenv looks names up in environ, entries of the form NAME=value as
+// os.Environ gives them, a later entry winning over an earlier one.
+func Getenv(environ []string) func(string) string {
+	vars := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v
+	}
+	return func(k string) string { return vars[k] }
+}
+
+// UnknownVariables returns a line for each PRESENCE_* variable in environ
+// that no setting reads, naming the setting it most likely meant: a typo
+// such as PRESENCE_PUBLISH_KEY would otherwise leave publishing off
+// without a word.
+func UnknownVariables(environ []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "PRESENCE_") || seen[name] || isSetting(name) {
+			continue
+		}
+		seen[name] = true
+		line := name + " is not a setting and is ignored"
+		if best, d := closestSetting(name); d <= max(3, len(name)/3) {
+			line += "; did you mean " + best + "?"
+		} else {
+			line += "; the settings are listed by -h"
+		}
+		out = append(out, line)
+	}
+	return out
+}
+
+func isSetting(name string) bool {
+	for _, s := range settings {
+		if s.env == name {
+			return true
+		}
+	}
+	return false
+}
+
+// closestSetting returns the setting's variable nearest to name by edit
+// distance, a name that only lacks or adds a suffix counting as near.
+func closestSetting(name string) (string, int) {
+	best, bestD := "", -1
+	for _, s := range settings {
+		d := editDistance(name, s.env)
+		if strings.HasPrefix(s.env, name) || strings.HasPrefix(name, s.env) {
+			d = min(d, 1)
+		}
+		if bestD < 0 || d < bestD {
+			best, bestD = s.env, d
+		}
+	}
+	return best, bestD
+}
+
+// editDistance is the Levenshtein distance of a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// onlyFor names the settings that only one program reads; the others both
+// read. A flag is defined only for a program that reads it, so that
+// "gc -addr :9000" is refused instead of ignored. The variables are read by
+// both whatever: one environment file often serves both.
+var onlyFor = map[string]string{
+	"addr": "presence", "coalesce": "presence", "handoff-grace": "presence",
+	"allowed-origins": "presence", "publish-keys": "presence", "post-secret": "presence",
+	"max-conns": "presence", "max-conns-per-ip": "presence", "trusted-proxies": "presence",
+	"admin-addr": "presence",
+	"gc-addr":    "gc", "sweep-interval": "gc",
+}
+
+// about is what -h says each program is, before its flags.
+var about = map[string]string{
+	"presence": "presence is the Presence app server: browsers hold a WebSocket to it and say which post they view;\n" +
+		"it keeps presence in Redis (or, with no PRESENCE_REDIS_URL, in memory) and pushes live counts back.\n" +
+		"Settings are flags or PRESENCE_* variables; a flag overrides its variable.",
+	"gc": "gc prunes the sessions of a Presence deployment on Redis that passed their deadline, and pushes the new counts.\n" +
+		"Run one or more beside the app servers. Subcommands: gc check [-repair], gc migrate -from URL.\n" +
+		"Settings are flags or PRESENCE_* variables; a flag overrides its variable.",
+}
+
+// program is the program a Load is for: "gc check" and "gc migrate" are gc.
+func program(name string) string {
+	p, _, _ := strings.Cut(name, " ")
+	return p
+}
+
 // Load parses args (without the program name) over the environment read by
 // getenv. With -h it writes the usage to out and returns flag.ErrHelp.
 func Load(name string, args []string, getenv func(string) string, out io.Writer) (Config, error) {
@@ -133,12 +242,19 @@ func Load(name string, args []string, getenv func(string) string, out io.Writer)
 		if v, ok := lookup(getenv, s.env); ok {
 			def = v
 		}
+		if only, ok := onlyFor[s.flag]; ok && only != program(name) {
+			vals[s.flag] = &def
+			continue
+		}
 		// The flag package prints the default itself: the variable's value
 		// when it is set, which is what this run would use.
 		help := fmt.Sprintf("%s (env %s)", s.help, s.env)
 		vals[s.flag] = fs.String(s.flag, def, help)
 	}
 	fs.Usage = func() {
+		if a, ok := about[program(name)]; ok {
+			fmt.Fprintf(out, "%s\n\n", a)
+		}
 		fmt.Fprintf(out, "Usage of %s:\n", name)
 		fs.PrintDefaults()
 	}

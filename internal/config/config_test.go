@@ -98,16 +98,37 @@ func TestLoad_Errors(t *testing.T) {
 	}
 }
 
+// TestLoad_HelpDocumentsEverySetting: each program's -h says what it is
+// and lists its own settings, and only those; every setting is some
+// program's; a flag of the other program is refused.
 func TestLoad_HelpDocumentsEverySetting(t *testing.T) {
-	var out bytes.Buffer
-	_, err := Load("presence", []string{"-h"}, env(nil), &out)
-	if !errors.Is(err, flag.ErrHelp) {
-		t.Fatalf("err=%v, want flag.ErrHelp", err)
+	listed := map[string]bool{}
+	for _, prog := range []string{"presence", "gc"} {
+		var out bytes.Buffer
+		_, err := Load(prog, []string{"-h"}, env(nil), &out)
+		if !errors.Is(err, flag.ErrHelp) {
+			t.Fatalf("%s: err=%v, want flag.ErrHelp", prog, err)
+		}
+		if !strings.HasPrefix(out.String(), prog+" is") && !strings.HasPrefix(out.String(), prog+" prunes") {
+			t.Errorf("%s -h does not start by saying what it is: %q", prog, out.String()[:min(80, out.Len())])
+		}
+		for _, s := range settings {
+			only, ok := onlyFor[s.flag]
+			mine := !ok || only == prog
+			shown := strings.Contains(out.String(), "  -"+s.flag+" ") && strings.Contains(out.String(), s.env)
+			if shown != mine {
+				t.Errorf("%s -h lists -%s: %v, want %v", prog, s.flag, shown, mine)
+			}
+			listed[s.flag] = listed[s.flag] || shown
+		}
 	}
 	for _, s := range settings {
-		if !strings.Contains(out.String(), "-"+s.flag) || !strings.Contains(out.String(), s.env) {
-			t.Errorf("-h does not document -%s / %s", s.flag, s.env)
+		if !listed[s.flag] {
+			t.Errorf("no program's -h documents -%s / %s", s.flag, s.env)
 		}
+	}
+	if _, err := Load("gc", []string{"-addr", ":9000"}, env(nil), &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "-addr") {
+		t.Errorf("gc -addr :9000: err=%v, want the flag refused", err)
 	}
 }
 
@@ -234,5 +255,29 @@ func TestDefaultMaxConns(t *testing.T) {
 		if got := DefaultMaxConns(tc.nofile); got != tc.want {
 			t.Errorf("DefaultMaxConns(%d) = %d, want %d", tc.nofile, got, tc.want)
 		}
+	}
+}
+
+func TestUnknownVariables(t *testing.T) {
+	got := UnknownVariables([]string{
+		"PATH=/usr/bin",
+		"PRESENCE_PUBLISH_KEY=abc",
+		"PRESENCE_REDIS=redis://127.0.0.1:6379/0",
+		"PRESENCE_REDIS_URL=redis://127.0.0.1:6379/0",
+		"PRESENCE_ALLOWED_ORIGIN=example.com",
+		"PRESENCE_SOMETHING_ELSE_ENTIRELY=1",
+		"PRESENCE_PUBLISH_KEY=again",
+	})
+	want := []string{
+		"PRESENCE_PUBLISH_KEY is not a setting and is ignored; did you mean PRESENCE_PUBLISH_KEYS?",
+		"PRESENCE_REDIS is not a setting and is ignored; did you mean PRESENCE_REDIS_URL?",
+		"PRESENCE_ALLOWED_ORIGIN is not a setting and is ignored; did you mean PRESENCE_ALLOWED_ORIGINS?",
+		"PRESENCE_SOMETHING_ELSE_ENTIRELY is not a setting and is ignored; the settings are listed by -h",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("UnknownVariables =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if g := Getenv([]string{"A=1", "B=2", "A=3"}); g("A") != "3" || g("B") != "2" || g("C") != "" {
+		t.Errorf("Getenv: A=%q B=%q C=%q, want 3, 2 and empty", g("A"), g("B"), g("C"))
 	}
 }
