@@ -214,11 +214,15 @@ func TestE2E_RollingDeploy(t *testing.T) {
 	}
 	perPost := int64(tabs / posts)
 	prefix := redistest.Prefix()
+	// Sessions of 30s, refreshed every 10s: a suite that starves the app
+	// servers of CPU for several seconds (one CI run did, with the roll
+	// taking 20s) would otherwise let sessions expire before the roll,
+	// which is not what this test is about.
 	env := []string{
 		"PRESENCE_ADDR=127.0.0.1:0",
 		"PRESENCE_REDIS_URL=" + redisSrv.URL(),
 		"PRESENCE_KEY_PREFIX=" + prefix,
-		"PRESENCE_SESSION_TTL=10s",
+		"PRESENCE_SESSION_TTL=30s",
 		"PRESENCE_COALESCE=100ms",
 		"PRESENCE_MAX_CONNS=0",
 		"PRESENCE_MAX_CONNS_PER_IP=0",
@@ -232,7 +236,7 @@ func TestE2E_RollingDeploy(t *testing.T) {
 		return p, p.addr(t)
 	}
 	startProc(t, "gc", gcBin, "PRESENCE_GC_ADDR=127.0.0.1:0", "PRESENCE_REDIS_URL="+redisSrv.URL(),
-		"PRESENCE_KEY_PREFIX="+prefix, "PRESENCE_SESSION_TTL=10s", "PRESENCE_GC_POLL=100ms", "PRESENCE_LOG_LEVEL=warn")
+		"PRESENCE_KEY_PREFIX="+prefix, "PRESENCE_SESSION_TTL=30s", "PRESENCE_GC_POLL=100ms", "PRESENCE_LOG_LEVEL=warn")
 	app1, addr1 := start("app1")
 	app2, addr2 := start("app2")
 	lb := newBalancer(t)
@@ -255,7 +259,7 @@ func TestE2E_RollingDeploy(t *testing.T) {
 			time.Sleep(10 * time.Millisecond) // connections opened over 0.4s, not in one burst
 		}
 	}
-	st := redisstore.New(redisSrv.Client(t), redisstore.Config{Prefix: prefix, TTL: 10 * time.Second}, zap.NewNop())
+	st := redisstore.New(redisSrv.Client(t), redisstore.Config{Prefix: prefix, TTL: 30 * time.Second}, zap.NewNop())
 	ids := make([]presence.PostID, posts)
 	for i, n := range names {
 		ids[i] = presence.PostID(n)
