@@ -1,6 +1,7 @@
 # Builds both binaries, presence (the app server) and gc (the garbage
 # collector), into one small image; docker-compose.yml picks the binary.
-FROM golang:1.26 AS build
+# The toolchain of go.mod's go line, exactly (a test keeps them equal).
+FROM golang:1.26.8 AS build
 WORKDIR /src
 # Modules first, so that a change of the code alone reuses this layer.
 COPY go.mod go.sum ./

@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"path"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -579,5 +580,39 @@ func TestComposeNoInterpolation(t *testing.T) {
 				t.Errorf("%s: %q would be interpolated by compose", name, s)
 			}
 		}
+	}
+}
+
+// TestDockerfile_Toolchain: the image builds with exactly the Go of
+// go.mod's go line, and the build context keeps what the build needs.
+func TestDockerfile_Toolchain(t *testing.T) {
+	mod, err := os.ReadFile(repoRoot + "/go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	goLine := regexp.MustCompile(`(?m)^go ([0-9.]+)$`).FindSubmatch(mod)
+	if goLine == nil {
+		t.Fatal("go.mod has no go line")
+	}
+	docker, err := os.ReadFile(repoRoot + "/Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := regexp.MustCompile(`(?m)^FROM golang:([^ ]+) AS build$`).FindSubmatch(docker)
+	if from == nil || string(from[1]) != string(goLine[1]) {
+		t.Errorf("Dockerfile builds with golang:%s, go.mod says go %s", from, goLine[1])
+	}
+	ignore, err := os.ReadFile(repoRoot + "/.dockerignore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Fields(regexp.MustCompile(`(?m)#.*$`).ReplaceAllString(string(ignore), ""))
+	for _, need := range []string{"go.mod", "go.sum", "cmd", "internal"} {
+		if slices.Contains(lines, need) {
+			t.Errorf(".dockerignore leaves out %s, which the build needs", need)
+		}
+	}
+	if !slices.Contains(lines, ".git") {
+		t.Error(".dockerignore does not leave out .git")
 	}
 }
