@@ -119,6 +119,10 @@ func TestPublish_ReachesViewersAndWatchers(t *testing.T) {
 		v := viewer(t, a, "13", 1)
 		w := watcher(t, a, "13", 1)
 		other := viewer(t, a, "14", 1)
+		// Subscribing follows a view or watch, and does not hold up its
+		// answer: publish once the app server listens, or the event may
+		// find nobody (as CI once saw: servers 0).
+		waitSubscribed(t, a, "13")
 
 		reply := publishEvent(t, a, "13", `{"name":"comment","data":{"id":7,"author":"Ana"}}`)
 		if reply["servers"] != float64(1) {
@@ -196,7 +200,9 @@ func TestPublish_SlowConsumerIsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Until its socket buffers and its queue are full, the slow client is
-	// merely behind; publish until the server gives up on it.
+	// merely behind; publish until the server gives up on it, from when
+	// the app server listens on the post's channel.
+	waitSubscribed(t, a, "flood")
 	payload := strings.Repeat("x", 15<<10)
 	sent := 0
 	for ; sent < 3000 && metricValue(t, a, "presence_slow_clients_total") == 0; sent++ {
