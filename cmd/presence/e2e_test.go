@@ -506,12 +506,7 @@ func TestE2E_SigtermWithoutGraceRemovesSessions(t *testing.T) {
 	app1, addr1 := startApp(t, "app1", prefix, "PRESENCE_HANDOFF_GRACE=0")
 	_, addr2 := startApp(t, "app2", prefix)
 
-	v := dial(t, "V", addr1)
-	v.send(t, map[string]any{"type": "view", "post": "term"})
-	v.waitViewers(t, 5*time.Second, "term", 1)
-	w := dial(t, "W", addr2)
-	w.send(t, map[string]any{"type": "watch", "posts": []string{"term"}})
-	w.waitViewers(t, 5*time.Second, "term", 1)
+	v, w := viewedAndWatched(t, "term", addr1, addr2)
 
 	stopped := sigterm(t, app1, v)
 	if code := app1.exited(t, 10*time.Second); code != 0 {
@@ -556,12 +551,7 @@ func TestE2E_SigtermHandsSessionsOff(t *testing.T) {
 	app1, addr1 := startApp(t, "app1", prefix, "PRESENCE_SESSION_TTL=6s")
 	_, addr2 := startApp(t, "app2", prefix, "PRESENCE_SESSION_TTL=6s")
 
-	v := dial(t, "V", addr1)
-	v.send(t, map[string]any{"type": "view", "post": "handoff"})
-	v.waitViewers(t, 5*time.Second, "handoff", 1)
-	w := dial(t, "W", addr2)
-	w.send(t, map[string]any{"type": "watch", "posts": []string{"handoff"}})
-	w.waitViewers(t, 5*time.Second, "handoff", 1)
+	v, w := viewedAndWatched(t, "handoff", addr1, addr2)
 
 	sigterm(t, app1, v)
 	if code := app1.exited(t, 10*time.Second); code != 0 {
@@ -580,16 +570,37 @@ func TestE2E_SigtermHandsSessionsOff(t *testing.T) {
 	if left := time.Duration(deadline)*time.Millisecond - time.Duration(now.UnixMilli())*time.Millisecond; left < 20*time.Second {
 		t.Errorf("the session's deadline is %s away after the stop, want the 30s grace (more than 20s left)", left)
 	}
-	again := dialResume(t, "V again", addr2, v.hello.Resume)
+	resumes(t, v, w, addr2, "handoff")
+}
+
+// viewedAndWatched opens V, viewing post on addrV, and W, watching it on
+// addrW, each once it has the count of 1.
+func viewedAndWatched(t *testing.T, post, addrV, addrW string) (v, w *client) {
+	t.Helper()
+	v = dial(t, "V", addrV)
+	v.send(t, map[string]any{"type": "view", "post": post})
+	v.waitViewers(t, 5*time.Second, post, 1)
+	w = dial(t, "W", addrW)
+	w.send(t, map[string]any{"type": "watch", "posts": []string{post}})
+	w.waitViewers(t, 5*time.Second, post, 1)
+	return v, w
+}
+
+// resumes reconnects v to addr with its resume token and views post again:
+// the session must be v's, its view not counted a second time, and w,
+// watching post, must never have seen the count drop.
+func resumes(t *testing.T, v, w *client, addr, post string) {
+	t.Helper()
+	again := dialResume(t, "V again", addr, v.hello.Resume)
 	if again.hello.Session != v.hello.Session {
 		t.Fatalf("resumed as session %s, want %s", again.hello.Session, v.hello.Session)
 	}
-	again.send(t, map[string]any{"type": "view", "post": "handoff"})
-	got := again.waitFor(t, 5*time.Second, "the count of handoff", func(f frame) bool { return f.Type == "count" && f.Post == "handoff" })
+	again.send(t, map[string]any{"type": "view", "post": post})
+	got := again.waitFor(t, 5*time.Second, "the count of "+post, func(f frame) bool { return f.Type == "count" && f.Post == post })
 	if got.Viewers != 1 || got.Views != 1 {
 		t.Errorf("after the resume: %d viewers, %d views; want 1 and 1 (no second view)", got.Viewers, got.Views)
 	}
-	noDip(t, w, addr2, "handoff")
+	noDip(t, w, addr, post)
 }
 
 // noDip makes one more tab view post and checks that w, watching it, saw
@@ -614,24 +625,10 @@ func TestE2E_ResumeAfterLostConnection(t *testing.T) {
 	prefix := redistest.Prefix()
 	_, addr1 := startApp(t, "app1", prefix)
 	_, addr2 := startApp(t, "app2", prefix)
-	v := dial(t, "V", addr1)
-	v.send(t, map[string]any{"type": "view", "post": "cut"})
-	v.waitViewers(t, 5*time.Second, "cut", 1)
-	w := dial(t, "W", addr2)
-	w.send(t, map[string]any{"type": "watch", "posts": []string{"cut"}})
-	w.waitViewers(t, 5*time.Second, "cut", 1)
+	v, w := viewedAndWatched(t, "cut", addr1, addr2)
 
 	v.conn.CloseNow() // the socket closes without a close frame, as a lost network does
-	again := dialResume(t, "V again", addr2, v.hello.Resume)
-	if again.hello.Session != v.hello.Session {
-		t.Fatalf("resumed as session %s, want %s", again.hello.Session, v.hello.Session)
-	}
-	again.send(t, map[string]any{"type": "view", "post": "cut"})
-	got := again.waitFor(t, 5*time.Second, "the count of cut", func(f frame) bool { return f.Type == "count" && f.Post == "cut" })
-	if got.Viewers != 1 || got.Views != 1 {
-		t.Errorf("after the resume: %d viewers, %d views; want 1 and 1", got.Viewers, got.Views)
-	}
-	noDip(t, w, addr2, "cut")
+	resumes(t, v, w, addr2, "cut")
 
 	// A token that is not one gets a fresh session, and no error.
 	odd := dialResume(t, "odd", addr1, v.hello.Session+".not-a-signature")

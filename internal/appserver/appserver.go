@@ -158,16 +158,17 @@ func (a *App) resumer(ctx context.Context, log *zap.Logger) *presence.Resumer {
 		return presence.NewResumer(presence.RandomKey())
 	}
 	r := presence.NewResumer(nil)
-	load := func(ctx context.Context) error {
+	// load asks Redis once, for 2s at most; true once the key is set.
+	load := func(ctx context.Context) bool {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
 		key, err := a.Redis.ResumeKey(ctx)
 		if err == nil {
 			r.SetKey(key)
 		}
-		return err
+		return err == nil
 	}
-	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	if load(lctx) == nil {
+	if load(ctx) {
 		return r
 	}
 	a.runners = append(a.runners, func(ctx context.Context) error {
@@ -179,10 +180,7 @@ func (a *App) resumer(ctx context.Context, log *zap.Logger) *presence.Resumer {
 				return nil
 			case <-t.C:
 			}
-			lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			err := load(lctx)
-			cancel()
-			if err == nil {
+			if load(ctx) {
 				log.Info("resume key loaded from Redis: tabs can resume their sessions again")
 				return nil
 			}

@@ -524,6 +524,15 @@ func TestWS_HiddenTabViewsWithoutReading(t *testing.T) {
 		if st, _, body := get(t, a.URL+"/v1/posts/r", nil); st != 200 || body["reading"] != float64(1) || body["viewers"] != float64(2) {
 			t.Errorf("GET /v1/posts/r = %d %v, want 2 viewers and 1 reading", st, body)
 		}
+		// hidden must be a boolean: anything else is refused whole, and the
+		// tab stays as it was.
+		v2.send(`{"type":"view","post":"r","hidden":"yes"}`)
+		if m := v2.waitFor("an error", func(m map[string]any) bool { return m["type"] == "error" }); m["code"] != "bad_request" {
+			t.Errorf("view with hidden \"yes\": %v, want a bad_request error", m)
+		}
+		if st, _, body := get(t, a.URL+"/v1/posts/r", nil); body["reading"] != float64(1) || body["viewers"] != float64(2) {
+			t.Errorf("GET /v1/posts/r after a refused view = %d %v, want 2 viewers and 1 reading still", st, body)
+		}
 		// The hidden tab closes: both numbers drop with it.
 		v1.conn.Close(websocket.StatusGoingAway, "")
 		reading(1, 2, 1)

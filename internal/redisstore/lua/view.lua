@@ -49,7 +49,8 @@ end
 local card = redis.call('SCARD', N.viewers .. post)
 local added = redis.call('SISMEMBER', N.viewers .. post, sid) == 0
 local views = tonumber(redis.call('GET', N.views .. post) or '0')
-local hidden = hidden_count(post)
+local hidden_card = redis.call('SCARD', N.hidden .. post)
+local hidden = math.max(0, hidden_card - 1) -- see hidden_count
 local was_hidden = redis.call('SISMEMBER', N.hidden .. post, sid) == 1
 local counts = redis.call('HMGET', N.people .. post, '#', 'n')
 local distinct, entries = tonumber(counts[1] or '0') or 0, tonumber(counts[2] or '0') or 0
@@ -89,7 +90,9 @@ if turned and hide then
   redis.call('SADD', N.hidden .. post, '', sid)
   hidden = hidden + 1
 else
-  redis.call('SADD', N.hidden .. post, '') -- exists while the post's viewers do
+  if hidden_card == 0 then
+    redis.call('SADD', N.hidden .. post, '') -- exists while the post's viewers do
+  end
   if turned then
     redis.call('SREM', N.hidden .. post, sid)
     hidden = hidden - 1
