@@ -214,9 +214,12 @@ func TestEdge_WithoutSecretTokensAreIgnored(t *testing.T) {
 func TestEdge_MadeUpPostsExpire(t *testing.T) {
 	bothStores(t, func(t *testing.T, o appOpts) {
 		o.viewsTTL = time.Second
-		o.api.FrameRate, o.api.FrameBurst = 10000, 10000
-		a := newApp(t, o)
 		const clients, each = 4, 500
+		o.api.FrameRate, o.api.FrameBurst = 10000, 10000
+		// Room for every answer: a client closed as too slow keeps its
+		// session for a resume, and its last post would outlive the TTL.
+		o.queue = 4 * each
+		a := newApp(t, o)
 		done := make(chan error, clients)
 		var conns []*client
 		for i := range clients {

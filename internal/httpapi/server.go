@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -183,6 +184,9 @@ func New(h *hub.Hub, store presence.Store, pub presence.Publisher, hh *health.Ha
 	// from "not measured".
 	for _, cause := range refusalCauses {
 		s.refused.WithLabelValues(cause)
+	}
+	for _, code := range append(slices.Clip(presence.ErrorCodes), codeTooManyFrames) {
+		s.rejected.WithLabelValues(code)
 	}
 	// Only the keys' hashes are kept: keyAccepted compares fixed-size
 	// hashes, so a key's length cannot show in the time a comparison takes.

@@ -220,7 +220,7 @@ func (wc *wsConn) readLoop() error {
 			return err
 		}
 		if !limit.take(time.Now(), s.cfg.FrameRate, s.cfg.FrameBurst) {
-			s.rejected.WithLabelValues("too_many_frames").Inc()
+			s.rejected.WithLabelValues(codeTooManyFrames).Inc()
 			conn.Close(CloseTooManyFrames, "too many frames")
 			return errTooManyFrames
 		}
@@ -245,6 +245,10 @@ func (wc *wsConn) readLoop() error {
 }
 
 var errTooManyFrames = errors.New("client sent frames faster than allowed")
+
+// codeTooManyFrames counts, in presence_client_errors_total, the clients
+// closed for flooding; they get a close code, not an error frame.
+const codeTooManyFrames = "too_many_frames"
 
 // handleApart handles a frame on a goroutine of its own and waits for it.
 // A store call grows a goroutine's stack to 8-16 KiB (go-redis, the

@@ -21,6 +21,13 @@ const (
 	CodeTokenExpired = "token_expired" // a post token past its expiry
 )
 
+// ErrorCodes lists every code above, for metrics that show each one from
+// the start.
+var ErrorCodes = []string{
+	CodeBadRequest, CodeInvalidPost, CodeTooMany, CodeNotFound, CodeUnavailable, CodeInternal,
+	CodeUnauthorized, CodeForbidden, CodeTooLarge, CodeUnsupported, CodeInvalidToken, CodeTokenExpired,
+}
+
 // Error is an error meant for the client: its Code is stable and its Message
 // says what was wrong in words a developer can act on.
 type Error struct {

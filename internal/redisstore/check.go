@@ -122,11 +122,11 @@ func (s *Store) Check(ctx context.Context, grace time.Duration) (Report, error) 
 		return nil
 	})
 	if err != nil {
-		return r, s.fail("check", err)
+		return r, s.fail(opCheck, err)
 	}
 	for n := range s.keys.parts {
 		if err := s.checkPartition(ctx, n, sets[n], grace, &r, report); err != nil {
-			return r, s.fail("check", err)
+			return r, s.fail(opCheck, err)
 		}
 	}
 	if len(r.ByKind) == 0 {

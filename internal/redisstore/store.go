@@ -81,6 +81,9 @@ func New(rdb redis.UniversalClient, cfg Config, log *zap.Logger) *Store {
 			Help: "Redis commands that failed, by operation.",
 		}, []string{"op"}),
 	}
+	for _, op := range ops {
+		s.errors.WithLabelValues(op)
+	}
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(s.errors)
 	}
@@ -190,7 +193,7 @@ func (redisLogger) Printf(_ context.Context, format string, v ...any) {
 func (s *Store) LoadScripts(ctx context.Context) error {
 	for _, sc := range allScripts {
 		if err := sc.Load(ctx, s.rdb).Err(); err != nil {
-			return s.fail("load_scripts", err)
+			return s.fail(opLoadScripts, err)
 		}
 	}
 	return nil
@@ -204,7 +207,7 @@ func (s *Store) Ping(ctx context.Context) error {
 	if err := s.rdb.Ping(ctx).Err(); err != nil {
 		// The address too: when the caller's deadline cuts go-redis's
 		// retries short, the error left is only the deadline's.
-		return fmt.Errorf("redis at %s: %w", Addr(s.rdb), s.fail("ping", err))
+		return fmt.Errorf("redis at %s: %w", Addr(s.rdb), s.fail(opPing, err))
 	}
 	return nil
 }
@@ -233,7 +236,7 @@ func (s *Store) View(ctx context.Context, vs presence.Session, from presence.Pos
 		args := append(s.keys.names(n, 8), string(vs.ID), string(vs.Post), s.ttl.Milliseconds(), count, s.viewsTTL.Milliseconds(), string(from), boolArg(vs.Hidden), string(vs.Visitor))
 		res, err := viewScript.Run(ctx, s.rdb, s.keys.touched(n, on, true), args...).Slice()
 		if err != nil {
-			return presence.Count{}, s.fail("view", err)
+			return presence.Count{}, s.fail(opView, err)
 		}
 		if len(res) == 2 {
 			// On another post than the caller believed: name that one.
@@ -274,7 +277,7 @@ func (s *Store) leave(ctx context.Context, n int, sessions []presence.Session) e
 		for range maxElsewhere {
 			res, err := leaveScript.Run(ctx, s.rdb, s.keys.touched(n, batch, true), s.sessionArgs(n, batch)...).Slice()
 			if err != nil {
-				return s.fail("leave", err)
+				return s.fail(opLeave, err)
 			}
 			if batch = elsewhere(res[1:]); len(batch) == 0 {
 				break
@@ -320,11 +323,11 @@ func (s *Store) Hold(ctx context.Context, sessions []presence.Session, d time.Du
 func (s *Store) ResumeKey(ctx context.Context) ([]byte, error) {
 	key := s.keys.ResumeKey()
 	if err := s.rdb.SetNX(ctx, key, hex.EncodeToString(presence.RandomKey()), 0).Err(); err != nil {
-		return nil, s.fail("resume key", err)
+		return nil, s.fail(opResumeKey, err)
 	}
 	v, err := s.rdb.Get(ctx, key).Bytes()
 	if err != nil {
-		return nil, s.fail("resume key", err)
+		return nil, s.fail(opResumeKey, err)
 	}
 	return v, nil
 }
@@ -349,7 +352,7 @@ func (s *Store) refresh(ctx context.Context, sessions []presence.Session, ttl ti
 			}
 			res, err := refreshScript.Run(ctx, s.rdb, s.keys.touched(n, batch, false), args...).StringSlice()
 			if err != nil {
-				errs = append(errs, s.fail("refresh", err))
+				errs = append(errs, s.fail(opRefresh, err))
 				if isUnavailable(err) {
 					break // the rest would wait out the same timeout, batch by batch
 				}
@@ -415,7 +418,7 @@ func (s *Store) Counts(ctx context.Context, posts []presence.PostID) ([]presence
 		}
 		res, err := countsScript.Run(ctx, s.rdb, keys, args...).Int64Slice()
 		if err != nil {
-			return nil, s.fail("counts", err)
+			return nil, s.fail(opCounts, err)
 		}
 		if len(res) != 1+4*len(idx) {
 			return nil, fmt.Errorf("counts: script returned %d values, want %d", len(res), 1+4*len(idx))
@@ -435,7 +438,7 @@ func (s *Store) Counts(ctx context.Context, posts []presence.PostID) ([]presence
 func (s *Store) Publish(ctx context.Context, ev presence.Event) (int, error) {
 	n, err := s.publish(ctx, s.keys.Channel(ev.Post), ev.Frame()).Result()
 	if err != nil {
-		return 0, s.fail("publish", err)
+		return 0, s.fail(opPublish, err)
 	}
 	return int(n), nil
 }
@@ -473,7 +476,7 @@ func (s *Store) Due(ctx context.Context, limit int) ([]presence.Session, time.Du
 		args := append(s.keys.names(n, 1), limit-len(due))
 		res, err := dueScript.Run(ctx, s.rdb, s.keys.partKeys(n), args...).Slice()
 		if err != nil {
-			errs = append(errs, s.fail("due", err))
+			errs = append(errs, s.fail(opDue, err))
 			away.failed(ctx, s, n, err)
 			continue
 		}
@@ -518,7 +521,7 @@ func (s *Store) prune(ctx context.Context, n int, sessions []presence.Session) (
 		for range maxElsewhere {
 			res, err := pruneScript.Run(ctx, s.rdb, s.keys.touched(n, batch, true), s.sessionArgs(n, batch)...).Slice()
 			if err != nil {
-				return lags, s.fail("prune", err)
+				return lags, s.fail(opPrune, err)
 			}
 			pruned, _ := res[0].(int64)
 			if pruned < 0 || int(pruned) >= len(res) {
@@ -571,7 +574,7 @@ func (s *Store) sweep(ctx context.Context, n int) (int, error) {
 		// HSCAN NOVALUES needs Redis 7.4; fields and values alternate here.
 		kv, next, err := s.rdb.HScan(ctx, s.keys.viewersAt(n), cursor, "*", batchSize).Result()
 		if err != nil {
-			return pruned, s.fail("sweep", err)
+			return pruned, s.fail(opSweep, err)
 		}
 		due := make([]presence.Session, 0, len(kv)/2)
 		for i := 0; i+1 < len(kv); i += 2 {
@@ -619,7 +622,7 @@ func (s *Store) ExpireViews(ctx context.Context) (int, error) {
 		return nil
 	})
 	if err != nil {
-		return set, s.fail("expire_views", err)
+		return set, s.fail(opExpireViews, err)
 	}
 	return set, nil
 }
@@ -726,6 +729,26 @@ func (s *Store) sessionArgs(n int, sessions []presence.Session) []any {
 	}
 	return args
 }
+
+// The operations that presence_redis_errors_total counts by, each shown
+// from the start so that a rate or an alert sees the first error.
+const (
+	opCheck       = "check"
+	opCounts      = "counts"
+	opDue         = "due"
+	opExpireViews = "expire_views"
+	opLeave       = "leave"
+	opLoadScripts = "load_scripts"
+	opPing        = "ping"
+	opPrune       = "prune"
+	opPublish     = "publish"
+	opRefresh     = "refresh"
+	opSweep       = "sweep"
+	opView        = "view"
+	opResumeKey   = "resume_key"
+)
+
+var ops = []string{opCheck, opCounts, opDue, opExpireViews, opLeave, opLoadScripts, opPing, opPrune, opPublish, opRefresh, opSweep, opView, opResumeKey}
 
 // fail counts a Redis error and wraps it; errors of the connection (refused,
 // timed out, closed) also wrap presence.ErrUnavailable so the edge answers
