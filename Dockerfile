@@ -7,7 +7,13 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/presence ./cmd/gc
+# .git stays out of the build context, so go build cannot stamp a version:
+# -version, the first log line and presence_build_info say VERSION, e.g.
+# docker build --build-arg VERSION=$(git describe --tags --always --dirty) .
+ARG VERSION=devel
+RUN CGO_ENABLED=0 go build -trimpath \
+    -ldflags="-s -w -X github.com/presence/presence/internal/version.stamped=${VERSION}" \
+    -o /out/ ./cmd/presence ./cmd/gc
 
 # Static binaries need no libc: distroless "static" has CA certificates (for
 # rediss://) and tzdata, no shell, and runs as an unprivileged user.

@@ -120,7 +120,7 @@ func openStore(name string, getenv func(string) string, stderr io.Writer) (*redi
 	if cfg.Embedded() {
 		return nil, nil, fmt.Errorf("no Redis is set: PRESENCE_REDIS_URL, PRESENCE_REDIS_SENTINELS or PRESENCE_REDIS_CLUSTER names it")
 	}
-	log := logging.New(stderr, "warn")
+	log := logging.New(stderr, "warn", "auto")
 	rdb, err := redisstore.Connect(redisConnection(cfg), log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("PRESENCE_REDIS_URL: %w", err)

@@ -29,6 +29,7 @@ import (
 	"github.com/presence/presence/internal/health"
 	"github.com/presence/presence/internal/logging"
 	"github.com/presence/presence/internal/redisstore"
+	"github.com/presence/presence/internal/version"
 )
 
 func main() {
@@ -47,9 +48,26 @@ func main() {
 		stop()
 		os.Exit(code)
 	}
+	// "healthcheck" is for images with no shell and no curl: Docker and
+	// compose run it inside the container.
+	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
+		code := health.Command(ctx, "gc healthcheck", os.Args[2:], func() (string, error) {
+			cfg, err := config.Load("gc healthcheck", nil, os.Getenv, os.Stderr)
+			if err != nil {
+				return "", err
+			}
+			return config.LocalURL(cfg.GCAddr, "127.0.0.1")
+		}, os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
 	if err := run(ctx, os.Args[1:], os.Environ(), os.Stderr); err != nil {
 		// -h is not a failure: Load has printed the usage already.
 		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		if errors.Is(err, config.ErrVersion) {
+			fmt.Println("gc", version.Get())
 			return
 		}
 		fmt.Fprintln(os.Stderr, "gc:", err)
@@ -66,15 +84,27 @@ func run(ctx context.Context, args []string, environ []string, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	log := logging.New(stderr, cfg.LogLevel)
+	log := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
 	defer log.Sync()
-	for _, w := range config.UnknownVariables(environ) {
-		log.Warn(w)
-	}
 	// Embedded mode runs the same collector inside presence; a gc process
 	// has nothing to prune without Redis.
 	if cfg.Embedded() {
 		return errors.New("PRESENCE_REDIS_URL is not set: gc prunes a Redis store, e.g. PRESENCE_REDIS_URL=redis://127.0.0.1:6379/0")
+	}
+	// Bind first, so a taken port is an error of run, returned at once,
+	// and the first line can say where health and metrics are.
+	ln, err := net.Listen("tcp", cfg.GCAddr)
+	if err != nil {
+		return fmt.Errorf("PRESENCE_GC_ADDR: %w", err)
+	}
+	defer ln.Close() // once served, Shutdown has closed it already
+	url, _ := config.LocalURL(ln.Addr().String(), "localhost")
+	v := version.Get()
+	log.Info(fmt.Sprintf("gc %s in %s mode: /readyz and /metrics on %s", v.Version, cfg.RedisMode(), url),
+		zap.String("version", v.Version), zap.String("revision", v.Revision), zap.String("go", v.Go),
+		zap.String("mode", cfg.RedisMode()), zap.String("addr", ln.Addr().String()), zap.String("url", url))
+	for _, w := range config.UnknownVariables(environ) {
+		log.Warn(w)
 	}
 	// gc must share the app servers' key prefix and views TTL; the line
 	// shows what it took, secrets masked.
@@ -85,6 +115,7 @@ func run(ctx context.Context, args []string, environ []string, stderr io.Writer)
 	// go_* and process_* series beside gc's.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	version.Register(reg)
 	rdb, err := redisstore.Connect(redisConnection(cfg), log)
 	if err != nil {
 		return fmt.Errorf("PRESENCE_REDIS_URL: %w", err)
@@ -117,14 +148,7 @@ func run(ctx context.Context, args []string, environ []string, stderr io.Writer)
 
 	// Health and metrics on their own port.
 	hh := health.New(map[string]health.Check{"redis": store.Ping}, reg)
-	// Bind before serving, so a taken port is an error of run, returned at
-	// once, rather than a failure inside the errgroup.
-	ln, err := net.Listen("tcp", cfg.GCAddr)
-	if err != nil {
-		return fmt.Errorf("PRESENCE_GC_ADDR: %w", err)
-	}
 	srv := hh.Server()
-	log.Info("listening", zap.String("addr", ln.Addr().String()))
 
 	// Run until a signal or the first failure: the errgroup's context ends
 	// with either, and every part returns when it does.

@@ -42,7 +42,7 @@ func migrate(ctx context.Context, args []string, getenv func(string) string, std
 		return 2
 	}
 	defer closeStore()
-	src, err := redisstore.Connect(redisstore.Connection{URL: *from}, logging.New(stderr, "warn"))
+	src, err := redisstore.Connect(redisstore.Connection{URL: *from}, logging.New(stderr, "warn", "auto"))
 	if err != nil {
 		fmt.Fprintln(stderr, "gc migrate: -from:", err)
 		return 2

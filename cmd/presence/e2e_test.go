@@ -228,15 +228,29 @@ func (p *proc) waitLog(t *testing.T, limit time.Duration, what string, ok func(m
 	}
 }
 
-// addr waits for the process's "listening" line and returns its address.
+// addr waits for the process's first line, which gives the address it
+// listens on and its URL, and returns the address.
 func (p *proc) addr(t *testing.T) string {
 	t.Helper()
-	line := p.waitLog(t, 10*time.Second, `{"msg":"listening"}`, func(l map[string]any) bool { return l["msg"] == "listening" })
+	line := p.waitLog(t, 10*time.Second, `{"url":...}`, func(l map[string]any) bool { return l["url"] != nil })
 	addr, _ := line["addr"].(string)
 	if addr == "" {
-		t.Fatalf("%s: listening line without addr: %v", p.name, line)
+		t.Fatalf("%s: first line without addr: %v", p.name, line)
 	}
 	return addr
+}
+
+// startLine waits for the line that says how the app server starts: its
+// store, what it accepts as a post, and the effective settings.
+func (p *proc) startLine(t *testing.T) string {
+	t.Helper()
+	const prefix = "starting presence "
+	line := p.waitLog(t, 10*time.Second, prefix+"...", func(l map[string]any) bool {
+		msg, _ := l["msg"].(string)
+		return strings.HasPrefix(msg, prefix)
+	})
+	b, _ := json.Marshal(line)
+	return string(b)
 }
 
 // adminAddr waits for the process's admin listener line and returns its
@@ -452,6 +466,9 @@ func TestE2E_CrashedServerIsPruned(t *testing.T) {
 		"PRESENCE_GC_POLL=200ms",
 	)
 	gcAddr := gcp.addr(t)
+	if code, out := runHealthcheck(t, gcBin, nil, "PRESENCE_GC_ADDR="+gcAddr, "PRESENCE_REDIS_URL="+redisSrv.URL()); code != 0 || !strings.Contains(out, "gc healthcheck: http://"+gcAddr+"/readyz answered 200") {
+		t.Errorf("gc healthcheck = %d %q, want 0", code, out)
+	}
 
 	a := dial(t, "A", addr1)
 	a.send(t, map[string]any{"type": "view", "post": "e2e"})
@@ -653,7 +670,7 @@ func TestE2E_BadRedisURL(t *testing.T) {
 	if !strings.Contains(stderr.String(), "PRESENCE_REDIS_URL") {
 		t.Errorf("stderr does not name PRESENCE_REDIS_URL:\n%s", stderr.String())
 	}
-	if strings.Contains(stderr.String(), `"listening"`) {
+	if strings.Contains(stderr.String(), `"url"`) {
 		t.Errorf("presence started listening with a bad URL:\n%s", stderr.String())
 	}
 }
@@ -701,6 +718,15 @@ func TestE2E_UnreachableRedis(t *testing.T) {
 		if st := getJSON(t, "http://"+a+"/healthz", nil); st != http.StatusOK {
 			t.Errorf("%s/healthz status %d, want 200", a, st)
 		}
+	}
+	// The healthcheck subcommand asks the admin listener: not ready, with
+	// the failed check, but alive.
+	env := []string{"PRESENCE_ADDR=" + addr, "PRESENCE_ADMIN_ADDR=" + admin}
+	if code, out := runHealthcheck(t, presenceBin, nil, env...); code != 1 || !strings.Contains(out, "503") || !strings.Contains(out, "127.0.0.1:1") {
+		t.Errorf("presence healthcheck with Redis away = %d %q, want 1 and the failed check", code, out)
+	}
+	if code, out := runHealthcheck(t, presenceBin, []string{"-live"}, env...); code != 0 {
+		t.Errorf("presence healthcheck -live with Redis away = %d %q, want 0", code, out)
 	}
 	// go-redis's own complaints about the refused dials are JSON lines too,
 	// so log collectors can parse every line.

@@ -89,7 +89,7 @@ func TestE2E_ClusterFailover(t *testing.T) {
 
 // failover is one topology for testFailover.
 type failover struct {
-	mode, named string // the mode and a node the first log line must name
+	mode, named string // the mode and a node the start-up line must name
 	keys        redisstore.Keys
 	env         []string
 	// before gives a client that reads Redis until kill; after one that
@@ -111,9 +111,8 @@ func testFailover(t *testing.T, f failover) {
 		p := runApp(t, fmt.Sprint("app", i), append(redisEnv,
 			"PRESENCE_ADDR=127.0.0.1:0", "PRESENCE_COALESCE=100ms", "PRESENCE_MAX_CONNS=0", "PRESENCE_MAX_CONNS_PER_IP=0")...)
 		addrs = append(addrs, p.addr(t))
-		first := p.logs.String()
-		if first = first[:strings.IndexByte(first, '\n')]; !strings.Contains(first, `"mode":"`+f.mode+`"`) || !strings.Contains(first, f.named) {
-			t.Errorf("first log line %s does not name the mode and the nodes", first)
+		if start := p.startLine(t); !strings.Contains(start, `"mode":"`+f.mode+`"`) || !strings.Contains(start, f.named) {
+			t.Errorf("start-up line %s does not name the mode and the nodes", start)
 		}
 	}
 	startProc(t, "gc", gcBin, append(redisEnv, "PRESENCE_GC_ADDR=127.0.0.1:0", "PRESENCE_GC_POLL=500ms")...)

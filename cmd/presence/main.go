@@ -24,16 +24,29 @@ import (
 
 	"github.com/presence/presence/internal/appserver"
 	"github.com/presence/presence/internal/config"
+	"github.com/presence/presence/internal/health"
 	"github.com/presence/presence/internal/httpapi"
 	"github.com/presence/presence/internal/hub"
 	"github.com/presence/presence/internal/logging"
+	"github.com/presence/presence/internal/version"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// "healthcheck" is for images with no shell and no curl: Docker and
+	// compose run it inside the container.
+	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
+		code := healthcheck(ctx, os.Args[2:], os.Getenv, os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
 	if err := run(ctx, os.Args[1:], os.Environ(), os.Stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		if errors.Is(err, config.ErrVersion) {
+			fmt.Println("presence", version.Get())
 			return
 		}
 		fmt.Fprintln(os.Stderr, "presence:", err)
@@ -47,14 +60,27 @@ func run(ctx context.Context, args []string, environ []string, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	log := logging.New(stderr, cfg.LogLevel)
+	log := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
 	defer log.Sync()
+	// Bind first, so that a taken port fails here and now, and the first
+	// line can give the URL to open (the port may have been :0).
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("PRESENCE_ADDR: %w", err)
+	}
+	defer ln.Close() // once served, Shutdown has closed it already
+	url, _ := config.LocalURL(ln.Addr().String(), "localhost")
+	v := version.Get()
+	log.Info(fmt.Sprintf("presence %s in %s mode: open %s", v.Version, cfg.RedisMode(), url),
+		zap.String("version", v.Version), zap.String("revision", v.Revision), zap.String("go", v.Go),
+		zap.String("mode", cfg.RedisMode()), zap.String("addr", ln.Addr().String()), zap.String("url", url))
 	for _, w := range config.UnknownVariables(environ) {
 		log.Warn(w)
 	}
 	// The app server: store, feed, hub, health, HTTP API, and metrics.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	version.Register(reg)
 	a, err := appserver.New(ctx, appserver.Options{Config: cfg, API: appserver.APIConfig(cfg), Registry: reg, Log: log})
 	if err != nil {
 		return err
@@ -65,15 +91,9 @@ func run(ctx context.Context, args []string, environ []string, stderr io.Writer)
 	}
 	api, hh := a.API, a.Health
 
-	// Bind before serving, so a taken port fails here and now.
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("PRESENCE_ADDR: %w", err)
-	}
 	srv := api.HTTPServer()
 	servers := []*http.Server{srv}
 	listeners := []net.Listener{ln}
-	log.Info("listening", zap.String("addr", ln.Addr().String()))
 	if cfg.AdminAddr != "" {
 		aln, err := net.Listen("tcp", cfg.AdminAddr)
 		if err != nil {
@@ -120,6 +140,23 @@ func run(ctx context.Context, args []string, environ []string, stderr io.Writer)
 	return err
 }
 
+// healthcheck asks this machine's app server whether it is ready: on
+// PRESENCE_ADMIN_ADDR when that is set, otherwise on PRESENCE_ADDR.
+func healthcheck(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	const name = "presence healthcheck"
+	return health.Command(ctx, name, args, func() (string, error) {
+		cfg, err := config.Load(name, nil, getenv, stderr)
+		if err != nil {
+			return "", err
+		}
+		addr := cfg.Addr
+		if cfg.AdminAddr != "" {
+			addr = cfg.AdminAddr
+		}
+		return config.LocalURL(addr, "127.0.0.1")
+	}, stdout, stderr)
+}
+
 // Shutdown budgets. Orchestrators wait 10s by default before SIGKILL: the
 // whole drain fits in shutdownTimeout, and plain HTTP requests being handled
 // get httpDrainTimeout of it (a REST or publish call needs at most the 2s
@@ -130,8 +167,10 @@ const (
 )
 
 // drain stops the app server within shutdownTimeout: it stops accepting,
-// removes every session in batches (one count per post to other servers)
-// and closes the sockets, each after the frames queued for it. Plain HTTP
+// hands every session off (kept for PRESENCE_HANDOFF_GRACE for its tab to
+// resume elsewhere; with a grace of 0, removed in batches, one count per
+// post to other servers) and closes the sockets with 1012, each after the
+// frames queued for it. Plain HTTP
 // drains meanwhile, without waiting for idle or half-sent requests; the
 // admin listener stops last, so /metrics and /readyz answer throughout.
 func drain(log *zap.Logger, public *http.Server, admin []*http.Server, api *httpapi.Server, h *hub.Hub) {

@@ -1,6 +1,9 @@
 package config
 
 import (
+	"bytes"
+	"cmp"
+	"encoding/json"
 	"net"
 	"os"
 	"path"
@@ -9,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/santhosh-tekuri/jsonschema/v6"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -29,9 +33,12 @@ type composeService struct {
 	DependsOn   map[string]struct {
 		Condition string `yaml:"condition"`
 	} `yaml:"depends_on"`
-	Ports    []string `yaml:"ports"`
-	Profiles []string `yaml:"profiles"`
-	Volumes  []string `yaml:"volumes"`
+	Ports       []string `yaml:"ports"`
+	Profiles    []string `yaml:"profiles"`
+	Healthcheck struct {
+		Test []string `yaml:"test"`
+	} `yaml:"healthcheck"`
+	Volumes []string `yaml:"volumes"`
 }
 
 func readCompose(t *testing.T) map[string]composeService {
@@ -173,6 +180,39 @@ func TestComposeFile(t *testing.T) {
 	}
 	if bin := strings.Join(services["gc"].Entrypoint, " "); !strings.HasSuffix(bin, "/gc") {
 		t.Errorf("gc entrypoint %q does not run the gc binary", bin)
+	}
+	// PHP on the host publishes events through Redis: its port is
+	// published, on loopback only, as it has no password.
+	if p := services["redis"].Ports; !slices.Contains(p, "127.0.0.1:6379:6379") {
+		t.Errorf("redis ports %v, want 127.0.0.1:6379:6379", p)
+	}
+}
+
+// TestComposeHealthchecks: every app server and gc has a healthcheck that
+// runs its own binary's healthcheck subcommand (the image has no shell),
+// and the settings it reads there name an address the binary listens on.
+func TestComposeHealthchecks(t *testing.T) {
+	for name, svc := range readCompose(t) {
+		if !isApp(svc) {
+			continue
+		}
+		bin := binaryOf(svc)
+		want := []string{"CMD", "/usr/local/bin/" + bin, "healthcheck"}
+		if !slices.Equal(svc.Healthcheck.Test, want) {
+			t.Errorf("%s: healthcheck %q, want %q", name, svc.Healthcheck.Test, want)
+		}
+		c, err := loadService(svc)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		addr := c.GCAddr
+		if bin == "presence" {
+			addr = cmp.Or(c.AdminAddr, c.Addr)
+		}
+		if _, err := LocalURL(addr, "127.0.0.1"); err != nil {
+			t.Errorf("%s: the healthcheck cannot find the server: %v", name, err)
+		}
 	}
 }
 
@@ -614,5 +654,38 @@ func TestDockerfile_Toolchain(t *testing.T) {
 	}
 	if !slices.Contains(lines, ".git") {
 		t.Error(".dockerignore does not leave out .git")
+	}
+}
+
+// TestComposeSpec validates docker-compose.yml against the Compose
+// Specification's JSON schema (testdata/compose-spec.json), which is what
+// `docker compose config` checks first: a misspelt key or a value of the
+// wrong type fails here rather than on a user's machine.
+func TestComposeSpec(t *testing.T) {
+	raw, err := os.ReadFile(repoRoot + "/docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc any
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatalf("docker-compose.yml: %v", err)
+	}
+	// Through JSON, so the validator sees JSON's types (and the merge keys
+	// of the YAML anchors resolved).
+	js, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(js))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	schema, err := c.Compile("testdata/compose-spec.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := schema.Validate(inst); err != nil {
+		t.Errorf("docker-compose.yml does not follow the Compose Specification:\n%v", err)
 	}
 }

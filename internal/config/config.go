@@ -65,6 +65,8 @@ type Config struct {
 	PublishKeys []string
 	// LogLevel is debug, info (the default), warn or error.
 	LogLevel string
+	// LogFormat is auto (the default), console or json.
+	LogFormat string
 	// PostSecrets are the secrets post tokens are signed with; empty accepts
 	// any post id.
 	PostSecrets []string
@@ -109,6 +111,7 @@ var settings = []setting{
 	{"allowed-origins", "PRESENCE_ALLOWED_ORIGINS", "", "comma-separated WebSocket/CORS origin patterns (host or scheme://host, path.Match globs); empty: same host only; * allows any"},
 	{"publish-keys", "PRESENCE_PUBLISH_KEYS", "", "comma-separated bearer keys for the publish API; empty turns publishing off"},
 	{"log-level", "PRESENCE_LOG_LEVEL", "info", "log level: debug, info, warn or error"},
+	{"log-format", "PRESENCE_LOG_FORMAT", "auto", "log format: console (lines for people), json, or auto: console on a terminal, JSON otherwise"},
 	{"post-secret", "PRESENCE_POST_SECRET", "", "secret (at least 32 characters; several comma separated while rotating) that signs post tokens; empty accepts any post id"},
 	{"views-ttl", "PRESENCE_VIEWS_TTL", "720h", "how long a post's views total is kept after its last view; 0 keeps it forever (needs PRESENCE_POST_SECRET)"},
 	{"max-conns", "PRESENCE_MAX_CONNS", "auto", "most WebSockets this app server holds; auto: the open-files limit less headroom for Redis and HTTP; 0: no limit"},
@@ -226,6 +229,10 @@ func program(name string) string {
 	return p
 }
 
+// ErrVersion is what Load returns for -version: the caller prints the
+// version and exits with status 0, as for flag.ErrHelp.
+var ErrVersion = errors.New("version requested")
+
 // Load parses args (without the program name) over the environment read by
 // getenv. With -h it writes the usage to out and returns flag.ErrHelp.
 func Load(name string, args []string, getenv func(string) string, out io.Writer) (Config, error) {
@@ -251,6 +258,7 @@ func Load(name string, args []string, getenv func(string) string, out io.Writer)
 		help := fmt.Sprintf("%s (env %s)", s.help, s.env)
 		vals[s.flag] = fs.String(s.flag, def, help)
 	}
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		if a, ok := about[program(name)]; ok {
 			fmt.Fprintf(out, "%s\n\n", a)
@@ -266,6 +274,9 @@ func Load(name string, args []string, getenv func(string) string, out io.Writer)
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected argument %q; settings are flags or PRESENCE_* variables (see -h)", fs.Arg(0))
 	}
+	if *showVersion {
+		return Config{}, ErrVersion
+	}
 	c := Config{
 		Addr:           *vals["addr"],
 		GCAddr:         *vals["gc-addr"],
@@ -277,6 +288,7 @@ func Load(name string, args []string, getenv func(string) string, out io.Writer)
 		AllowedOrigins: splitList(*vals["allowed-origins"]),
 		PublishKeys:    splitList(*vals["publish-keys"]),
 		LogLevel:       strings.ToLower(strings.TrimSpace(*vals["log-level"])),
+		LogFormat:      strings.ToLower(strings.TrimSpace(*vals["log-format"])),
 		PostSecrets:    splitList(*vals["post-secret"]),
 		AdminAddr:      strings.TrimSpace(*vals["admin-addr"]),
 	}
@@ -496,6 +508,11 @@ func (c Config) Validate() error {
 	default:
 		bad("PRESENCE_LOG_LEVEL: must be debug, info, warn or error, got %q", c.LogLevel)
 	}
+	switch c.LogFormat {
+	case "auto", "console", "json":
+	default:
+		bad("PRESENCE_LOG_FORMAT: must be auto, console or json, got %q", c.LogFormat)
+	}
 	for i, k := range c.PostSecrets {
 		if len(k) < 32 {
 			bad("PRESENCE_POST_SECRET: secret %d is %d characters long; use at least 32 random characters (e.g. openssl rand -hex 32)", i+1, len(k))
@@ -575,6 +592,7 @@ func (c Config) Fields() map[string]any {
 		"allowed_origins":  c.AllowedOrigins,
 		"publish_keys":     masked(c.PublishKeys),
 		"log_level":        c.LogLevel,
+		"log_format":       c.LogFormat,
 		"post_secret":      masked(c.PostSecrets),
 		"views_ttl":        c.ViewsTTL.String(),
 		"max_conns":        maxConns,
@@ -604,4 +622,21 @@ func mask(raw string) string {
 		u.User = url.UserPassword(u.User.Username(), "xxx")
 	}
 	return u.String()
+}
+
+// LocalURL returns the http:// URL at which this machine reaches a listener
+// bound to addr (host:port, as PRESENCE_ADDR or a listener's address): a
+// listener on every address (":8080", "0.0.0.0:8080", "[::]:8080") is
+// reached at loopback, written as the caller names it ("localhost" for a
+// person to open, "127.0.0.1" for a probe that must not depend on
+// /etc/hosts).
+func LocalURL(addr, loopback string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("listen address %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = loopback
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/", nil
 }

@@ -20,7 +20,7 @@ func TestLoad_Defaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Addr != ":8080" || c.GCAddr != ":8081" || c.SessionTTL != 90*time.Second || c.Coalesce != 250*time.Millisecond ||
-		c.GCPoll != time.Second || c.SweepInterval != 5*time.Minute || c.LogLevel != "info" || !c.Embedded() {
+		c.GCPoll != time.Second || c.SweepInterval != 5*time.Minute || c.LogLevel != "info" || c.LogFormat != "auto" || !c.Embedded() {
 		t.Errorf("defaults = %+v", c)
 	}
 }
@@ -63,6 +63,7 @@ func TestLoad_Errors(t *testing.T) {
 		{map[string]string{"PRESENCE_REDIS_URL": "http://x:1"}, nil, "PRESENCE_REDIS_URL: scheme must be"},
 		{map[string]string{"PRESENCE_ADDR": "8080"}, nil, "PRESENCE_ADDR"},
 		{map[string]string{"PRESENCE_LOG_LEVEL": "loud"}, nil, "PRESENCE_LOG_LEVEL"},
+		{map[string]string{"PRESENCE_LOG_FORMAT": "text"}, nil, "PRESENCE_LOG_FORMAT: must be auto, console or json"},
 		{map[string]string{"PRESENCE_ALLOWED_ORIGINS": "[bad"}, nil, "PRESENCE_ALLOWED_ORIGINS"},
 		{map[string]string{"PRESENCE_PUBLISH_KEYS": "short"}, nil, "PRESENCE_PUBLISH_KEYS"},
 		{map[string]string{"PRESENCE_REDIS_SENTINELS": "127.0.0.1:26379"}, nil, "PRESENCE_REDIS_SENTINELS needs PRESENCE_REDIS_MASTER"},
@@ -279,5 +280,31 @@ func TestUnknownVariables(t *testing.T) {
 	}
 	if g := Getenv([]string{"A=1", "B=2", "A=3"}); g("A") != "3" || g("B") != "2" || g("C") != "" {
 		t.Errorf("Getenv: A=%q B=%q C=%q, want 3, 2 and empty", g("A"), g("B"), g("C"))
+	}
+}
+
+func TestLoad_Version(t *testing.T) {
+	for _, prog := range []string{"presence", "gc"} {
+		if _, err := Load(prog, []string{"-version"}, env(nil), &bytes.Buffer{}); !errors.Is(err, ErrVersion) {
+			t.Errorf("%s -version: err=%v, want ErrVersion", prog, err)
+		}
+	}
+}
+
+func TestLocalURL(t *testing.T) {
+	for _, tc := range []struct{ addr, want string }{
+		{":8080", "http://localhost:8080/"},
+		{"0.0.0.0:8080", "http://localhost:8080/"},
+		{"[::]:8080", "http://localhost:8080/"},
+		{"127.0.0.1:18100", "http://127.0.0.1:18100/"},
+		{"[::1]:8080", "http://[::1]:8080/"},
+		{"presence.internal:80", "http://presence.internal:80/"},
+	} {
+		if got, err := LocalURL(tc.addr, "localhost"); err != nil || got != tc.want {
+			t.Errorf("LocalURL(%q) = %q, %v; want %q", tc.addr, got, err, tc.want)
+		}
+	}
+	if _, err := LocalURL("8080", "localhost"); err == nil || !strings.Contains(err.Error(), `"8080"`) {
+		t.Errorf("LocalURL(8080): err=%v, want one naming the address", err)
 	}
 }

@@ -111,7 +111,7 @@ func New(store presence.Store, bus presence.Subscriber, cfg Config, log *zap.Log
 				Name: "presence_views_total", Help: "View requests that the store accepted.",
 			}),
 			leaves: prometheus.NewCounter(prometheus.CounterOpts{
-				Name: "presence_leaves_total", Help: "Sessions that stopped viewing: unview, move away, disconnect or shutdown.",
+				Name: "presence_leaves_total", Help: "Sessions that stopped viewing: unview, move away, a closed socket, or shutdown without a handoff grace.",
 			}),
 			rereg: prometheus.NewCounter(prometheus.CounterOpts{
 				Name: "presence_reregistrations_total", Help: "Live sessions registered again after their key vanished.",

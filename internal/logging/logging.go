@@ -1,9 +1,10 @@
-// Package logging builds the zap logger both binaries use: JSON lines on the
-// given writer, at the configured level.
+// Package logging builds the zap logger both binaries use: lines a person
+// reads on a terminal, JSON lines anywhere else, at the configured level.
 package logging
 
 import (
 	"io"
+	"os"
 	"sync"
 	"time"
 
@@ -11,17 +12,39 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// New returns a JSON logger writing to w. level is one of debug, info, warn,
-// error; config.Validate has checked it, and anything else means info.
-func New(w io.Writer, level string) *zap.Logger {
+// New returns a logger writing to w. level is one of debug, info, warn,
+// error, and format one of auto, console, json; config.Validate has checked
+// both, and anything else means info and auto. Auto is console when w is a
+// terminal and JSON otherwise: a person running the binary by hand reads
+// the lines, while systemd, Docker and Kubernetes hand them to a collector.
+func New(w io.Writer, level, format string) *zap.Logger {
 	lvl, err := zapcore.ParseLevel(level)
 	if err != nil {
 		lvl = zapcore.InfoLevel
 	}
-	enc := zap.NewProductionEncoderConfig()
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.Lock(zapcore.AddSync(w)), lvl)
-	return zap.New(core)
+	var enc zapcore.Encoder
+	if format == "console" || (format != "json" && IsTerminal(w)) {
+		c := zap.NewDevelopmentEncoderConfig()
+		c.EncodeTime = zapcore.TimeEncoderOfLayout("15:04:05.000")
+		c.CallerKey = ""
+		enc = zapcore.NewConsoleEncoder(c)
+	} else {
+		c := zap.NewProductionEncoderConfig()
+		c.EncodeTime = zapcore.ISO8601TimeEncoder
+		enc = zapcore.NewJSONEncoder(c)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl))
+}
+
+// IsTerminal reports whether w is a character device, such as the
+// terminal a binary was started from.
+func IsTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // Throttle lets one log line through per interval and counts the rest, so a
