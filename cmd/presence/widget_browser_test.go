@@ -35,7 +35,12 @@ const widgetSecret = "widget-browser-test-secret-0123456789abcdef"
 // event, so presenceHook hears every status and error. Frame sizes are recorded by
 // wrapping send, so a test can tell which frames the widget really sent.
 const pageRecorder = `<script>
-var presenceStatuses = [], presenceErrors = [], presenceSent = [];
+var presenceStatuses = [], presenceErrors = [], presenceSent = [], presenceWarnings = [];
+var presenceWarn = console.warn;
+console.warn = function () {
+  presenceWarnings.push(Array.prototype.join.call(arguments, " "));
+  return presenceWarn.apply(console, arguments);
+};
 var presenceSend = WebSocket.prototype.send;
 WebSocket.prototype.send = function (data) {
   presenceSent.push(String(data).length);
@@ -374,5 +379,42 @@ func TestBrowser_WidgetBackoff(t *testing.T) {
 	}
 	if n < 2 {
 		t.Errorf("widget opened %d connections in %s, want it to reconnect; page recorded %s", n, window, pageState(t, tab))
+	}
+}
+
+// TestBrowser_WidgetRefusedOrigin: a page of a site the server does not
+// list gets no counts, and its console one line that says what to add to
+// PRESENCE_ALLOWED_ORIGINS, however often the widget retries; a page that
+// connects gets none.
+func TestBrowser_WidgetRefusedOrigin(t *testing.T) {
+	p := runApp(t, "app", "PRESENCE_ADDR=127.0.0.1:0", "PRESENCE_ALLOWED_ORIGINS=example.com")
+	addr := p.addr(t)
+	src := "http://" + addr + "/widget.js"
+	site := pageServer(t, map[string]string{"/post": widgetPage(src, map[string]string{"data-post": "13"}, counterSpan("13", ""))})
+	browser := newBrowser(t)
+	tab, _ := newTab(t, browser, site+"/post")
+	// Three refused sockets and the one plain GET that asks why.
+	deadline := time.Now().Add(20 * time.Second)
+	for metric(t, "http://"+addr+"/metrics", `presence_connections_refused_total{cause="origin"}`) < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than 4 refused handshakes within 20s; page recorded %s", pageState(t, tab))
+		}
+		time.Sleep(100 * time.Millisecond) // the server gives no event to await
+	}
+	warnings := evalJS[[]string](t, tab, `presenceWarnings`)
+	want := `Presence: the origin "` + site + `" is not allowed to connect; to allow it, add "127.0.0.1" (any port) or "` + site + `" to PRESENCE_ALLOWED_ORIGINS`
+	if len(warnings) != 1 || warnings[0] != want {
+		t.Errorf("console warnings %q, want exactly [%q]", warnings, want)
+	}
+	if got := evalJS[string](t, tab, `document.querySelector("[data-presence-viewers]").textContent`); got != "" {
+		t.Errorf("counter of a refused page shows %q, want nothing", got)
+	}
+
+	ok := startWidgetApp(t)
+	okSite := pageServer(t, map[string]string{"/post": widgetPage("http://"+ok+"/widget.js", map[string]string{"data-post": "13"}, counterSpan("13", ""))})
+	okTab, _ := newTab(t, browser, okSite+"/post")
+	waitCounter(t, okTab, "13", "1")
+	if w := evalJS[[]string](t, okTab, `presenceWarnings`); len(w) != 0 {
+		t.Errorf("console warnings of a page that connects: %q, want none", w)
 	}
 }

@@ -490,12 +490,11 @@ func (c Config) Validate() error {
 	if c.SweepInterval < 0 {
 		bad("PRESENCE_SWEEP_INTERVAL: must not be negative, got %s", c.SweepInterval)
 	}
-	// coder/websocket reports a malformed pattern only when a cross-origin
-	// handshake reaches it, and then refuses that handshake; checking here
-	// turns a page that can never connect into a start-up error.
+	// A malformed pattern would show only when a page could not connect;
+	// checking here turns it into a start-up error that says what to write.
 	for _, o := range c.AllowedOrigins {
-		if _, err := path.Match(o, ""); err != nil {
-			bad("PRESENCE_ALLOWED_ORIGINS: bad pattern %q: %v", o, err)
+		if err := checkOrigin(o); err != nil {
+			bad("PRESENCE_ALLOWED_ORIGINS: %v", err)
 		}
 	}
 	for i, k := range c.PublishKeys {
@@ -622,6 +621,35 @@ func mask(raw string) string {
 		u.User = url.UserPassword(u.User.Username(), "xxx")
 	}
 	return u.String()
+}
+
+// checkOrigin checks one pattern of PRESENCE_ALLOWED_ORIGINS:
+// [scheme://]host[:port], each part a path.Match glob. A browser's Origin
+// header has no path, no user and no trailing slash, so a pattern with any
+// of them (a page's URL pasted whole, say) could never match: the error
+// says what to write instead.
+func checkOrigin(o string) error {
+	if _, err := path.Match(o, ""); err != nil {
+		return fmt.Errorf("bad pattern %q: %v", o, err)
+	}
+	if o == "*" {
+		return nil
+	}
+	scheme, host, ok := strings.Cut(o, "://")
+	if !ok {
+		scheme, host = "", o
+	}
+	if i := strings.IndexAny(host, "/?#"); i >= 0 {
+		want := host[:i]
+		if scheme != "" {
+			want = scheme + "://" + want
+		}
+		return fmt.Errorf("%q is a URL, not an origin: an origin has no path; write %q (a host allows every port of it, host:port only that port)", o, want)
+	}
+	if host == "" || strings.Contains(host, "@") {
+		return fmt.Errorf("%q is not an origin: write [scheme://]host[:port], e.g. example.com (every port), https://example.com or localhost:8080", o)
+	}
+	return nil
 }
 
 // LocalURL returns the http:// URL at which this machine reaches a listener

@@ -118,6 +118,12 @@ func errCode(m map[string]any) string {
 	return code
 }
 
+func errMessage(m map[string]any) string {
+	e, _ := m["error"].(map[string]any)
+	msg, _ := e["message"].(string)
+	return msg
+}
+
 func refusedCount(t *testing.T, a *app, cause string) float64 {
 	t.Helper()
 	return labeledValue(t, a, "presence_connections_refused_total", "cause", cause)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -260,6 +261,29 @@ func (s *Server) refuse(w http.ResponseWriter, cause string, retry time.Duration
 	}
 }
 
+// refuseOrigin answers a handshake from a page of a site that
+// PRESENCE_ALLOWED_ORIGINS does not list: 403 with what to add, in JSON
+// that the page's script may read (the widget tells the console why its
+// socket was refused), and a log line for the operator, one per 10 s at
+// most, as any page on the web can cause it.
+func (s *Server) refuseOrigin(w http.ResponseWriter, origin string) {
+	s.refused.WithLabelValues(causeOrigin).Inc()
+	msg := fmt.Sprintf("the origin %q is not allowed to connect", origin)
+	if u, err := url.Parse(origin); err == nil && u.Host != "" {
+		msg += fmt.Sprintf("; to allow it, add %q (any port) or %q to PRESENCE_ALLOWED_ORIGINS", u.Hostname(), u.Scheme+"://"+u.Host)
+	} else {
+		msg += " (a page with no site of its own, such as a local file or a sandboxed frame); no PRESENCE_ALLOWED_ORIGINS pattern but * allows it"
+	}
+	if ok, n := s.originWarn.Allow(time.Now()); ok {
+		s.log.Warn("refused a WebSocket handshake: "+msg, zap.String("origin", origin),
+			zap.Strings("allowed_origins", s.cfg.AllowedOrigins), zap.Int("similar_since_last", n))
+	}
+	// Only this error: a refusal holds nothing of the server's, and the
+	// page learns nothing it did not send.
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	writeErrorStatus(w, http.StatusForbidden, presence.CodeForbidden, msg)
+}
+
 // hubClosed answers a handshake that arrives while the server stops: 503
 // unavailable, with the same advice as the 1001 close of connected tabs.
 var hubClosed = presence.Errorf(presence.CodeUnavailable, "the server is shutting down; connect again, to another server if there is one")
@@ -336,10 +360,10 @@ func (w *handshakeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 // handshakeCodes names the library's refusals in the API's error codes;
-// api/protocol.md lists all four with their statuses.
+// api/protocol.md lists them with their statuses (the origin's 403 is
+// refuseOrigin's).
 var handshakeCodes = map[int]string{
 	http.StatusBadRequest:       presence.CodeBadRequest,
-	http.StatusForbidden:        presence.CodeForbidden,
 	http.StatusMethodNotAllowed: "method_not_allowed",
 	http.StatusUpgradeRequired:  "upgrade_required",
 }
@@ -353,19 +377,14 @@ func (w *handshakeWriter) flush() string {
 	if !ok {
 		code = presence.CodeInternal
 	}
-	msg := strings.TrimSpace(w.body.String())
-	cause := causeBadHandshake
-	switch w.status {
-	case http.StatusForbidden:
-		// The library's 403 is its origin check; the hint names the
-		// setting, as api/protocol.md quotes it.
-		cause = causeOrigin
-		msg += "; allow the page's origin with PRESENCE_ALLOWED_ORIGINS"
-	case http.StatusMethodNotAllowed:
+	if w.status == http.StatusMethodNotAllowed {
 		// A 405 carries Allow, as the router's do; a HEAD with upgrade
 		// headers ends here, and only GET upgrades.
 		w.Header().Set("Allow", "GET")
 	}
-	writeErrorStatus(w.ResponseWriter, w.status, code, msg)
-	return cause
+	// Readable by any page: the widget asks /v1/ws with a plain GET when
+	// its socket fails, and a 426 tells it the origin was not the cause.
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	writeErrorStatus(w.ResponseWriter, w.status, code, strings.TrimSpace(w.body.String()))
+	return causeBadHandshake
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
 	"github.com/presence/presence/internal/appserver"
 	"github.com/presence/presence/internal/apptest"
@@ -54,6 +55,7 @@ type appOpts struct {
 	origins  []string
 	api      httpapi.Config
 	rdb      *redis.Client
+	log      *zap.Logger // nil: the test's logger
 }
 
 func newApp(t *testing.T, o appOpts) *app {
@@ -90,6 +92,7 @@ func newApp(t *testing.T, o appOpts) *app {
 		Bus:      redisstore.BusConfig{ProbeInterval: o.probe, ProbeTimeout: o.probe},
 		Redis:    rdb,
 		Registry: reg,
+		Log:      o.log,
 	})
 	if o.memory {
 		rdb = nil

@@ -86,6 +86,8 @@ func TestOpenAPI_EveryDocumentedStatus(t *testing.T) {
 	foreign := upgrade.Clone()
 	foreign.Set("Sec-WebSocket-Version", "13")
 	foreign.Set("Origin", "https://evil.example")
+	valid := upgrade.Clone()
+	valid.Set("Sec-WebSocket-Version", "13")
 	publish := func(a *app, path, auth, ctype, body string) func(t *testing.T) int {
 		return func(t *testing.T) int {
 			status, _, _ := post(t, a, path, auth, ctype, strings.NewReader(body))
@@ -108,8 +110,8 @@ func TestOpenAPI_EveryDocumentedStatus(t *testing.T) {
 		"GET /v1/posts/{post} 403":         get(signedApp, "/v1/posts/13", nil),
 		"GET /v1/viewers 403":              get(signedApp, "/v1/viewers?post=13", nil),
 		"GET /widget.js 206":               get(up, "/widget.js", http.Header{"Range": {"bytes=0-9"}}),
-		"GET /v1/ws 429":                   get(crowded, "/v1/ws", foreign),
-		"GET /v1/ws 503":                   get(full, "/v1/ws", foreign),
+		"GET /v1/ws 429":                   get(crowded, "/v1/ws", valid),
+		"GET /v1/ws 503":                   get(full, "/v1/ws", valid),
 		"GET /v1/posts/{post} 500":         get(up, "/v1/posts/broken", nil),
 		"GET /v1/posts/{post} 503":         get(down, "/v1/posts/13", nil),
 		"GET /v1/viewers 200":              get(up, "/v1/viewers?post=1&post=2", nil),

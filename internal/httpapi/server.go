@@ -112,10 +112,11 @@ type Server struct {
 	fresh   map[net.Conn]struct{}
 
 	// Lines that can fire per connection or per frame: one per 10s each.
-	storeWarn logging.Throttle
-	leaveWarn logging.Throttle
-	slowInfo  logging.Throttle
-	limits    *limiter
+	storeWarn  logging.Throttle
+	leaveWarn  logging.Throttle
+	slowInfo   logging.Throttle
+	originWarn logging.Throttle
+	limits     *limiter
 
 	// README's metrics table documents each of these by name.
 	sent      prometheus.Counter
@@ -166,6 +167,7 @@ func New(h *hub.Hub, store presence.Store, pub presence.Publisher, hh *health.Ha
 		storeWarn:  logging.Throttle{Every: 10 * time.Second},
 		leaveWarn:  logging.Throttle{Every: 10 * time.Second},
 		slowInfo:   logging.Throttle{Every: 10 * time.Second},
+		originWarn: logging.Throttle{Every: 10 * time.Second},
 		limits:     newLimiter(cfg.MaxConns, cfg.MaxConnsPerIP, cfg.TrustedProxies, log.Named("http")),
 		sent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "presence_frames_sent_total", Help: "WebSocket frames written to clients.",
@@ -309,7 +311,8 @@ func (s *Server) DrainHTTP(ctx context.Context, srv *http.Server) error {
 }
 
 // Shutdown makes every WebSocket's writer send the frames queued for it,
-// then close with 1001 "going away", and waits for their handlers to
+// then close with 1012 "service restart" (the widget reconnects at once,
+// to another server, and resumes its session), and waits for their handlers to
 // finish. When ctx ends first it cancels every connection's context, which
 // ends the handlers at once, and waits for that. http.Server.Shutdown does
 // not do this: WebSockets are hijacked connections.

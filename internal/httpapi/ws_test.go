@@ -15,6 +15,8 @@ import (
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/presence/presence/internal/httpapi"
 	"github.com/presence/presence/internal/presence"
@@ -286,20 +288,49 @@ func TestWS_OversizeFrameCloses1009(t *testing.T) {
 	})
 }
 
+// TestWS_Origins: PRESENCE_ALLOWED_ORIGINS decides which pages may connect
+// (and read REST counts: the same rules). A host without a port allows
+// every port of it; a refused page gets 403 JSON it can read, saying what
+// to add, and the operator one log line per 10 s, not one per handshake.
 func TestWS_Origins(t *testing.T) {
-	a := newApp(t, appOpts{origins: []string{"blog.example.com", "https://*.example.org"}})
-	ok := []string{"http://blog.example.com", "https://blog.example.com", "https://www.example.org"}
+	core, logs := observer.New(zap.WarnLevel)
+	a := newApp(t, appOpts{origins: []string{"blog.example.com", "https://*.example.org", "127.0.0.1", "shop.example.com:8443"}, log: zap.New(core)})
+	ok := []string{"http://blog.example.com", "https://blog.example.com", "https://www.example.org",
+		"http://127.0.0.1:18100", "http://127.0.0.1", "https://shop.example.com:8443"}
 	for _, o := range ok {
 		if _, err := tryDial(t, a, http.Header{"Origin": {o}}); err != nil {
 			t.Errorf("origin %s refused: %v", o, err)
 		}
+		if st, h := getWithOrigin(t, a.URL+"/v1/posts/p", o); st != http.StatusOK || h.Get("Access-Control-Allow-Origin") != o {
+			t.Errorf("REST from %s: %d, Access-Control-Allow-Origin %q; want 200 and the origin", o, st, h.Get("Access-Control-Allow-Origin"))
+		}
 	}
-	bad := []string{"https://evil.example.net", "http://www.example.org"}
+	bad := []string{"https://evil.example.net", "http://www.example.org", "https://shop.example.com", "http://127.0.0.2:18100", "null"}
 	for _, o := range bad {
 		if _, err := tryDial(t, a, http.Header{"Origin": {o}}); err == nil || !strings.Contains(err.Error(), "403") {
 			t.Errorf("origin %s: err=%v, want a 403 refusal", o, err)
 		}
+		if _, h := getWithOrigin(t, a.URL+"/v1/posts/p", o); h.Get("Access-Control-Allow-Origin") != "" {
+			t.Errorf("REST from %s allowed by CORS", o)
+		}
 	}
+	// What the page reads, as the widget does after its socket failed.
+	hdr := upgrade()
+	hdr.Set("Origin", "http://localhost:5173")
+	st, h, m := refused(t, a, hdr)
+	wantMsg := `the origin "http://localhost:5173" is not allowed to connect; to allow it, add "localhost" (any port) or "http://localhost:5173" to PRESENCE_ALLOWED_ORIGINS`
+	if st != http.StatusForbidden || errCode(m) != "forbidden" || errMessage(m) != wantMsg || h.Get("Access-Control-Allow-Origin") != "*" {
+		t.Errorf("refused origin = %d %v %v, want 403 forbidden %q readable by any page", st, h, m, wantMsg)
+	}
+	if got := refusedCount(t, a, "origin"); got != float64(len(bad)+1) {
+		t.Errorf("refusals of cause origin = %v, want %d", got, len(bad)+1)
+	}
+	// One line for the first refusal; the others fall in its 10 s.
+	if lines := logs.FilterMessageSnippet("refused a WebSocket handshake").All(); len(lines) != 1 ||
+		lines[0].ContextMap()["origin"] != bad[0] || !strings.Contains(lines[0].Message, "PRESENCE_ALLOWED_ORIGINS") {
+		t.Errorf("log lines for %d refused origins: %v, want 1 naming the origin and the setting", len(bad)+1, lines)
+	}
+
 	// Same host is always allowed, without configuration.
 	b := newApp(t, appOpts{})
 	if _, err := tryDial(t, b, http.Header{"Origin": {b.URL}}); err != nil {
@@ -308,6 +339,25 @@ func TestWS_Origins(t *testing.T) {
 	if _, err := tryDial(t, b, http.Header{"Origin": {"https://other.example.com"}}); err == nil {
 		t.Errorf("foreign origin accepted with no origins configured")
 	}
+	// A plain GET from an allowed page learns that the origin was not the
+	// cause: 426, readable.
+	if st, h := getWithOrigin(t, b.URL+"/v1/ws", b.URL); st != http.StatusUpgradeRequired || h.Get("Access-Control-Allow-Origin") != "*" {
+		t.Errorf("plain GET /v1/ws from an allowed page = %d %v, want 426 readable by the page", st, h)
+	}
+}
+
+// getWithOrigin makes a GET with an Origin header, as a page's fetch does,
+// and returns the status and headers.
+func getWithOrigin(t *testing.T, url, origin string) (int, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Origin", origin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header
 }
 
 // TestWS_UnansweredPingsDrop: a client that does not answer pings is

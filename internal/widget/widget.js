@@ -20,7 +20,7 @@
   var tokens = map();   // post -> token signed by the site, if it signs posts
   var handlers = map(); // type -> [fn]
   var viewing = null, signed = false, resume = "";
-  var ws = null, tries = 0, timer = null, stable = null, status = "connecting";
+  var ws = null, tries = 0, timer = null, stable = null, status = "connecting", probed = false;
 
   // The server's charset: an id it would refuse must not spoil a whole watch.
   function valid(p) { return /^[A-Za-z0-9_-]{1,64}$/.test(p); }
@@ -117,7 +117,9 @@
     timer = null;
     // The resume token continues this tab's session: a reconnect is no new
     // viewer and no new view. A reload starts over, as it is a new view.
+    var up = false;
     try { ws = new WebSocket(url + (resume ? "?resume=" + encodeURIComponent(resume) : "")); } catch (e) { return retry(); }
+    ws.onopen = function () { up = true; };
     ws.onmessage = function (e) {
       var m;
       try { m = JSON.parse(e.data); } catch (err) { return; }
@@ -148,12 +150,26 @@
     ws.onclose = function (e) {
       ws = null;
       clearTimeout(stable);
+      if (!up) probe();
       // 1012: the server restarts and keeps the session for a while;
       // another server takes it at once.
       if (e.code === 1012) tries = 0;
       setStatus("disconnected");
       retry();
     };
+  }
+
+  // A socket refused at the handshake tells the page nothing of why. The
+  // server answers a plain GET of the same URL with the reason, readable by
+  // any page; a refused origin is worth one console line, once per page.
+  function probe() {
+    if (probed || !w.fetch) return;
+    probed = true;
+    fetch(base.origin + "/v1/ws").then(function (r) {
+      return r.status === 403 && r.json();
+    }).then(function (b) {
+      if (b && b.error) console.warn("Presence: " + b.error.message);
+    }, function () {});
   }
 
   // Exponential backoff with full jitter (0.5 s doubling to 30 s), so a
