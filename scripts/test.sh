@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check CI runs: installs what the tests need where it is missing
 # (redis-server and redis-cli, Chromium, php-cli with curl, redis and mysql,
-# WordPress, two of its default themes, MariaDB and gettext), then gofmt, go vet, the
+# WordPress, two of its default themes, MariaDB, gettext, promtool and
+# systemd-analyze), then gofmt, go vet, the
 # race-enabled Go tests (Sentinel and Cluster topologies and the real
 # WordPress among them, started on loopback by the tests), the chaos run's
 # short form, a short run of each fuzz target, the WordPress plugin's PHP
@@ -17,6 +18,10 @@ need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # The Redis Cluster tests build their clusters with redis-cli --cluster.
 command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
+# The operations kit's test (deploy/): promtool checks and tests the alerting
+# rules, systemd-analyze verifies the units.
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v php >/dev/null 2>&1 || need_apt+=(php-cli)
 # The PHP client's tests: curl for its requests, phpredis for the Redis path.
@@ -41,6 +46,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
       service redis-server stop >/dev/null 2>&1 || true
       service mariadb stop >/dev/null 2>&1 || true
       service apache2 stop >/dev/null 2>&1 || true # wordpress pulls it in; php -S serves the test
+      service prometheus stop >/dev/null 2>&1 || true
     fi
   else
     echo "missing ${need_apt[*]}: install it (e.g. sudo apt-get install ${need_apt[*]}) and run again" >&2
