@@ -99,10 +99,8 @@ func run(ctx context.Context, args []string, environ []string, stderr io.Writer)
 	}
 	defer ln.Close() // once served, Shutdown has closed it already
 	url, _ := config.LocalURL(ln.Addr().String(), "localhost")
-	v := version.Get()
-	log.Info(fmt.Sprintf("gc %s in %s mode: /readyz and /metrics on %s", v.Version, cfg.RedisMode(), url),
-		zap.String("version", v.Version), zap.String("revision", v.Revision), zap.String("go", v.Go),
-		zap.String("mode", cfg.RedisMode()), zap.String("addr", ln.Addr().String()), zap.String("url", url))
+	logging.FirstLine(log, fmt.Sprintf("gc %s in %s mode: /readyz and /metrics on %s", version.Get().Version, cfg.RedisMode(), url),
+		cfg.RedisMode(), ln.Addr().String(), url)
 	for _, w := range config.UnknownVariables(environ) {
 		log.Warn(w)
 	}

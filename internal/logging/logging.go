@@ -10,6 +10,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/presence/presence/internal/version"
 )
 
 // New returns a logger writing to w. level is one of debug, info, warn,
@@ -73,4 +75,13 @@ func (t *Throttle) Allow(now time.Time) (bool, int) {
 	n := t.skipped
 	t.skipped = 0
 	return true, n
+}
+
+// FirstLine logs a binary's first line: msg for a person (what runs and
+// where to go), with the build, the mode and the address as fields for a
+// log collector.
+func FirstLine(log *zap.Logger, msg, mode, addr, url string) {
+	v := version.Get()
+	log.Info(msg, zap.String("version", v.Version), zap.String("revision", v.Revision), zap.String("go", v.Go),
+		zap.String("mode", mode), zap.String("addr", addr), zap.String("url", url))
 }
