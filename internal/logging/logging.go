@@ -82,6 +82,10 @@ func (t *Throttle) Allow(now time.Time) (bool, int) {
 // log collector.
 func FirstLine(log *zap.Logger, msg, mode, addr, url string) {
 	v := version.Get()
-	log.Info(msg, zap.String("version", v.Version), zap.String("revision", v.Revision), zap.String("go", v.Go),
+	rev := zap.Skip() // a build from outside a checkout knows none
+	if v.Revision != "" {
+		rev = zap.String("revision", v.Revision)
+	}
+	log.Info(msg, zap.String("version", v.Version), rev, zap.String("go", v.Go),
 		zap.String("mode", mode), zap.String("addr", addr), zap.String("url", url))
 }
