@@ -128,7 +128,12 @@ func run(ctx context.Context, args []string, environ []string, stderr io.Writer)
 	store := redisstore.New(rdb, redisstore.Config{Prefix: cfg.KeyPrefix, TTL: cfg.SessionTTL, ViewsTTL: viewsTTL, Registerer: reg}, log)
 	// Not fatal: start-up order does not matter, so gc starts while Redis
 	// is away and the collector retries at every poll.
-	if err := store.Ping(ctx); err != nil {
+	// Bounded: the listener is bound already, and its /readyz waits for
+	// this to end; a Redis that drops packets would hold it forever.
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err = store.Ping(pctx)
+	cancel()
+	if err != nil {
 		log.Error("Redis is unreachable; retrying every poll interval, /readyz answers 503 until it is back",
 			zap.String("redis", redisstore.Addr(rdb)), zap.Error(err))
 	}

@@ -68,14 +68,15 @@ func testMain(m *testing.M) int {
 	return m.Run()
 }
 
-func build(out, pkg string) error {
+// build runs go build -o out with flags on pkg.
+func build(out, pkg string, flags ...string) error {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		return fmt.Errorf("go build %s: %w", pkg, err)
 	}
-	cmd := exec.Command(goBin, "build", "-o", out, pkg)
+	cmd := exec.Command(goBin, append(append([]string{"build", "-o", out}, flags...), pkg)...)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build -o %s %s: %w\n%s", out, pkg, err, b)
+		return fmt.Errorf("go build -o %s %v %s: %w\n%s", out, flags, pkg, err, b)
 	}
 	return nil
 }

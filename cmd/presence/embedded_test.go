@@ -56,7 +56,7 @@ func TestE2E_EmbeddedMode(t *testing.T) {
 	if status := getJSON(t, "http://"+addr+"/readyz", &ready); status != http.StatusOK {
 		t.Errorf("/readyz in embedded mode = %d %v, want 200", status, ready)
 	}
-	if st, body := get(t, "http://"+addr+"/metrics"); st != http.StatusOK || !strings.Contains(string(body), `presence_build_info{goversion="`+runtime.Version()+`",revision="",version="`+v+`"} 1`) {
+	if st, body := get(t, "http://"+addr+"/metrics"); st != http.StatusOK || !strings.Contains(string(body), `presence_build_info{goversion="`+runtime.Version()+`",revision="`+version.Get().Revision+`",version="`+v+`"} 1`) {
 		t.Errorf("/metrics = %d without presence_build_info of this build:\n%s", st, body)
 	}
 }
@@ -134,7 +134,9 @@ func TestFirstLineOnATerminal(t *testing.T) {
 	}
 }
 
-// TestVersionFlag: -version prints the build on standard output and exits 0.
+// TestVersionFlag: -version prints the build on standard output and exits
+// 0; a version stamped at link time, as the Dockerfile does, is the one it
+// prints, and so is the one git gives go build.
 func TestVersionFlag(t *testing.T) {
 	t.Parallel()
 	for _, bin := range []string{presenceBin, gcBin} {
@@ -142,6 +144,23 @@ func TestVersionFlag(t *testing.T) {
 		name := filepath.Base(bin)
 		if err != nil || !strings.HasPrefix(string(out), name+" ") || !strings.Contains(string(out), runtime.Version()) {
 			t.Errorf("%s -version = %q, %v; want %q and the Go version", name, out, err, name+" <version>")
+		}
+	}
+	dir := t.TempDir()
+	for _, b := range []struct {
+		flags []string
+		want  *regexp.Regexp
+	}{
+		{[]string{"-ldflags", "-X github.com/presence/presence/internal/version.stamped=v9.9.9"}, regexp.MustCompile(`^presence v9\.9\.9 \(`)},
+		// From this checkout: a pseudo-version and the commit.
+		{[]string{"-buildvcs=true"}, regexp.MustCompile(`^presence v\d+\.\d+\.\d+-\S+ \([0-9a-f]{12}(-dirty)?, go`)},
+	} {
+		bin := filepath.Join(dir, "presence")
+		if err := build(bin, ".", b.flags...); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(bin, "-version").Output(); err != nil || !b.want.Match(out) {
+			t.Errorf("built with %v, -version = %q, %v; want %s", b.flags, out, err, b.want)
 		}
 	}
 }

@@ -10,10 +10,11 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
-	"path"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/presence/presence/internal/origin"
 )
 
 // Config holds every setting of presence and gc. Both binaries load and
@@ -217,9 +218,11 @@ var onlyFor = map[string]string{
 var about = map[string]string{
 	"presence": "presence is the Presence app server: browsers hold a WebSocket to it and say which post they view;\n" +
 		"it keeps presence in Redis (or, with no PRESENCE_REDIS_URL, in memory) and pushes live counts back.\n" +
+		"Subcommand: presence healthcheck [-live] (exit 0 when the server on this machine is ready).\n" +
 		"Settings are flags or PRESENCE_* variables; a flag overrides its variable.",
 	"gc": "gc prunes the sessions of a Presence deployment on Redis that passed their deadline, and pushes the new counts.\n" +
-		"Run one or more beside the app servers. Subcommands: gc check [-repair], gc migrate -from URL.\n" +
+		"Run one or more beside the app servers. Subcommands: gc check [-repair], gc migrate -from URL,\n" +
+		"gc healthcheck [-live] (exit 0 when the gc on this machine is ready).\n" +
 		"Settings are flags or PRESENCE_* variables; a flag overrides its variable.",
 }
 
@@ -493,7 +496,7 @@ func (c Config) Validate() error {
 	// A malformed pattern would show only when a page could not connect;
 	// checking here turns it into a start-up error that says what to write.
 	for _, o := range c.AllowedOrigins {
-		if err := checkOrigin(o); err != nil {
+		if _, err := origin.Parse(o); err != nil {
 			bad("PRESENCE_ALLOWED_ORIGINS: %v", err)
 		}
 	}
@@ -621,35 +624,6 @@ func mask(raw string) string {
 		u.User = url.UserPassword(u.User.Username(), "xxx")
 	}
 	return u.String()
-}
-
-// checkOrigin checks one pattern of PRESENCE_ALLOWED_ORIGINS:
-// [scheme://]host[:port], each part a path.Match glob. A browser's Origin
-// header has no path, no user and no trailing slash, so a pattern with any
-// of them (a page's URL pasted whole, say) could never match: the error
-// says what to write instead.
-func checkOrigin(o string) error {
-	if _, err := path.Match(o, ""); err != nil {
-		return fmt.Errorf("bad pattern %q: %v", o, err)
-	}
-	if o == "*" {
-		return nil
-	}
-	scheme, host, ok := strings.Cut(o, "://")
-	if !ok {
-		scheme, host = "", o
-	}
-	if i := strings.IndexAny(host, "/?#"); i >= 0 {
-		want := host[:i]
-		if scheme != "" {
-			want = scheme + "://" + want
-		}
-		return fmt.Errorf("%q is a URL, not an origin: an origin has no path; write %q (a host allows every port of it, host:port only that port)", o, want)
-	}
-	if host == "" || strings.Contains(host, "@") {
-		return fmt.Errorf("%q is not an origin: write [scheme://]host[:port], e.g. example.com (every port), https://example.com or localhost:8080", o)
-	}
-	return nil
 }
 
 // LocalURL returns the http:// URL at which this machine reaches a listener

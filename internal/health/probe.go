@@ -16,6 +16,11 @@ import (
 // piles up; /readyz answers within readyTimeout whatever Redis does.
 const probeTimeout = 2 * time.Second
 
+// probeClient goes to the server directly: HTTP_PROXY, set for the
+// application's own traffic in some containers, must not route a check of
+// this machine's server through a proxy.
+var probeClient = &http.Client{Transport: &http.Transport{Proxy: nil}}
+
 // Probe asks url and returns nil when it answers 200, or an error with the
 // status and the start of the body.
 func Probe(ctx context.Context, url string) error {
@@ -25,7 +30,7 @@ func Probe(ctx context.Context, url string) error {
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := probeClient.Do(req)
 	if err != nil {
 		return err
 	}

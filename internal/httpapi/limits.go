@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/presence/presence/internal/logging"
+	"github.com/presence/presence/internal/origin"
 	"github.com/presence/presence/internal/presence"
 )
 
@@ -246,6 +246,8 @@ func (s *Server) refuse(w http.ResponseWriter, cause string, retry time.Duration
 	// Retry-After takes whole seconds: rounded up, so the wait is never
 	// shorter than the limiter's, and at least 1, never "retry at once".
 	w.Header().Set("Retry-After", strconv.Itoa(max(1, int((retry+time.Second-1)/time.Second))))
+	// Readable by the page, as every refusal of a handshake.
+	w.Header().Set("Access-Control-Allow-Origin", "*")
 	switch cause {
 	case causeServerFull:
 		writeErrorStatus(w, http.StatusServiceUnavailable, "server_full",
@@ -264,24 +266,59 @@ func (s *Server) refuse(w http.ResponseWriter, cause string, retry time.Duration
 // refuseOrigin answers a handshake from a page of a site that
 // PRESENCE_ALLOWED_ORIGINS does not list: 403 with what to add, in JSON
 // that the page's script may read (the widget tells the console why its
-// socket was refused), and a log line for the operator, one per 10 s at
-// most, as any page on the web can cause it.
-func (s *Server) refuseOrigin(w http.ResponseWriter, origin string) {
+// socket was refused), and a warning for the operator, rate-limited as any
+// page on the web can cause one.
+func (s *Server) refuseOrigin(w http.ResponseWriter, o string) {
 	s.refused.WithLabelValues(causeOrigin).Inc()
-	msg := fmt.Sprintf("the origin %q is not allowed to connect", origin)
-	if u, err := url.Parse(origin); err == nil && u.Host != "" {
-		msg += fmt.Sprintf("; to allow it, add %q (any port) or %q to PRESENCE_ALLOWED_ORIGINS", u.Hostname(), u.Scheme+"://"+u.Host)
-	} else {
-		msg += " (a page with no site of its own, such as a local file or a sandboxed frame); no PRESENCE_ALLOWED_ORIGINS pattern but * allows it"
-	}
-	if ok, n := s.originWarn.Allow(time.Now()); ok {
-		s.log.Warn("refused a WebSocket handshake: "+msg, zap.String("origin", origin),
-			zap.Strings("allowed_origins", s.cfg.AllowedOrigins), zap.Int("similar_since_last", n))
+	msg := origin.Refusal(o)
+	if s.originLog.allow(o, time.Now()) {
+		shown := origin.Plain(o)
+		if shown == "" {
+			shown = fmt.Sprintf("(%d bytes, not shown)", len(o))
+		}
+		s.log.Warn("refused a WebSocket handshake: "+msg, zap.String("origin", shown), zap.Strings("allowed_origins", s.cfg.AllowedOrigins))
 	}
 	// Only this error: a refusal holds nothing of the server's, and the
 	// page learns nothing it did not send.
 	w.Header().Set("Access-Control-Allow-Origin", "*")
 	writeErrorStatus(w, http.StatusForbidden, presence.CodeForbidden, msg)
+}
+
+// originLog rate-limits the warnings of refused origins: one line per
+// origin per window, so the operator's own misconfigured site shows even
+// while other sites' pages are refused, and at most originLogBurst lines a
+// window in all, so that made-up origins cannot flood the log.
+type originLog struct {
+	mu     sync.Mutex
+	last   map[string]time.Time
+	window time.Time
+	lines  int
+}
+
+const (
+	originLogEvery = 10 * time.Second
+	originLogBurst = 10
+	originLogKept  = 1024 // origins remembered; beyond, the memory starts over
+)
+
+func (l *originLog) allow(o string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.window) >= originLogEvery {
+		l.window, l.lines = now, 0
+	}
+	if l.lines >= originLogBurst {
+		return false
+	}
+	if t, ok := l.last[o]; ok && now.Sub(t) < originLogEvery {
+		return false
+	}
+	if l.last == nil || len(l.last) >= originLogKept {
+		l.last = make(map[string]time.Time)
+	}
+	l.last[o] = now
+	l.lines++
+	return true
 }
 
 // hubClosed answers a handshake that arrives while the server stops: 503

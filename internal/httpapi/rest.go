@@ -2,15 +2,13 @@ package httpapi
 
 import (
 	"net/http"
-	"net/url"
-	"path"
-	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"go.uber.org/zap"
 
 	"github.com/presence/presence/internal/health"
+	"github.com/presence/presence/internal/origin"
 	"github.com/presence/presence/internal/presence"
 )
 
@@ -132,55 +130,8 @@ func (s *Server) cors(next http.Handler) http.Handler {
 }
 
 // originAllowed reports whether a page of origin may open a WebSocket or
-// read the REST API, for a request to host. The WebSocket handshake and
-// CORS both ask it, so one setting means one thing. An origin without a
-// host (the "null" of a sandboxed frame or a local file) names no site
-// that a pattern could allow.
-func (s *Server) originAllowed(origin, host string) bool {
-	u, err := url.Parse(origin)
-	if err != nil || u.Host == "" {
-		return false
-	}
-	if strings.EqualFold(u.Host, host) {
-		return true
-	}
-	for _, p := range s.cfg.AllowedOrigins {
-		if p == "*" || originMatches(p, u) {
-			return true
-		}
-	}
-	return false
-}
-
-// originMatches reports whether the origin u matches the pattern p of
-// PRESENCE_ALLOWED_ORIGINS: [scheme://]host[:port], case-insensitive,
-// each part a path.Match glob. A pattern without a port allows every
-// port of its host, since a site and its development server differ only
-// there; a pattern with one allows that port alone. A malformed pattern
-// never matches (config.Validate refuses one at start-up).
-func originMatches(p string, u *url.URL) bool {
-	p = strings.ToLower(p)
-	host := p
-	if scheme, rest, ok := strings.Cut(p, "://"); ok {
-		if m, _ := path.Match(scheme, strings.ToLower(u.Scheme)); !m {
-			return false
-		}
-		host = rest
-	}
-	target := strings.ToLower(u.Host)
-	if !hasPort(host) {
-		target = strings.ToLower(u.Hostname())
-		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	}
-	m, _ := path.Match(host, target)
-	return m
-}
-
-// hasPort reports whether a host pattern names a port: "example.com:8080",
-// "[::1]:8080", "localhost:*".
-func hasPort(host string) bool {
-	if strings.HasPrefix(host, "[") {
-		return strings.Contains(host, "]:")
-	}
-	return strings.Contains(host, ":")
+// read the REST API, for a request to host: the handshake and CORS ask the
+// same question.
+func (s *Server) originAllowed(o, host string) bool {
+	return origin.Allowed(s.origins, o, host)
 }

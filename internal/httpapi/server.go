@@ -21,6 +21,7 @@ import (
 	"github.com/presence/presence/internal/health"
 	"github.com/presence/presence/internal/hub"
 	"github.com/presence/presence/internal/logging"
+	"github.com/presence/presence/internal/origin"
 	"github.com/presence/presence/internal/presence"
 	"github.com/presence/presence/internal/widget"
 )
@@ -112,11 +113,13 @@ type Server struct {
 	fresh   map[net.Conn]struct{}
 
 	// Lines that can fire per connection or per frame: one per 10s each.
-	storeWarn  logging.Throttle
-	leaveWarn  logging.Throttle
-	slowInfo   logging.Throttle
-	originWarn logging.Throttle
-	limits     *limiter
+	storeWarn logging.Throttle
+	leaveWarn logging.Throttle
+	slowInfo  logging.Throttle
+	originLog originLog
+	// origins are the parsed AllowedOrigins.
+	origins []origin.Pattern
+	limits  *limiter
 
 	// README's metrics table documents each of these by name.
 	sent      prometheus.Counter
@@ -167,7 +170,6 @@ func New(h *hub.Hub, store presence.Store, pub presence.Publisher, hh *health.Ha
 		storeWarn:  logging.Throttle{Every: 10 * time.Second},
 		leaveWarn:  logging.Throttle{Every: 10 * time.Second},
 		slowInfo:   logging.Throttle{Every: 10 * time.Second},
-		originWarn: logging.Throttle{Every: 10 * time.Second},
 		limits:     newLimiter(cfg.MaxConns, cfg.MaxConnsPerIP, cfg.TrustedProxies, log.Named("http")),
 		sent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "presence_frames_sent_total", Help: "WebSocket frames written to clients.",
@@ -181,6 +183,11 @@ func New(h *hub.Hub, store presence.Store, pub presence.Publisher, hh *health.Ha
 		published: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "presence_events_published_total", Help: "Events accepted by the publish API.",
 		}),
+	}
+	// Validate has checked the patterns; one it refuses matches nothing.
+	var err error
+	if s.origins, err = origin.ParseAll(cfg.AllowedOrigins); err != nil {
+		log.Error("PRESENCE_ALLOWED_ORIGINS: patterns left out", zap.Error(err))
 	}
 	// Every cause shows from the start, so a dashboard can tell "none yet"
 	// from "not measured".
@@ -257,6 +264,7 @@ func (s *Server) HTTPServer() *http.Server {
 	return &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: s.cfg.HandshakeTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       time.Minute,
@@ -264,6 +272,12 @@ func (s *Server) HTTPServer() *http.Server {
 		ConnState:         s.connState,
 	}
 }
+
+// maxHeaderBytes bounds a request's headers, below net/http's 1 MB: a
+// browser's handshake is a few hundred bytes plus the cookies of the
+// server's own host, and a header that is answered (the Origin of a
+// refusal, a path in an error) is answered short.
+const maxHeaderBytes = 64 << 10
 
 // connState keeps the set of fresh connections for DrainHTTP. Every later
 // state means the first request arrived; a hijacked WebSocket in particular

@@ -96,8 +96,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	conn, err := websocket.Accept(hw, r, opts)
 	if err != nil {
 		release()
-		// The library refused (403 for a foreign origin, 426 for a plain
-		// GET, 400 for a bad upgrade) in plain text; answer in JSON.
+		// The library refused (426 for a plain GET, 400 for a bad
+		// upgrade, 405 for another method) in plain text; answer in JSON.
 		s.refused.WithLabelValues(hw.flush()).Inc()
 		return
 	}

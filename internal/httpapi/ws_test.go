@@ -325,10 +325,32 @@ func TestWS_Origins(t *testing.T) {
 	if got := refusedCount(t, a, "origin"); got != float64(len(bad)+1) {
 		t.Errorf("refusals of cause origin = %v, want %d", got, len(bad)+1)
 	}
-	// One line for the first refusal; the others fall in its 10 s.
-	if lines := logs.FilterMessageSnippet("refused a WebSocket handshake").All(); len(lines) != 1 ||
-		lines[0].ContextMap()["origin"] != bad[0] || !strings.Contains(lines[0].Message, "PRESENCE_ALLOWED_ORIGINS") {
-		t.Errorf("log lines for %d refused origins: %v, want 1 naming the origin and the setting", len(bad)+1, lines)
+	// One line per origin, naming it and the setting.
+	lines := logs.FilterMessageSnippet("refused a WebSocket handshake").All()
+	if len(lines) != len(bad)+1 || lines[0].ContextMap()["origin"] != bad[0] || !strings.Contains(lines[0].Message, "PRESENCE_ALLOWED_ORIGINS") {
+		t.Errorf("log lines for %d refused origins: %v, want one each, naming the origin and the setting", len(bad)+1, lines)
+	}
+	// The same origin again within 10 s: no line. Made-up origins by the
+	// dozen: at most 10 lines in 10 s, whatever their number.
+	refused(t, a, hdr)
+	for i := range 30 {
+		h := upgrade()
+		h.Set("Origin", fmt.Sprintf("https://made-up-%d.example", i))
+		refused(t, a, h)
+	}
+	if n := logs.FilterMessageSnippet("refused a WebSocket handshake").Len(); n != 10 {
+		t.Errorf("%d log lines after 37 refusals of 37 origins and a repeat in 10 s, want 10", n)
+	}
+	// An Origin that is no origin is not repeated: the answer stays short
+	// however long the header (64 KiB of headers at most).
+	huge := upgrade()
+	huge.Set("Origin", strings.Repeat("\x80", 60<<10))
+	st, _, m = refused(t, a, huge)
+	if st != http.StatusForbidden || len(errMessage(m)) > 300 || strings.Contains(errMessage(m), "\x80") {
+		t.Errorf("refusal of a 60 KiB Origin = %d %.200q, want 403 and a short message", st, errMessage(m))
+	}
+	if st, _ := getWithOrigin(t, a.URL+"/v1/ws", strings.Repeat("a", 100<<10)); st != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("a 100 KiB Origin = %d, want 431", st)
 	}
 
 	// Same host is always allowed, without configuration.
