@@ -33,9 +33,10 @@ import (
 // These tests hold the operations kit to the binaries it deploys. They
 // build presence and gc, run them against a real redis-server (and presence
 // in embedded mode), and check every metric the dashboard and the rules
-// name against what each binary's /metrics serves; they run promtool on the
-// rules and systemd-analyze on the units. Both tools are required, not
-// optional: scripts/test.sh installs them.
+// name, and the label values they select, against what each binary's
+// /metrics serves; they run promtool on the rules and systemd-analyze on
+// the units. Both tools are required, not optional: scripts/test.sh
+// installs them.
 
 // presenceBin and gcBin are the binaries under test, built once per run
 // without -race: they are what the units start, and only their output is
@@ -74,8 +75,12 @@ var scrapeJobs = map[string]string{"presence": "presence", "presence-gc": "gc"}
 // generated are series Prometheus makes itself rather than scraping.
 var generated = map[string]bool{"up": true}
 
-// scrapes maps a binary to the sample names its /metrics served.
-type scrapes map[string]map[string]bool
+// scrapes maps a binary to what its /metrics served: each sample name to
+// the label sets of its samples.
+type scrapes map[string]map[string][]labels
+
+// labels are the labels of one sample, by name.
+type labels map[string]string
 
 // TestBinaries runs the binaries as the units do, with presence.env's
 // settings, and holds the dashboard and the rules to what they serve.
@@ -385,9 +390,9 @@ func waitReady(t *testing.T, addr string) {
 	t.Fatalf("%s/readyz not ready within 15s; last answer: %s", addr, last)
 }
 
-// scrape returns the sample names of addr's /metrics: a histogram shows as
-// its _bucket, _sum and _count, as a query must name it.
-func scrape(t *testing.T, addr string) map[string]bool {
+// scrape returns the samples of addr's /metrics by name: a histogram shows
+// as its _bucket, _sum and _count, as a query must name it.
+func scrape(t *testing.T, addr string) map[string][]labels {
 	t.Helper()
 	resp, err := client.Get("http://" + addr + "/metrics")
 	if err != nil {
@@ -397,7 +402,7 @@ func scrape(t *testing.T, addr string) map[string]bool {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET %s/metrics: %s", addr, resp.Status)
 	}
-	names := map[string]bool{}
+	samples := map[string][]labels{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
@@ -405,29 +410,38 @@ func scrape(t *testing.T, addr string) map[string]bool {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		if i := strings.IndexAny(line, "{ "); i > 0 {
-			names[line[:i]] = true
+		// A sample, name{label="value",...} value, reads as a selector
+		// whose matchers are its labels; the value names nothing.
+		sels, err := selectors(line)
+		if err != nil || len(sels) != 1 {
+			t.Fatalf("%s/metrics: cannot read %q (%v)", addr, line, err)
 		}
+		ls := labels{}
+		for _, m := range sels[0].matchers {
+			ls[m.label] = m.value
+		}
+		samples[sels[0].name] = append(samples[sels[0].name], ls)
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
-	return names
+	return samples
 }
 
-func union(sets ...map[string]bool) map[string]bool {
-	out := map[string]bool{}
-	for _, s := range sets {
-		for k := range s {
-			out[k] = true
+func union(scrapes ...map[string][]labels) map[string][]labels {
+	out := map[string][]labels{}
+	for _, s := range scrapes {
+		for name, ls := range s {
+			out[name] = append(out[name], ls...)
 		}
 	}
 	return out
 }
 
-// checkNamed fails t for every metric expr names that the binaries of the
-// jobs it selects do not export. A selector without a job matcher is about
-// every job, and any binary's export will do.
+// checkNamed fails t for every selector of expr that would select nothing
+// from the binaries of the jobs it selects: a metric they do not export, or
+// a label value none of its series has. A selector without a job matcher
+// is about every job, and any binary's series will do.
 func checkNamed(t *testing.T, where, expr string, got scrapes) {
 	t.Helper()
 	sels, err := selectors(expr)
@@ -439,26 +453,11 @@ func checkNamed(t *testing.T, where, expr string, got scrapes) {
 		t.Errorf("%s: %q names no metric", where, expr)
 	}
 	for _, sel := range sels {
-		// The jobs a series of this selector can come from: those its
-		// job matchers (all of them, as Prometheus ANDs them) accept.
-		var jobs []string
-		for job := range scrapeJobs {
-			ok := true
-			for _, m := range sel.matchers {
-				if m.label != "job" {
-					continue
-				}
-				match, err := m.matches(job)
-				if err != nil {
-					t.Errorf("%s: %v", where, err)
-				}
-				ok = ok && match
-			}
-			if ok {
-				jobs = append(jobs, job)
-			}
+		jobs, err := selectedJobs(sel)
+		if err != nil {
+			t.Errorf("%s: %v", where, err)
+			continue
 		}
-		sort.Strings(jobs)
 		if len(jobs) == 0 {
 			t.Errorf("%s: %s selects none of prometheus.yml's jobs in %q", where, sel.name, expr)
 			continue
@@ -469,13 +468,106 @@ func checkNamed(t *testing.T, where, expr string, got scrapes) {
 			continue
 		}
 		var bins []string
-		found := false
+		var served []labels
 		for _, job := range jobs {
 			bins = append(bins, scrapeJobs[job])
-			found = found || got[scrapeJobs[job]][sel.name]
+			served = append(served, got[scrapeJobs[job]][sel.name]...)
 		}
-		if !found {
+		if len(served) == 0 {
 			t.Errorf("%s: %s is not exported by %s (jobs %s), in %q", where, sel.name, strings.Join(bins, " or "), strings.Join(jobs, ", "), expr)
+			continue
+		}
+		for _, m := range sel.matchers {
+			if err := checkMatcher(m, served); err != nil {
+				t.Errorf("%s: %s{%s%s%q} does not fit what %s serves: %v, in %q", where, sel.name, m.label, m.op, m.value, strings.Join(bins, " or "), err, expr)
+			}
+		}
+	}
+}
+
+// selectedJobs returns the jobs, sorted, a series of sel can come from:
+// those its job matchers (all of them, as Prometheus ANDs them) accept.
+func selectedJobs(sel selector) ([]string, error) {
+	var jobs []string
+	for job := range scrapeJobs {
+		ok := true
+		for _, m := range sel.matchers {
+			if m.label != "job" {
+				continue
+			}
+			match, err := m.matches(job)
+			if err != nil {
+				return nil, err
+			}
+			ok = ok && match
+		}
+		if ok {
+			jobs = append(jobs, job)
+		}
+	}
+	sort.Strings(jobs)
+	return jobs, nil
+}
+
+// checkMatcher returns what is wrong with m as a matcher of a metric whose
+// series the binaries served: a label none of them has or, for = and =~, a
+// value none of them has. A renamed label value passes promtool and leaves
+// an alert silent; the binaries create every labelled series at start-up,
+// so a value not served here is one they never serve. A negative matcher
+// needs no series to pass: "every op but ping" may be none.
+func checkMatcher(m matcher, served []labels) error {
+	switch m.label {
+	case "job", "__name__":
+		return nil // checked by the caller
+	case "instance":
+		return nil // Prometheus's target address, which no binary serves
+	}
+	var values []string
+	for _, ls := range served {
+		if v, ok := ls[m.label]; ok && !slices.Contains(values, v) {
+			values = append(values, v)
+		}
+	}
+	if len(values) == 0 {
+		return fmt.Errorf("the series have no %s label", m.label)
+	}
+	sort.Strings(values)
+	for _, v := range values {
+		ok, err := m.matches(v)
+		if err != nil {
+			return err
+		}
+		if ok || m.op == "!=" || m.op == "!~" {
+			return nil
+		}
+	}
+	return fmt.Errorf("no series has this %s; its values are %s", m.label, strings.Join(values, ", "))
+}
+
+func TestCheckMatcher(t *testing.T) {
+	served := []labels{{"cause": "origin"}, {"cause": "server_full"}, {}}
+	tests := []struct {
+		m    matcher
+		want string // "" for no error
+	}{
+		{matcher{"cause", "=", "server_full"}, ""},
+		{matcher{"cause", "=", "server-full"}, "no series has this cause; its values are origin, server_full"},
+		{matcher{"cause", "=~", "server_.*|per_ip"}, ""},
+		{matcher{"cause", "=~", "per_ip|bad_handshake"}, "no series has this cause; its values are origin, server_full"},
+		{matcher{"cause", "!=", "origin"}, ""},
+		{matcher{"cause", "!~", "origin|server_full"}, ""},
+		{matcher{"op", "!=", "ping"}, "the series have no op label"},
+		{matcher{"cause", "=~", "(origin"}, "error parsing regexp"},
+		{matcher{"instance", "=", "a:9091"}, ""},
+	}
+	for _, tt := range tests {
+		err := checkMatcher(tt.m, served)
+		got := ""
+		if err != nil {
+			got = err.Error()
+		}
+		if (err == nil) != (tt.want == "") || !strings.Contains(got, tt.want) {
+			t.Errorf("checkMatcher(%s%s%q) = %v, want %q", tt.m.label, tt.m.op, tt.m.value, err, tt.want)
 		}
 	}
 }
@@ -596,7 +688,7 @@ func resolveVars(t *testing.T, vars map[string]string, got scrapes) map[string]s
 			}
 			var jobs []string
 			for job, bin := range scrapeJobs {
-				if got[bin][sels[0].name] {
+				if len(got[bin][sels[0].name]) > 0 {
 					jobs = append(jobs, job)
 				}
 			}
@@ -720,7 +812,8 @@ func TestPrometheusRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs := rules(t)
-	for _, name := range []string{"PresenceStoreErrors", "PresenceGCExpiryLag", "PresenceGCStuck", "PresenceServerFull"} {
+	for _, name := range []string{"PresenceStoreErrors", "PresenceGCExpiryLag", "PresenceGCStuck", "PresenceServerFull",
+		"PresenceHandshakesRefused", "PresenceOriginsRefused"} {
 		if !slices.ContainsFunc(rs, func(r rule) bool { return r.Alert == name }) {
 			t.Errorf("presence-rules.yml has no %s", name)
 		}
