@@ -27,6 +27,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/presence/presence/internal/proctest"
 	"github.com/presence/presence/internal/redistest"
 )
 
@@ -52,15 +53,8 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "go build:", err)
-		return 1
-	}
-	// -o with a trailing separator writes each command under its own name.
-	cmd := exec.Command(goBin, "build", "-o", dir+string(filepath.Separator), "../cmd/presence", "../cmd/gc")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build ../cmd/presence ../cmd/gc: %v\n%s", err, out)
+	if err := proctest.Build(dir, nil, "../cmd/presence", "../cmd/gc"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	presenceBin, gcBin = filepath.Join(dir, "presence"), filepath.Join(dir, "gc")
@@ -151,13 +145,13 @@ func TestBinaries(t *testing.T) {
 	t.Run("env file names only settings", func(t *testing.T) {
 		for _, p := range []*proc{app, gc} {
 			select {
-			case <-p.done:
+			case <-p.Done():
 			default:
-				t.Fatalf("%s has not stopped, so its output may be incomplete", p.name)
+				t.Fatalf("%s has not stopped, so its output may be incomplete", p.Name)
 			}
-			for _, line := range p.out.lines() {
+			for _, line := range p.Log.Lines() {
 				if msg, _ := line["msg"].(string); strings.Contains(msg, "is not a setting") {
-					t.Errorf("%s with presence.env: %s", p.name, msg)
+					t.Errorf("%s with presence.env: %s", p.Name, msg)
 				}
 			}
 		}
@@ -172,7 +166,7 @@ func TestEnvFilePlaceholdersRefused(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, bin)
-		cmd.Env = append(cleanEnv(), settings...)
+		cmd.Env = append(proctest.Env(), settings...)
 		out, err := cmd.CombinedOutput()
 		if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 1 {
 			t.Fatalf("%s with presence.env's examples as they stand: %v, want exit status 1\n%s", filepath.Base(bin), err, out)
@@ -230,137 +224,43 @@ func envFile(t *testing.T, fill bool) []string {
 	return out
 }
 
-// cleanEnv is the test's environment without PRESENCE_* settings, so a
-// developer's shell cannot change what the binaries do.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "PRESENCE_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
 // proc is a running binary, killed when its test ends if it still runs.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	out  *output
-	done chan struct{} // closed once the process has exited
-	err  error         // Wait's result, set before done is closed
-}
+type proc struct{ *proctest.Proc }
 
+// start starts bin as name with env on top of proctest.Env.
 func start(t *testing.T, name, bin string, env []string) *proc {
 	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(bin), out: newOutput(), done: make(chan struct{})}
-	p.cmd.Env = append(cleanEnv(), env...) // later entries win
-	// A Writer rather than a pipe: Wait returns only once every byte is
-	// copied, so the output is complete when a test reads it.
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill() // harmless once it has exited
-		<-p.done
-		if t.Failed() {
-			t.Logf("%s output:\n%s", name, p.out)
-		}
-	})
-	return p
+	return &proc{proctest.Start(t, name, bin, env...)}
 }
 
 // field waits for the first log line that has key and returns its value:
 // the binaries log each listener's address once it is bound.
 func (p *proc) field(t *testing.T, key string) string {
 	t.Helper()
-	deadline := time.NewTimer(10 * time.Second)
-	defer deadline.Stop()
-	for {
-		wake := p.out.changed()
-		for _, line := range p.out.lines() {
-			if v, ok := line[key].(string); ok {
-				return v
-			}
-		}
-		select {
-		case <-wake:
-		case <-p.done:
-			t.Fatalf("%s exited (%v) before logging %q", p.name, p.err, key)
-		case <-deadline.C:
-			t.Fatalf("%s logged no %q within 10s", p.name, key)
-		}
-	}
+	line := p.WaitLog(t, 10*time.Second, strconv.Quote(key), func(l map[string]any) bool {
+		_, ok := l[key].(string)
+		return ok
+	})
+	return line[key].(string)
 }
 
 // terminate sends SIGTERM, as systemd's KillSignal does, and waits up to
 // limit for a clean exit; then it kills the process, as systemd would.
 func (p *proc) terminate(limit time.Duration) error {
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		return fmt.Errorf("%s: SIGTERM: %w", p.name, err)
+	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("%s: SIGTERM: %w", p.Name, err)
 	}
 	select {
-	case <-p.done:
-		if p.err != nil {
-			return fmt.Errorf("%s exited after SIGTERM with %v, want status 0", p.name, p.err)
+	case <-p.Done():
+		if p.Err() != nil {
+			return fmt.Errorf("%s exited after SIGTERM with %v, want status 0", p.Name, p.Err())
 		}
 		return nil
 	case <-time.After(limit):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("%s still running %s after SIGTERM: systemd would have killed it", p.name, limit)
+		_ = p.Cmd.Process.Kill()
+		<-p.Done()
+		return fmt.Errorf("%s still running %s after SIGTERM: systemd would have killed it", p.Name, limit)
 	}
-}
-
-// output collects a process's output and wakes waiters as it arrives.
-type output struct {
-	mu   sync.Mutex
-	buf  bytes.Buffer
-	wake chan struct{} // closed and replaced on every write
-}
-
-func newOutput() *output { return &output{wake: make(chan struct{})} }
-
-func (o *output) Write(b []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.buf.Write(b)
-	close(o.wake)
-	o.wake = make(chan struct{})
-	return len(b), nil
-}
-
-func (o *output) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
-}
-
-// changed returns a channel closed at the next write.
-func (o *output) changed() <-chan struct{} {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.wake
-}
-
-// lines returns the complete JSON log lines written so far. Anything else
-// (a panic's trace) is skipped here and shown whole when a test fails.
-func (o *output) lines() []map[string]any {
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(o.String()))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var line map[string]any
-		if json.Unmarshal(sc.Bytes(), &line) == nil {
-			out = append(out, line)
-		}
-	}
-	return out
 }
 
 // client bounds every request, so a process that accepts and never

@@ -176,9 +176,9 @@ func TestBrowser_DemoPage(t *testing.T) {
 
 	// Stop the server: the widget keeps the last value while it is away,
 	// and recovers by itself once a server listens on the address again.
-	p.stop()
+	p.Stop()
 	if code := p.exited(t, 10*time.Second); code != 0 {
-		t.Fatalf("presence exited %d when stopped: %v", code, p.err)
+		t.Fatalf("presence exited %d when stopped: %v", code, p.Err())
 	}
 	waitText(t, tab1, "#status", "disconnected", 5*time.Second)
 	waitText(t, tab1, counter, "1", time.Second)

@@ -24,6 +24,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/presence/presence/internal/presence"
+	"github.com/presence/presence/internal/proctest"
 	"github.com/presence/presence/internal/redisstore"
 	"github.com/presence/presence/internal/redistest"
 )
@@ -218,21 +219,21 @@ func (r *chaosRig) faults() []fault {
 	return []fault{
 		{name: "app server SIGKILL", inject: func() {
 			i := rand.IntN(2)
-			r.apps[i].cmd.Process.Kill()
-			<-r.apps[i].done
+			r.apps[i].Cmd.Process.Kill()
+			<-r.apps[i].Done()
 		}, after: func() {
 			for i, p := range r.apps {
-				if isClosed(p.done) {
+				if isClosed(p.Done()) {
 					r.startApp(i)
 				}
 			}
 		}},
 		{name: "gc stopped for longer than a TTL", inject: func() {
-			r.gc.cmd.Process.Kill()
-			<-r.gc.done
+			r.gc.Cmd.Process.Kill()
+			<-r.gc.Done()
 			// Meanwhile app server 0 dies, so there are sessions to prune.
-			r.apps[0].cmd.Process.Kill()
-			<-r.apps[0].done
+			r.apps[0].Cmd.Process.Kill()
+			<-r.apps[0].Done()
 			r.startApp(0)
 			time.Sleep(r.ttl + r.poll) // gc stays away this long by design
 		}, after: r.startGC},
@@ -378,7 +379,7 @@ func (r *chaosRig) invariants() string {
 	// gc check, as an operator runs it, with ghosts allowed 1s past their
 	// deadline.
 	cmd := exec.Command(gcBin, "check", "-grace", "1s")
-	cmd.Env = append(cleanEnv(), "PRESENCE_REDIS_URL="+r.redis.URL(), "PRESENCE_KEY_PREFIX="+r.prefix)
+	cmd.Env = append(proctest.Env(), "PRESENCE_REDIS_URL="+r.redis.URL(), "PRESENCE_KEY_PREFIX="+r.prefix)
 	var stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
 	if err := cmd.Run(); err != nil {

@@ -212,6 +212,9 @@ func TestE2E_RollingDeploy(t *testing.T) {
 	if testing.Short() {
 		tabs = 200
 	}
+	// A tab is three sockets of this process (its own and both ends of the
+	// balancer's), twice over while the roll reconnects it.
+	reserveFiles(t, int64(6*tabs))
 	perPost := int64(tabs / posts)
 	prefix := redistest.Prefix()
 	// Sessions of 30s, refreshed every 10s: a suite that starves the app
@@ -319,11 +322,11 @@ func TestE2E_RollingDeploy(t *testing.T) {
 	roll := func(p *proc, name string, others ...string) (*proc, string) {
 		t.Helper()
 		lb.route(others...) // the balancer stops sending it new connections
-		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
 		if code := p.exited(t, 15*time.Second); code != 0 {
-			t.Fatalf("%s exited with %d after SIGTERM", p.name, code)
+			t.Fatalf("%s exited with %d after SIGTERM", p.Name, code)
 		}
 		return start(name)
 	}

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
 
+	"github.com/presence/presence/internal/proctest"
 	"github.com/presence/presence/internal/redisstore"
 	"github.com/presence/presence/internal/redistest"
 )
@@ -49,15 +49,11 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	if err := proctest.Build(dir, nil, ".", "../gc"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	presenceBin, gcBin = filepath.Join(dir, "presence"), filepath.Join(dir, "gc")
-	if err := build(presenceBin, "."); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if err := build(gcBin, "../gc"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	s, stop, err := redistest.StartMain()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -68,80 +64,9 @@ func testMain(m *testing.M) int {
 	return m.Run()
 }
 
-// build runs go build -o out with flags on pkg.
-func build(out, pkg string, flags ...string) error {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return fmt.Errorf("go build %s: %w", pkg, err)
-	}
-	cmd := exec.Command(goBin, append(append([]string{"build", "-o", out}, flags...), pkg)...)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build -o %s %v %s: %w\n%s", out, flags, pkg, err, b)
-	}
-	return nil
-}
-
-// logLines collects a process's output and parses its JSON log lines as
-// they arrive, so tests can wait for one.
-type logLines struct {
-	mu      sync.Mutex
-	all     bytes.Buffer
-	partial []byte
-	lines   []map[string]any
-	wake    chan struct{} // closed and replaced whenever a line arrives
-}
-
-func newLogLines() *logLines { return &logLines{wake: make(chan struct{})} }
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.all.Write(p)
-	l.partial = append(l.partial, p...)
-	for {
-		i := bytes.IndexByte(l.partial, '\n')
-		if i < 0 {
-			break
-		}
-		var line map[string]any
-		if json.Unmarshal(l.partial[:i], &line) == nil {
-			l.lines = append(l.lines, line)
-		}
-		l.partial = l.partial[i+1:]
-	}
-	close(l.wake)
-	l.wake = make(chan struct{})
-	return len(p), nil
-}
-
-func (l *logLines) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.all.String()
-}
-
-// find returns the first line that matches ok, and a channel that is closed
-// when more output arrives.
-func (l *logLines) find(ok func(map[string]any) bool) (map[string]any, <-chan struct{}) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, line := range l.lines {
-		if ok(line) {
-			return line, nil
-		}
-	}
-	return nil, l.wake
-}
-
-// proc is a running binary, killed and reaped when its test ends.
-type proc struct {
-	name string
-	cmd  *exec.Cmd // nil for an app server run in the test's process
-	stop func()    // ends an app server run in the test's process, as SIGTERM does
-	logs *logLines
-	done chan struct{} // closed once the process has exited
-	err  error         // Wait's (or run's) result, set before done is closed
-}
+// proc is an app server or gc, binary or in-process, with the waits these
+// tests share.
+type proc struct{ *proctest.Proc }
 
 // runApp runs an app server in the test's own process, through the same
 // run function main calls, so that the race detector covers the wiring; it
@@ -150,93 +75,25 @@ type proc struct {
 // with startProc instead.
 func runApp(t *testing.T, name string, env ...string) *proc {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	p := &proc{name: name, stop: cancel, logs: newLogLines(), done: make(chan struct{})}
-	go func() {
-		p.err = run(ctx, nil, env, p.logs) // later entries win over earlier ones
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-p.done
-		if t.Failed() {
-			t.Logf("%s output:\n%s", name, p.logs.String())
-		}
-	})
-	return p
+	return &proc{proctest.Run(t, name, func(ctx context.Context, out io.Writer) error {
+		return run(ctx, nil, env, out) // later entries win over earlier ones
+	})}
 }
 
+// startProc starts bin, killed and reaped when the test ends.
 func startProc(t *testing.T, name, bin string, env ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(bin), logs: newLogLines(), done: make(chan struct{})}
-	p.cmd.Env = append(cleanEnv(), env...) // later entries win over earlier ones
-	// A Writer rather than a pipe: Wait then returns only once every byte
-	// has been copied, so logs are complete when a test reads them.
-	p.cmd.Stdout = p.logs
-	p.cmd.Stderr = p.logs
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	// Cleanups run last-in first-out: clients dialled after the process
-	// started close before it is killed.
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill() // fails harmlessly if it has exited
-		<-p.done
-		if t.Failed() {
-			t.Logf("%s output:\n%s", name, p.logs.String())
-		}
-	})
-	return p
-}
-
-// cleanEnv is the test's environment without PRESENCE_* settings, so a
-// developer's shell cannot change what the binaries under test do.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "PRESENCE_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
-// waitLog returns the first log line that matches ok, failing the test if
-// none is written within limit or the process exits first.
-func (p *proc) waitLog(t *testing.T, limit time.Duration, what string, ok func(map[string]any) bool) map[string]any {
-	t.Helper()
-	timer := time.NewTimer(limit)
-	defer timer.Stop()
-	for {
-		line, more := p.logs.find(ok)
-		if line != nil {
-			return line
-		}
-		select {
-		case <-more:
-		case <-p.done:
-			if line, _ := p.logs.find(ok); line != nil {
-				return line
-			}
-			t.Fatalf("%s exited (%v) before logging %s", p.name, p.err, what)
-		case <-timer.C:
-			t.Fatalf("%s did not log %s within %s", p.name, what, limit)
-		}
-	}
+	return &proc{proctest.Start(t, name, bin, env...)}
 }
 
 // addr waits for the process's first line, which gives the address it
 // listens on and its URL, and returns the address.
 func (p *proc) addr(t *testing.T) string {
 	t.Helper()
-	line := p.waitLog(t, 10*time.Second, `{"url":...}`, func(l map[string]any) bool { return l["url"] != nil })
+	line := p.WaitLog(t, 10*time.Second, `{"url":...}`, func(l map[string]any) bool { return l["url"] != nil })
 	addr, _ := line["addr"].(string)
 	if addr == "" {
-		t.Fatalf("%s: first line without addr: %v", p.name, line)
+		t.Fatalf("%s: first line without addr: %v", p.Name, line)
 	}
 	return addr
 }
@@ -246,7 +103,7 @@ func (p *proc) addr(t *testing.T) string {
 func (p *proc) startLine(t *testing.T) string {
 	t.Helper()
 	const prefix = "starting presence "
-	line := p.waitLog(t, 10*time.Second, prefix+"...", func(l map[string]any) bool {
+	line := p.WaitLog(t, 10*time.Second, prefix+"...", func(l map[string]any) bool {
 		msg, _ := l["msg"].(string)
 		return strings.HasPrefix(msg, prefix)
 	})
@@ -258,7 +115,7 @@ func (p *proc) startLine(t *testing.T) string {
 // address.
 func (p *proc) adminAddr(t *testing.T) string {
 	t.Helper()
-	line := p.waitLog(t, 10*time.Second, "the admin listener line", func(l map[string]any) bool { return l["admin_addr"] != nil })
+	line := p.WaitLog(t, 10*time.Second, "the admin listener line", func(l map[string]any) bool { return l["admin_addr"] != nil })
 	return line["admin_addr"].(string)
 }
 
@@ -266,16 +123,16 @@ func (p *proc) adminAddr(t *testing.T) string {
 func (p *proc) exited(t *testing.T, limit time.Duration) int {
 	t.Helper()
 	select {
-	case <-p.done:
-		if p.cmd == nil {
-			if p.err != nil {
+	case <-p.Done():
+		if p.Cmd == nil {
+			if p.Err() != nil {
 				return 1 // what main exits with when run fails
 			}
 			return 0
 		}
-		return p.cmd.ProcessState.ExitCode()
+		return p.Cmd.ProcessState.ExitCode()
 	case <-time.After(limit):
-		t.Fatalf("%s still running %s later", p.name, limit)
+		t.Fatalf("%s still running %s later", p.Name, limit)
 		return 0
 	}
 }
@@ -487,11 +344,11 @@ func TestE2E_CrashedServerIsPruned(t *testing.T) {
 	w.waitViewers(t, 5*time.Second, "e2e", 2)
 
 	// TTL 2s + gc poll 200ms + coalesce 100ms, plus margin.
-	if err := app1.cmd.Process.Kill(); err != nil {
+	if err := app1.Cmd.Process.Kill(); err != nil {
 		t.Fatalf("kill app1: %v", err)
 	}
 	killed := time.Now()
-	<-app1.done
+	<-app1.Done()
 	f := w.waitViewers(t, 5*time.Second, "e2e", 0)
 	t.Logf("W saw viewers 0 %s after app1 was killed", time.Since(killed).Round(time.Millisecond))
 	if f.Views != 2 {
@@ -534,15 +391,15 @@ func TestE2E_SigtermWithoutGraceRemovesSessions(t *testing.T) {
 	// TTL 2s with no gc: if the session stayed in Redis (neither the batch
 	// leave at shutdown nor the connection's own leave ran), this never comes.
 	w.waitViewers(t, 5*time.Second, "term", 0)
-	app1.waitLog(t, time.Second, `{"msg":"stopped"}`, func(l map[string]any) bool { return l["msg"] == "stopped" })
+	app1.WaitLog(t, time.Second, `{"msg":"stopped"}`, func(l map[string]any) bool { return l["msg"] == "stopped" })
 }
 
 // sigterm stops app and reads v until the server closes it, which must be
 // with 1012 service restart.
 func sigterm(t *testing.T, app *proc, v *client) time.Time {
 	t.Helper()
-	if err := app.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatalf("SIGTERM %s: %v", app.name, err)
+	if err := app.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM %s: %v", app.Name, err)
 	}
 	stopped := time.Now()
 	var err error
@@ -660,7 +517,7 @@ func TestE2E_BadRedisURL(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, presenceBin)
-	cmd.Env = append(cleanEnv(), "PRESENCE_ADDR=127.0.0.1:0", "PRESENCE_REDIS_URL=notaurl")
+	cmd.Env = append(proctest.Env(), "PRESENCE_ADDR=127.0.0.1:0", "PRESENCE_REDIS_URL=notaurl")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	err := cmd.Run()
@@ -684,7 +541,7 @@ func TestE2E_UnreachableRedis(t *testing.T) {
 		"PRESENCE_REDIS_URL=redis://127.0.0.1:1/0",
 	)
 	addr, admin := p.addr(t), p.adminAddr(t)
-	p.waitLog(t, 5*time.Second, "an error mentioning Redis", func(l map[string]any) bool {
+	p.WaitLog(t, 5*time.Second, "an error mentioning Redis", func(l map[string]any) bool {
 		msg, _ := l["msg"].(string)
 		return l["level"] == "error" && strings.Contains(msg, "Redis")
 	})
@@ -731,7 +588,7 @@ func TestE2E_UnreachableRedis(t *testing.T) {
 	}
 	// go-redis's own complaints about the refused dials are JSON lines too,
 	// so log collectors can parse every line.
-	out := strings.TrimSpace(p.logs.String())
+	out := strings.TrimSpace(p.Log.String())
 	for _, line := range strings.Split(out, "\n") {
 		if !json.Valid([]byte(line)) {
 			t.Errorf("stderr line is not JSON: %s", line)

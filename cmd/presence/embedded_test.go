@@ -16,6 +16,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/presence/presence/internal/presence"
+	"github.com/presence/presence/internal/proctest"
 	"github.com/presence/presence/internal/version"
 )
 
@@ -27,7 +28,7 @@ func TestE2E_EmbeddedMode(t *testing.T) {
 	addr := p.addr(t)
 
 	// The first line: version, mode and the URL to open.
-	first := p.logs.String()
+	first := p.Log.String()
 	first = first[:strings.IndexByte(first, '\n')]
 	v := version.Get().Version
 	for _, want := range []string{"presence " + v + " in embedded mode: open http://" + addr + "/", `"mode":"embedded"`, `"version":"` + v + `"`} {
@@ -68,7 +69,7 @@ func TestE2E_SignedPosts(t *testing.T) {
 	const secret = "0123456789abcdef0123456789abcdef"
 	p := runApp(t, "signed", "PRESENCE_ADDR=127.0.0.1:0", "PRESENCE_POST_SECRET="+secret)
 	addr := p.addr(t)
-	if start := p.startLine(t); !strings.Contains(start, "only posts with a token") || strings.Contains(p.logs.String(), secret) {
+	if start := p.startLine(t); !strings.Contains(start, "only posts with a token") || strings.Contains(p.Log.String(), secret) {
 		t.Errorf("start-up line %s does not say that posts are signed, or the log shows the secret", start)
 	}
 	a := dial(t, "a", addr)
@@ -87,7 +88,7 @@ func TestE2E_SignedPosts(t *testing.T) {
 func TestUnknownVariablesAreReported(t *testing.T) {
 	p := runApp(t, "app", "PRESENCE_ADDR=127.0.0.1:0", "PRESENCE_PUBLISH_KEY=0123456789abcdef-key")
 	p.addr(t)
-	p.waitLog(t, 5*time.Second, "a warning that names PRESENCE_PUBLISH_KEYS", func(l map[string]any) bool {
+	p.WaitLog(t, 5*time.Second, "a warning that names PRESENCE_PUBLISH_KEYS", func(l map[string]any) bool {
 		msg, _ := l["msg"].(string)
 		return l["level"] == "warn" && msg == "PRESENCE_PUBLISH_KEY is not a setting and is ignored; did you mean PRESENCE_PUBLISH_KEYS?"
 	})
@@ -106,8 +107,8 @@ func TestFirstLineOnATerminal(t *testing.T) {
 	defer cancel()
 	// -e: script exits with the command's status; -f: flush as it goes.
 	cmd := exec.CommandContext(ctx, script, "-qefc", presenceBin, "/dev/null")
-	cmd.Env = append(cleanEnv(), "PRESENCE_ADDR=127.0.0.1:0")
-	logs := newLogLines()
+	cmd.Env = append(proctest.Env(), "PRESENCE_ADDR=127.0.0.1:0")
+	logs := proctest.NewLog()
 	cmd.Stdout = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -117,7 +118,7 @@ func TestFirstLineOnATerminal(t *testing.T) {
 	for {
 		// The channel first, then the output: a line that arrives between
 		// the two still wakes the wait.
-		_, more := logs.find(func(map[string]any) bool { return false })
+		_, more := logs.Find(func(map[string]any) bool { return false })
 		if out := logs.String(); strings.Contains(out, "\n") {
 			first = strings.TrimSuffix(out[:strings.IndexByte(out, '\n')], "\r")
 			break
@@ -156,7 +157,7 @@ func TestVersionFlag(t *testing.T) {
 		{[]string{"-buildvcs=true"}, regexp.MustCompile(`^presence v\d+\.\d+\.\d+-\S+ \([0-9a-f]{12}(-dirty)?, go`)},
 	} {
 		bin := filepath.Join(dir, "presence")
-		if err := build(bin, ".", b.flags...); err != nil {
+		if err := proctest.Build(dir, b.flags, "."); err != nil {
 			t.Fatal(err)
 		}
 		if out, err := exec.Command(bin, "-version").Output(); err != nil || !b.want.Match(out) {
@@ -194,7 +195,7 @@ func runHealthcheck(t *testing.T, bin string, args []string, env ...string) (int
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, append([]string{"healthcheck"}, args...)...)
-	cmd.Env = append(cleanEnv(), env...)
+	cmd.Env = append(proctest.Env(), env...)
 	out, err := cmd.CombinedOutput()
 	var exit *exec.ExitError
 	if err != nil && !errors.As(err, &exit) {

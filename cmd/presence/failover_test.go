@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/presence/presence/internal/presence"
+	"github.com/presence/presence/internal/proctest"
 	"github.com/presence/presence/internal/redisstore"
 	"github.com/presence/presence/internal/redistest"
 )
@@ -105,6 +106,7 @@ type failover struct {
 // the new primary and REST on both servers right, and gc check clean.
 func testFailover(t *testing.T, f failover) {
 	const tabs, posts = 1000, 20
+	reserveFiles(t, 2*tabs) // the app servers run in this process: both ends
 	redisEnv := append(f.env, "PRESENCE_SESSION_TTL=3s")
 	var addrs []string
 	for i := range 2 {
@@ -171,7 +173,7 @@ func testFailover(t *testing.T, f failover) {
 			}
 		}
 		cmd := exec.Command(gcBin, "check", "-grace", "1s")
-		cmd.Env = append(cleanEnv(), redisEnv...)
+		cmd.Env = append(proctest.Env(), redisEnv...)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Sprintf("gc check: %v: %s", err, out)
 		}
