@@ -109,7 +109,7 @@ var settings = []setting{
 	{"handoff-grace", "PRESENCE_HANDOFF_GRACE", "30s", "how long a stopping app server keeps its tabs' sessions at least, for them to resume on another app server without a dip (0 to 10m; 0 removes them at once)"},
 	{"gc-poll", "PRESENCE_GC_POLL", "1s", "longest time between two polls of the deadlines index (10ms to 1m)"},
 	{"sweep-interval", "PRESENCE_SWEEP_INTERVAL", "5m", "time between gc's full repair sweeps of the viewers hash; 0 disables"},
-	{"allowed-origins", "PRESENCE_ALLOWED_ORIGINS", "", "comma-separated WebSocket/CORS origin patterns (host or scheme://host, path.Match globs); empty: same host only; * allows any"},
+	{"allowed-origins", "PRESENCE_ALLOWED_ORIGINS", "", "comma-separated WebSocket/CORS origin patterns, [scheme://]host[:port] with path.Match globs; a host without a port allows every port of it; empty: same host only; * allows any"},
 	{"publish-keys", "PRESENCE_PUBLISH_KEYS", "", "comma-separated bearer keys for the publish API; empty turns publishing off"},
 	{"log-level", "PRESENCE_LOG_LEVEL", "info", "log level: debug, info, warn or error"},
 	{"log-format", "PRESENCE_LOG_FORMAT", "auto", "log format: console (lines for people), json, or auto: console on a terminal, JSON otherwise"},

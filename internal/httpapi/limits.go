@@ -271,8 +271,8 @@ func (s *Server) refuse(w http.ResponseWriter, cause string, retry time.Duration
 func (s *Server) refuseOrigin(w http.ResponseWriter, o string) {
 	s.refused.WithLabelValues(causeOrigin).Inc()
 	msg := origin.Refusal(o)
-	if s.originLog.allow(o, time.Now()) {
-		shown := origin.Plain(o)
+	shown := origin.Plain(o)
+	if s.originLog.allow(shown, time.Now()) {
 		if shown == "" {
 			shown = fmt.Sprintf("(%d bytes, not shown)", len(o))
 		}
@@ -287,7 +287,9 @@ func (s *Server) refuseOrigin(w http.ResponseWriter, o string) {
 // originLog rate-limits the warnings of refused origins: one line per
 // origin per window, so the operator's own misconfigured site shows even
 // while other sites' pages are refused, and at most originLogBurst lines a
-// window in all, so that made-up origins cannot flood the log.
+// window in all, so that made-up origins cannot flood the log. Its keys
+// are origins as origin.Plain gives them (at most 255 bytes; "" for every
+// Origin that is no plain origin), so what it remembers is bounded too.
 type originLog struct {
 	mu     sync.Mutex
 	last   map[string]time.Time
@@ -322,7 +324,7 @@ func (l *originLog) allow(o string, now time.Time) bool {
 }
 
 // hubClosed answers a handshake that arrives while the server stops: 503
-// unavailable, with the same advice as the 1001 close of connected tabs.
+// unavailable, with the same advice as the 1012 close of connected tabs.
 var hubClosed = presence.Errorf(presence.CodeUnavailable, "the server is shutting down; connect again, to another server if there is one")
 
 // handshakeWriter keeps the plain-text error that the WebSocket library

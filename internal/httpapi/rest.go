@@ -119,19 +119,12 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 // read-only GETs without credentials, so only Allow-Origin is needed.
 func (s *Server) cors(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if origin := r.Header.Get("Origin"); origin != "" {
+		if o := r.Header.Get("Origin"); o != "" {
 			w.Header().Add("Vary", "Origin")
-			if s.originAllowed(origin, r.Host) {
-				w.Header().Set("Access-Control-Allow-Origin", origin)
+			if origin.Allowed(s.origins, o, r.Host) {
+				w.Header().Set("Access-Control-Allow-Origin", o)
 			}
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-// originAllowed reports whether a page of origin may open a WebSocket or
-// read the REST API, for a request to host: the handshake and CORS ask the
-// same question.
-func (s *Server) originAllowed(o, host string) bool {
-	return origin.Allowed(s.origins, o, host)
 }

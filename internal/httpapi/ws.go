@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/presence/presence/internal/hub"
+	"github.com/presence/presence/internal/origin"
 	"github.com/presence/presence/internal/presence"
 )
 
@@ -75,8 +76,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// The origin, then the limits, before the library or the hub makes
 	// any state. A request without Origin comes from no web page (a
 	// server-side client), which no origin rule is about.
-	if origin := r.Header.Get("Origin"); origin != "" && !s.originAllowed(origin, r.Host) {
-		s.refuseOrigin(w, origin)
+	if o := r.Header.Get("Origin"); o != "" && !origin.Allowed(s.origins, o, r.Host) {
+		s.refuseOrigin(w, o)
 		return
 	}
 	release, cause, retry := s.limits.acquire(s.limits.clientIP(r), time.Now())

@@ -25,7 +25,7 @@ func New(w io.Writer, level, format string) *zap.Logger {
 		lvl = zapcore.InfoLevel
 	}
 	var enc zapcore.Encoder
-	if format == "console" || (format != "json" && IsTerminal(w)) {
+	if format == "console" || (format != "json" && isTerminal(w)) {
 		c := zap.NewDevelopmentEncoderConfig()
 		c.EncodeTime = zapcore.TimeEncoderOfLayout("15:04:05.000")
 		c.CallerKey = ""
@@ -38,9 +38,9 @@ func New(w io.Writer, level, format string) *zap.Logger {
 	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl))
 }
 
-// IsTerminal reports whether w is a character device, such as the
+// isTerminal reports whether w is a character device, such as the
 // terminal a binary was started from.
-func IsTerminal(w io.Writer) bool {
+func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
 		return false
